@@ -1,0 +1,21 @@
+//! Compiles the .proto schemas in proto/ with prost, using protox (a pure-Rust protobuf
+//! compiler) so that no system `protoc` is needed.
+fn main() {
+    println!("cargo:rerun-if-changed=proto");
+    let files = ["proto/onnx.proto"];
+    let fds = match protox::compile(files, ["proto"]) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("failed to compile proto schemas: {e:?}");
+            std::process::exit(1);
+        }
+    };
+    let mut cfg = prost_build::Config::new();
+    // `bytes` fields decode as `bytes::Bytes`, which slices the input buffer instead of
+    // copying: with a memory-mapped model, tensor data is never copied on load.
+    cfg.bytes(["."]);
+    if let Err(e) = cfg.compile_fds(fds) {
+        eprintln!("prost-build failed: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,11 @@
+//! sparseqc: compile a trained ONNX model into a sparse (2:4) INT8 model for TensorRT.
+//! See docs/architecture.md for the code map.
+
+pub mod proto {
+    //! Generated ONNX wire types (prost, proto2). See proto/onnx.proto.
+    #![allow(clippy::all, missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+
+pub mod error;
+pub use error::{Error, ErrorKind, Result};
