@@ -10,6 +10,16 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // Keep the descriptor set: the loader walks unknown input against it to name
+    // exactly which fields a decode would drop.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    {
+        use prost::Message as _;
+        if let Err(e) = std::fs::write(out.join("onnx_descriptor.bin"), fds.encode_to_vec()) {
+            eprintln!("cannot write descriptor set: {e}");
+            std::process::exit(1);
+        }
+    }
     let mut cfg = prost_build::Config::new();
     // `bytes` fields decode as `bytes::Bytes`, which slices the input buffer instead of
     // copying: with a memory-mapped model, tensor data is never copied on load.

@@ -9,3 +9,14 @@ pub mod proto {
 
 pub mod error;
 pub use error::{Error, ErrorKind, Result};
+pub mod onnx;
+pub mod ir;
+pub mod text;
+pub mod pass;
+#[path = "../passes/mod.rs"]
+pub mod passes;
+pub mod backend;
+pub mod cli;
+pub mod inspect;
+pub mod plugin;
+pub mod util;

@@ -1,0 +1,417 @@
+//! The `sparseqc` command line.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::ir::Model;
+use crate::pass::{parse_pipeline, CalibInput, PassContext, PassManager, PassReport, Registry, RunOptions};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The pipeline run when `--passes` is not given.
+pub const DEFAULT_PIPELINE: &str = "fold-bn,cleanup,prune-2of4,calibrate,insert-qdq";
+/// The default pipeline with `--dense`.
+pub const DENSE_PIPELINE: &str = "fold-bn,cleanup,calibrate,insert-qdq";
+
+const ABOUT: &str = "Compile a trained ONNX model into a sparse (2:4) INT8 model for NVIDIA TensorRT.";
+
+const LONG_ABOUT: &str = "\
+Compile a trained ONNX model into a sparse (2:4) INT8 model for NVIDIA TensorRT.
+
+sparseqc imports the model into an IR and runs a pipeline of passes over it:
+  fold-bn      fold BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul
+  cleanup      Constant nodes to initializers, constant folding, dead code, Identity removal
+  prune-2of4   zero 2 of every 4 weights along the input channels (TensorRT's sparse rule)
+  calibrate    run the float model on your data and annotate activation scales
+  insert-qdq   insert Q/DQ nodes by TensorRT's explicit-quantization placement rules
+Then it writes the result as ONNX (-o model.onnx), for trtexec/onnxruntime/Netron, or as a
+TensorRT engine (-o model.plan, needs TensorRT 10/11 installed).";
+
+const EXAMPLES: &str = "\
+Examples:
+  # Sparse INT8 for TensorRT from a folder of calibration images
+  sparseqc resnet.onnx -o resnet.int8.onnx --calib images/ \\
+      --preprocess 'resize=256,crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225'
+  trtexec --onnx=resnet.int8.onnx --sparsity=enable
+
+  # Dense INT8, calibration from a TensorRT calibration cache
+  sparseqc model.onnx -o model.int8.onnx --dense --calib-cache model.cache
+
+  # Only fold BatchNorm and clean up, printing the IR after each pass
+  sparseqc model.onnx -o folded.onnx --passes 'fold-bn,cleanup' --print-ir-after-all
+
+  # The pure round trip: no pass at all
+  sparseqc model.onnx -o same.onnx --passes none
+
+  # Read a model as text; check its 2:4 sparsity like TensorRT does
+  sparseqc print model.onnx
+  sparseqc inspect --sparsity model.onnx --require-2of4 'op:Conv'
+
+  # List passes and their options
+  sparseqc passes
+
+Exit status: 0 success, 1 bad input (the message names file, node and tensor), 2 bad usage.";
+
+#[derive(Parser, Debug)]
+#[command(name = "sparseqc", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXAMPLES,
+          args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub compile: CompileArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print a model in sparseqc's canonical text form.
+    Print(PrintArgs),
+    /// Summarise a model: ops, parameters, and per weight its dtype, shape, zeros and 2:4 status.
+    Inspect(InspectArgs),
+    /// List the available passes and their options.
+    Passes(PassesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PassesArgs {
+    /// Load passes from this plugin library too (repeatable).
+    #[arg(long = "plugin", value_name = "LIB")]
+    pub plugins: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PrintArgs {
+    /// The ONNX model (or a .txt/.sqc file in the text form).
+    pub model: PathBuf,
+    /// Print tensors with at most N elements inline (others as hash and zero fraction).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub inline_limit: usize,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The ONNX model.
+    pub model: PathBuf,
+    /// Check every weight against TensorRT's 2:4 rule along the right axis.
+    #[arg(long)]
+    pub sparsity: bool,
+    /// Exit non-zero if any layer matching PATTERN (e.g. 'layer*|op:Gemm') is not 2:4.
+    #[arg(long, value_name = "PATTERN")]
+    pub require_2of4: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct LoadArgs {
+    /// Accept (and drop) fields unknown to sparseqc's ONNX schema instead of refusing.
+    #[arg(long)]
+    pub allow_unknown_fields: bool,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, Default, PartialEq, Eq)]
+pub enum ExternalArg {
+    /// Keep tensors that were external external; externalize all above 2 GB.
+    #[default]
+    Auto,
+    /// Write every tensor of 1 KiB or more to OUT.data.
+    Always,
+    /// Write everything inline (fails above 2 GB).
+    Never,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct CompileArgs {
+    /// The input ONNX model.
+    #[arg(required = true)]
+    pub model: Option<PathBuf>,
+    /// Output: `.onnx` writes the transformed model; `.plan`/`.engine` builds a TensorRT engine.
+    #[arg(short = 'o', long = "output", required = true, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// The pass pipeline, e.g. 'fold-bn,prune-2of4{min-channels=64},calibrate{method=entropy},insert-qdq'.
+    /// `none` runs no pass. Default: fold-bn,cleanup,prune-2of4,calibrate,insert-qdq.
+    #[arg(long, value_name = "PIPELINE")]
+    pub passes: Option<String>,
+    /// Dense INT8: the default pipeline without prune-2of4.
+    #[arg(long)]
+    pub dense: bool,
+    /// Calibration data: a folder of images (jpg/png, recursive), .npy/.npz files, or a folder of them.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub calib: Option<PathBuf>,
+    /// Image preprocessing, e.g. 'resize=256,crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225'.
+    /// Keys: resize, crop, scale, mean, std, order=RGB|BGR, layout=NCHW|NHWC.
+    #[arg(long, value_name = "SPEC")]
+    pub preprocess: Option<String>,
+    /// Use at most N calibration samples.
+    #[arg(long, value_name = "N")]
+    pub calib_limit: Option<usize>,
+    /// Read activation scales from a TensorRT calibration cache (or its JSON form) instead of running the model.
+    #[arg(long, value_name = "FILE")]
+    pub calib_cache: Option<PathBuf>,
+    /// Write the activation scales as a TensorRT calibration cache (.json: JSON form).
+    #[arg(long, value_name = "FILE")]
+    pub write_calib_cache: Option<PathBuf>,
+    /// Write the merged per-pass report as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Print the IR (text form) after every pass, to stderr.
+    #[arg(long)]
+    pub print_ir_after_all: bool,
+    /// Print the IR after the named pass (repeatable).
+    #[arg(long, value_name = "PASS")]
+    pub print_ir_after: Vec<String>,
+    /// Print how long each pass took.
+    #[arg(long)]
+    pub time_passes: bool,
+    /// Run the IR verifier after every pass.
+    #[arg(long)]
+    pub verify_each: bool,
+    /// Load passes from a plugin library (repeatable).
+    #[arg(long = "plugin", value_name = "LIB")]
+    pub plugins: Vec<PathBuf>,
+    /// External data for the output model.
+    #[arg(long, value_enum, default_value_t = ExternalArg::Auto)]
+    pub external_data: ExternalArg,
+    /// Keep calibration annotations in the output ONNX (as graph metadata).
+    #[arg(long)]
+    pub keep_annotations: bool,
+    /// No progress bars or summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// TensorRT input shapes for `.plan`: 'input:1x3x224x224' or 'input:1x3x224x224,8x3x224x224,32x3x224x224' (min,opt,max).
+    #[arg(long, value_name = "SPEC")]
+    pub shapes: Option<String>,
+    /// TensorRT major version the plan targets (10 or 11).
+    #[arg(long, default_value_t = 11, value_name = "N")]
+    pub trt_version: u32,
+    /// TensorRT builder workspace limit in MiB.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    pub workspace: u64,
+    /// Also write the TensorRT network definition: `--emit network FILE`.
+    #[arg(long, num_args = 2, value_names = ["WHAT", "FILE"])]
+    pub emit: Vec<String>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// Reads a model from an ONNX file or a text-form file (`.txt`, `.sqc`).
+pub fn load_model(path: &Path, load: &LoadArgs) -> Result<(Model, Option<crate::onnx::LoadedModel>)> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "txt" || ext == "sqc" {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::user(format!("cannot read: {e}")).context(path.display().to_string()))?;
+        let model = crate::text::parse(&text).map_err(|e| e.context(path.display().to_string()))?;
+        return Ok((model, None));
+    }
+    let opts = crate::onnx::LoadOptions { allow_unknown_fields: load.allow_unknown_fields };
+    let mut loaded = crate::onnx::load(path, &opts)?;
+    let proto = std::mem::take(&mut loaded.proto);
+    let model = crate::ir::import::import(proto).map_err(|e| e.context(path.display().to_string()))?;
+    Ok((model, Some(loaded)))
+}
+
+fn registry_with_plugins(plugins: &[PathBuf]) -> Result<Registry> {
+    let mut reg = Registry::with_builtins();
+    for p in plugins {
+        crate::plugin::load_into(&mut reg, p)?;
+    }
+    Ok(reg)
+}
+
+/// Entry point: returns the process exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let res = match cli.command {
+        Some(Command::Print(a)) => cmd_print(&a),
+        Some(Command::Inspect(a)) => cmd_inspect(&a),
+        Some(Command::Passes(a)) => cmd_passes(&a),
+        None => cmd_compile(&cli.compile),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e.kind {
+                ErrorKind::Usage => 2,
+                _ => 1,
+            }
+        }
+    }
+}
+
+fn cmd_print(a: &PrintArgs) -> Result<i32> {
+    let (model, _) = load_model(&a.model, &a.load)?;
+    let text = crate::text::print(&model, &crate::text::PrintOptions { inline_limit: a.inline_limit })?;
+    print!("{text}");
+    Ok(0)
+}
+
+fn cmd_passes(a: &PassesArgs) -> Result<i32> {
+    let reg = registry_with_plugins(&a.plugins)?;
+    for info in reg.list() {
+        println!("{:<14} {}{}", info.name, info.summary, if info.origin == "built-in" { String::new() } else { format!(" [{}]", info.origin) });
+        for o in &info.options {
+            println!("    {:<18} {:<6} default {:<10} {}", o.name, format!("{:?}", o.kind).to_lowercase(), if o.default.is_empty() { "-" } else { o.default }, o.help);
+        }
+    }
+    Ok(0)
+}
+
+fn cmd_inspect(a: &InspectArgs) -> Result<i32> {
+    let (model, _) = load_model(&a.model, &a.load)?;
+    let report = crate::inspect::inspect(&model)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
+    } else {
+        print!("{}", crate::inspect::format_report(&report, a.sparsity || a.require_2of4.is_some()));
+    }
+    if let Some(pat) = &a.require_2of4 {
+        let failing = crate::inspect::require_2of4(&report, &crate::pass::Pattern::parse(pat));
+        if !failing.is_empty() {
+            eprintln!("error: {} layer(s) matching '{pat}' do not follow the 2:4 pattern: {}", failing.len(), failing.join(", "));
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}
+
+fn cmd_compile(a: &CompileArgs) -> Result<i32> {
+    let t0 = Instant::now();
+    let model_path = a.model.clone().ok_or_else(|| Error::usage("missing MODEL"))?;
+    let out = a.output.clone().ok_or_else(|| Error::usage("missing -o OUT"))?;
+    let out_ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let plan = matches!(out_ext.as_str(), "plan" | "engine" | "trt");
+    if !plan && out_ext != "onnx" {
+        return Err(Error::usage(format!("output '{}': use a .onnx (model) or .plan (TensorRT engine) file name", out.display())));
+    }
+    // refuse before any work
+    crate::onnx::save::check_not_protected(&out, std::slice::from_ref(&model_path))?;
+    if a.emit.len() == 2 && a.emit[0] != "network" {
+        return Err(Error::usage(format!("--emit: unknown artefact '{}' (supported: network)", a.emit[0])));
+    }
+
+    let pipeline_text = match &a.passes {
+        Some(p) => p.clone(),
+        None => {
+            if a.calib.is_none() && a.calib_cache.is_none() {
+                return Err(Error::usage(
+                    "INT8 needs calibration data: give --calib DIR (images, .npy or .npz; with --preprocess for images) \
+                     or --calib-cache FILE (a TensorRT calibration cache). To run only some passes, use --passes, \
+                     e.g. --passes fold-bn,cleanup,prune-2of4",
+                ));
+            }
+            if a.dense { DENSE_PIPELINE.to_string() } else { DEFAULT_PIPELINE.to_string() }
+        }
+    };
+    let reg = registry_with_plugins(&a.plugins)?;
+    let entries = parse_pipeline(&pipeline_text)?;
+    let passes = entries.iter().map(|e| reg.create(e)).collect::<Result<Vec<_>>>()?;
+    if let Some(c) = &a.calib {
+        if !c.exists() {
+            return Err(Error::user(format!("calibration data '{}' does not exist", c.display())));
+        }
+    }
+    if let Some(c) = &a.calib_cache {
+        if !c.exists() {
+            return Err(Error::user(format!("calibration cache '{}' does not exist", c.display())));
+        }
+    }
+
+    let (mut model, loaded) = load_model(&model_path, &a.load)?;
+    let mut protected = vec![model_path.clone()];
+    let mut was_external = std::collections::HashSet::new();
+    if let Some(l) = &loaded {
+        for (name, r) in &l.external {
+            was_external.insert(name.clone());
+            protected.push(l.base_dir.join(&r.location));
+        }
+        if !l.dropped_fields.is_empty() && !a.quiet {
+            eprintln!("warning: dropped {} unknown field(s) (--allow-unknown-fields)", l.dropped_fields.len());
+        }
+    }
+
+    let mut ctx = PassContext {
+        quiet: a.quiet,
+        calib: CalibInput {
+            source: a.calib.clone(),
+            preprocess: a.preprocess.clone(),
+            limit: a.calib_limit,
+            cache: a.calib_cache.clone(),
+            write_cache: a.write_calib_cache.clone(),
+        },
+        notes: Default::default(),
+    };
+    let mut pm = PassManager::new(
+        passes,
+        RunOptions {
+            verify_each: a.verify_each,
+            print_ir_after_all: a.print_ir_after_all,
+            print_ir_after: a.print_ir_after.clone(),
+            time_passes: a.time_passes,
+        },
+    );
+    let reports = pm.run(&mut model, &mut ctx)?;
+
+    let mut written = String::new();
+    if plan {
+        crate::backend::build_plan(&model, &out, a)?;
+        written = format!("{}", out.display());
+    } else {
+        let proto = if a.keep_annotations { crate::ir::export::export_with_annotations(&model)? } else { crate::ir::export::export(&model)? };
+        let opts = crate::onnx::SaveOptions {
+            external: match a.external_data {
+                ExternalArg::Auto => crate::onnx::ExternalPolicy::Auto,
+                ExternalArg::Always => crate::onnx::ExternalPolicy::Always,
+                ExternalArg::Never => crate::onnx::ExternalPolicy::Never,
+            },
+            threshold: 1024,
+            was_external,
+            protected,
+        };
+        let s = crate::onnx::save(proto, &out, &opts)?;
+        written.push_str(&format!("{} ({} bytes", out.display(), s.model_bytes));
+        if let Some(f) = &s.external_file {
+            written.push_str(&format!(", {} tensors in {}", s.external_tensors, f.display()));
+        }
+        written.push(')');
+    }
+    if a.emit.len() == 2 {
+        crate::backend::emit_network(&model, Path::new(&a.emit[1]), a)?;
+    }
+    if let Some(r) = &a.report {
+        write_report(r, &model_path, &out, &reports, t0.elapsed().as_secs_f64())?;
+    }
+    if !a.quiet {
+        print_summary(&reports, &written, a.report.as_deref(), t0.elapsed().as_secs_f64());
+    }
+    Ok(0)
+}
+
+fn write_report(path: &Path, input: &Path, output: &Path, reports: &[PassReport], secs: f64) -> Result<()> {
+    let doc = serde_json::json!({
+        "tool": format!("sparseqc {}", env!("CARGO_PKG_VERSION")),
+        "input": input.display().to_string(),
+        "output": output.display().to_string(),
+        "seconds": secs,
+        "passes": reports,
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::internal(e.to_string()))?;
+    crate::util::write_atomic(path, text.as_bytes())
+}
+
+fn print_summary(reports: &[PassReport], written: &str, report: Option<&Path>, secs: f64) {
+    for r in reports {
+        eprintln!("  {:<12} {}", r.pass, r.summary);
+    }
+    eprintln!("wrote {written} in {secs:.2} s{}", report.map(|r| format!("; report: {}", r.display())).unwrap_or_default());
+}

@@ -1,0 +1,103 @@
+//! Reading an ONNX file: memory map, zero-copy decode, unknown-field detection,
+//! external data resolution.
+
+use super::external::{self, ExternalRef};
+use super::wire;
+use crate::error::{Error, Result};
+use crate::proto::ModelProto;
+use bytes::Bytes;
+use prost::Message;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Accept a model holding fields this schema does not know, dropping them on save.
+    pub allow_unknown_fields: bool,
+}
+
+/// A decoded model plus what is known about where it came from.
+pub struct LoadedModel {
+    pub proto: ModelProto,
+    pub path: PathBuf,
+    /// The folder external data is resolved against.
+    pub base_dir: PathBuf,
+    /// Size of the file on disk.
+    pub file_len: u64,
+    /// Whether re-encoding the decoded model gives back exactly the input bytes
+    /// (false for non-canonical writers, e.g. packed `dims`, or for unknown fields).
+    pub canonical: bool,
+    /// Tensors that were stored as external data, by name.
+    pub external: HashMap<String, ExternalRef>,
+    /// Unknown fields that were dropped (only with `allow_unknown_fields`).
+    pub dropped_fields: Vec<wire::UnknownField>,
+}
+
+/// Maps a file read-only and returns its bytes without copying.
+pub fn map_file(path: &Path) -> Result<Bytes> {
+    let f = std::fs::File::open(path).map_err(|e| Error::user(format!("cannot open: {e}")))?;
+    let meta = f.metadata().map_err(|e| Error::user(format!("cannot stat: {e}")))?;
+    if meta.is_dir() {
+        return Err(Error::user("is a directory, not an ONNX file"));
+    }
+    if meta.len() == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: read-only map; as with any mmap reader, the file must not be truncated
+    // concurrently. The compiler never writes to its input (see save.rs).
+    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::user(format!("cannot map: {e}")))?;
+    Ok(Bytes::from_owner(map))
+}
+
+/// Decodes a model from bytes (already in memory); `what` names it in errors.
+pub fn decode(bytes: Bytes, what: &str, opts: &LoadOptions) -> Result<(ModelProto, bool, Vec<wire::UnknownField>)> {
+    if bytes.is_empty() {
+        return Err(Error::user("empty file: not an ONNX model").context(what.to_string()));
+    }
+    let len = bytes.len();
+    let proto = ModelProto::decode(bytes.clone()).map_err(|e| {
+        Error::user(format!("not a valid ONNX model (protobuf decode failed: {e}); the file is truncated, corrupt or not ONNX"))
+            .context(what.to_string())
+    })?;
+    if proto.graph.is_none() {
+        return Err(Error::user("not an ONNX model: it has no graph (ModelProto.graph is missing)").context(what.to_string()));
+    }
+    // Length equality is the cheap test the decoder can afford on a multi-GB model
+    // (the round-trip tests compare bytes).
+    let canonical = proto.encoded_len() == len;
+    let mut dropped = Vec::new();
+    if !canonical {
+        let unknown = wire::find_unknown_fields(&bytes, ".onnx.ModelProto", 20);
+        if !unknown.is_empty() {
+            if !opts.allow_unknown_fields {
+                let list: Vec<String> =
+                    unknown.iter().take(5).map(|u| format!("{} field #{} ({} bytes)", u.path, u.number, u.bytes)).collect();
+                return Err(Error::user(format!(
+                    "the model holds {}{} field(s) unknown to this ONNX schema (IR version 14), which would be lost on save: {}{}; \
+                     pass --allow-unknown-fields to drop them",
+                    unknown.len(),
+                    if unknown.len() >= 20 { "+" } else { "" },
+                    list.join(", "),
+                    if unknown.len() > 5 { ", ..." } else { "" }
+                ))
+                .context(what.to_string()));
+            }
+            dropped = unknown;
+        }
+    }
+    Ok((proto, canonical, dropped))
+}
+
+/// Loads an ONNX model from `path`.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let what = path.display().to_string();
+    let bytes = map_file(path).map_err(|e| e.context(what.clone()))?;
+    let file_len = bytes.len() as u64;
+    let (mut proto, canonical, dropped_fields) = decode(bytes, &what, opts)?;
+    let base_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let external = external::resolve(&mut proto, &base_dir).map_err(|e| e.context(what.clone()))?;
+    Ok(LoadedModel { proto, path: path.to_path_buf(), base_dir, file_len, canonical, external, dropped_fields })
+}
