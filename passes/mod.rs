@@ -2,7 +2,20 @@
 //! `sparseqc` library (`ir`, `pass`, `text`, `error`, and the numeric modules), the same
 //! API a plugin gets; `src/lib.rs` compiles them in as `sparseqc::passes`.
 
-use crate::pass::Registry;
+pub mod fold_bn;
+pub mod util;
+
+use crate::pass::{PassInfo, Registry};
+
+fn builtin(name: &str, summary: &str, options: &[crate::pass::OptionSpec]) -> PassInfo {
+    PassInfo { name: name.into(), summary: summary.into(), options: options.to_vec(), origin: "built-in".into() }
+}
 
 /// Registers every built-in pass.
-pub fn register_builtins(_reg: &mut Registry) {}
+pub fn register_builtins(reg: &mut Registry) {
+    let r = reg.register(
+        builtin(fold_bn::NAME, "fold BatchNormalization into the producing Conv/ConvTranspose/Gemm/MatMul", fold_bn::OPTIONS),
+        Box::new(|o| Ok(Box::new(fold_bn::FoldBn::from_options(o)?))),
+    );
+    debug_assert!(r.is_ok(), "built-in pass names are unique");
+}
