@@ -46,6 +46,7 @@ fn import_graph(mut gp: GraphProto) -> Result<Graph> {
     for t in inits {
         let name = t.name().to_string();
         let tensor = Tensor::new(t);
+        tensor.check().map_err(|e| e.context(format!("initializer '{name}'")))?;
         if let Some(id) = g.value_by_name(&name) {
             let v = g.value_mut(id).expect("named");
             if v.producer == Producer::GraphInput && v.constant.is_none() {
@@ -71,6 +72,13 @@ fn import_graph(mut gp: GraphProto) -> Result<Graph> {
         let input_names = std::mem::take(&mut np.input);
         let output_names = std::mem::take(&mut np.output);
         let attrs = std::mem::take(&mut np.attribute);
+        for a in &attrs {
+            if let Some(t) = &a.t {
+                Tensor::new(t.clone()).check().map_err(|e| {
+                    e.context(format!("attribute '{}' of node '{}' ({})", a.name(), np.name(), np.op_type()))
+                })?;
+            }
+        }
         let desc = if np.name().is_empty() { format!("node #{idx} ({})", np.op_type()) } else { format!("node '{}' ({})", np.name(), np.op_type()) };
         let mut outs = Vec::with_capacity(output_names.len());
         for o in &output_names {

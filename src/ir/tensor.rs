@@ -110,6 +110,42 @@ impl Tensor {
             && p.metadata_props.iter().any(|m| m.key() == PLACEHOLDER_KEY)
     }
 
+    /// Checks that dims are sane and the stored data has exactly the size dims and
+    /// dtype call for, without decoding it.
+    pub fn check(&self) -> Result<()> {
+        let p = &self.proto;
+        let n = self.numel()?;
+        if self.is_placeholder() {
+            return Ok(());
+        }
+        let name = p.name();
+        if let Some(es) = dtype_size(self.dtype()) {
+            if n.checked_mul(es).is_none() || (n as u128) * (es as u128) > (1u128 << 48) {
+                return Err(Error::user(format!("tensor '{name}' has absurd dims {:?}", p.dims)));
+            }
+        }
+        if let Some(raw) = &p.raw_data {
+            if let Some(es) = dtype_size(self.dtype()) {
+                if raw.len() != n * es {
+                    return Err(Error::user(format!(
+                        "tensor '{name}': raw_data holds {} bytes but dims {:?} of {} need {}",
+                        raw.len(),
+                        p.dims,
+                        dtype_name(self.dtype()),
+                        n * es
+                    )));
+                }
+            }
+            return Ok(());
+        }
+        let have = p.float_data.len() + p.int32_data.len() + p.int64_data.len() + p.double_data.len() + p.uint64_data.len() + p.string_data.len();
+        let complex = matches!(self.dtype(), 14 | 15);
+        if have != n && !(complex && have == 2 * n) && p.data_location.unwrap_or(0) == 0 {
+            return Err(Error::user(format!("tensor '{name}': holds {have} values but dims {:?} need {n}", p.dims)));
+        }
+        Ok(())
+    }
+
     /// The tensor's bytes in ONNX's little-endian raw layout, decoding typed storage
     /// fields when needed. Checks the length against dims and dtype.
     pub fn raw_bytes(&self) -> Result<Cow<'_, [u8]>> {
