@@ -3,6 +3,7 @@
 //! API a plugin gets; `src/lib.rs` compiles them in as `sparseqc::passes`.
 
 pub mod fold_bn;
+pub mod insert_qdq;
 pub mod util;
 
 use crate::pass::{PassInfo, Registry};
@@ -16,6 +17,11 @@ pub fn register_builtins(reg: &mut Registry) {
     let r = reg.register(
         builtin(fold_bn::NAME, "fold BatchNormalization into the producing Conv/ConvTranspose/Gemm/MatMul", fold_bn::OPTIONS),
         Box::new(|o| Ok(Box::new(fold_bn::FoldBn::from_options(o)?))),
+    );
+    debug_assert!(r.is_ok(), "built-in pass names are unique");
+    let r = reg.register(
+        builtin(insert_qdq::NAME, "insert Q/DQ by TensorRT's explicit-quantization placement rules", insert_qdq::OPTIONS),
+        Box::new(|o| Ok(Box::new(insert_qdq::InsertQdq::from_options(o)?))),
     );
     debug_assert!(r.is_ok(), "built-in pass names are unique");
 }
