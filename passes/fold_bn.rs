@@ -104,6 +104,9 @@ fn fold_into(m: &mut Model, p: NodeId, bn: &BnParams) -> Result<std::result::Res
     let g = &mut m.graph;
     let pn = g.n(p)?.clone();
     let c = bn.a.len();
+    if !matches!(pn.op_type.as_str(), "Conv" | "ConvTranspose" | "Gemm" | "MatMul") || !pn.domain.is_empty() {
+        return Ok(Err(format!("its input comes from {}, which has no weights to fold into", pn.op_type)));
+    }
     let Some((_, w, wd)) = const_f32(g, pn.inputs.get(1).copied().flatten()) else {
         return Ok(Err(format!("{} weight is not a constant float tensor", pn.op_type)));
     };

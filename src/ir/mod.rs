@@ -407,6 +407,21 @@ impl Graph {
         self.add_initializer(&n, t).expect("fresh name is unique")
     }
 
+    /// Turns a value with no producer (e.g. the output of a removed Constant node) into
+    /// an initializer holding `t` (appended to the initializer list).
+    pub fn make_initializer(&mut self, v: ValueId, mut t: Tensor) -> Result<()> {
+        let val = self.value_mut(v).ok_or_else(|| Error::internal("make_initializer on a stale value"))?;
+        if val.producer != Producer::None {
+            return Err(Error::internal(format!("make_initializer: '{}' still has a producer", val.name)));
+        }
+        t.proto.name = Some(val.name.clone());
+        val.producer = Producer::Initializer;
+        val.ty = Some(ValueType { elem: t.dtype(), shape: Some(t.dims().iter().map(|&d| Dim::Known(d)).collect()) });
+        val.constant = Some(t);
+        self.initializers.push(v);
+        Ok(())
+    }
+
     /// Replaces the data of an initializer in place (keeps its name and position).
     pub fn set_constant(&mut self, v: ValueId, mut t: Tensor) -> Result<()> {
         let val = self.value_mut(v).ok_or_else(|| Error::internal("set_constant on a stale value"))?;
