@@ -8,6 +8,7 @@ pub mod proto {
 }
 
 pub mod error;
+pub mod sparsity;
 pub use error::{Error, ErrorKind, Result};
 pub mod onnx;
 pub mod ir;
