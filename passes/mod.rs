@@ -4,6 +4,8 @@
 
 pub mod fold_bn;
 pub mod insert_qdq;
+pub mod obs;
+pub mod prune;
 pub mod util;
 
 use crate::pass::{PassInfo, Registry};
@@ -17,6 +19,11 @@ pub fn register_builtins(reg: &mut Registry) {
     let r = reg.register(
         builtin(fold_bn::NAME, "fold BatchNormalization into the producing Conv/ConvTranspose/Gemm/MatMul", fold_bn::OPTIONS),
         Box::new(|o| Ok(Box::new(fold_bn::FoldBn::from_options(o)?))),
+    );
+    debug_assert!(r.is_ok(), "built-in pass names are unique");
+    let r = reg.register(
+        builtin(prune::NAME, "2:4 structured pruning along TensorRT's input-channel groups", prune::OPTIONS),
+        Box::new(|o| Ok(Box::new(prune::Prune::from_options(o)?))),
     );
     debug_assert!(r.is_ok(), "built-in pass names are unique");
     let r = reg.register(

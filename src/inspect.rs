@@ -131,10 +131,10 @@ pub fn inspect(model: &Model) -> Result<InspectReport> {
                 if shape[ax] % 4 != 0 {
                     info.note = format!("axis {ax} length {} is not a multiple of 4", shape[ax]);
                 } else if let Ok(vals) = t.to_f32() {
-                    let (groups, bad) = check_groups(&vals, &shape, ax);
-                    info.groups = groups;
-                    info.violations = bad;
-                    info.sparse_2of4 = Some(bad == 0);
+                    let c = crate::sparsity::GroupLayout::new(&shape, ax).and_then(|l| crate::sparsity::check_2of4(&vals, &l))?;
+                    info.groups = c.groups;
+                    info.violations = c.violating_groups;
+                    info.sparse_2of4 = Some(c.ok);
                 } else {
                     info.note = "weight data not readable as float".into();
                 }
@@ -206,22 +206,3 @@ pub fn require_2of4(r: &InspectReport, pat: &Pattern) -> Vec<String> {
         .collect()
 }
 
-/// TEMPORARY until the sparsity module lands: counts groups of 4 along `axis` and those with < 2 zeros.
-fn check_groups(v: &[f32], shape: &[usize], axis: usize) -> (usize, usize) {
-    let inner: usize = shape[axis + 1..].iter().product();
-    let outer: usize = shape[..axis].iter().product();
-    let len = shape[axis];
-    let (mut groups, mut bad) = (0, 0);
-    for o in 0..outer {
-        for g in 0..len / 4 {
-            for i in 0..inner {
-                let z = (0..4).filter(|k| v[(o * len + g * 4 + k) * inner + i] == 0.0).count();
-                groups += 1;
-                if z < 2 {
-                    bad += 1;
-                }
-            }
-        }
-    }
-    (groups, bad)
-}
