@@ -1,0 +1,3 @@
+//! Calibration (placeholder, filled below).
+pub mod methods;
+pub mod stats;
