@@ -138,7 +138,10 @@ pub struct Calibration {
 pub fn compute_amax(stats: &TensorStats, method: Method) -> Result<Calibration> {
     if stats.count == 0 {
         return Err(Error::user(if stats.nonfinite > 0 {
-            format!("all {} observed values are NaN or infinite", stats.nonfinite)
+            format!(
+                "all {} observed values are NaN or infinite",
+                stats.nonfinite
+            )
         } else {
             "no values were observed".to_string()
         }));
@@ -150,13 +153,20 @@ pub fn compute_amax(stats: &TensorStats, method: Method) -> Result<Calibration> 
         )));
     }
     if stats.max_abs <= 0.0 {
-        return Ok(Calibration { amax: 1.0, scale: 1.0 / 127.0, fraction_clipped: 0.0, all_zero: true });
+        return Ok(Calibration {
+            amax: 1.0,
+            scale: 1.0 / 127.0,
+            fraction_clipped: 0.0,
+            all_zero: true,
+        });
     }
     let bin = match method {
         Method::Max => None,
         Method::Percentile(p) => {
             if !(p > 0.0 && p <= 100.0) {
-                return Err(Error::user(format!("percentile must be in (0, 100], got {p}")));
+                return Err(Error::user(format!(
+                    "percentile must be in (0, 100], got {p}"
+                )));
             }
             percentile_bin(stats, p)
         }
@@ -179,7 +189,12 @@ fn finish(stats: &TensorStats, bin: Option<usize>) -> Calibration {
         }
         None => (stats.max_abs, 0.0),
     };
-    Calibration { amax, scale: amax / 127.0, fraction_clipped: clipped, all_zero: false }
+    Calibration {
+        amax,
+        scale: amax / 127.0,
+        fraction_clipped: clipped,
+        all_zero: false,
+    }
 }
 
 /// Smallest `i` such that bins `0..i` hold at least `p` % of all values; `None` when the
@@ -279,7 +294,11 @@ fn mse_error(stats: &TensorStats, c: f64) -> f64 {
         let mut k = ((lo / s) + 0.5).floor().min(127.0) as i64;
         loop {
             let cell_lo = if k == 0 { 0.0 } else { (k as f64 - 0.5) * s };
-            let cell_hi = if k >= 127 { f64::INFINITY } else { (k as f64 + 0.5) * s };
+            let cell_hi = if k >= 127 {
+                f64::INFINITY
+            } else {
+                (k as f64 + 0.5) * s
+            };
             let a = lo.max(cell_lo);
             let z = hi.min(cell_hi);
             if z > a {
@@ -319,7 +338,9 @@ mod tests {
     fn lcg(seed: u64) -> impl FnMut() -> f64 {
         let mut s = seed;
         move || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
         }
     }
@@ -359,14 +380,31 @@ mod tests {
         assert_eq!("max".parse::<Method>().unwrap(), Method::Max);
         assert_eq!("Entropy".parse::<Method>().unwrap(), Method::Entropy);
         assert_eq!("mse".parse::<Method>().unwrap(), Method::Mse);
-        assert_eq!("percentile".parse::<Method>().unwrap(), Method::Percentile(99.99));
-        assert_eq!("percentile:99.999".parse::<Method>().unwrap(), Method::Percentile(99.999));
-        assert_eq!("percentile=99.9".parse::<Method>().unwrap(), Method::Percentile(99.9));
-        for m in [Method::Max, Method::Percentile(99.999), Method::Entropy, Method::Mse] {
+        assert_eq!(
+            "percentile".parse::<Method>().unwrap(),
+            Method::Percentile(99.99)
+        );
+        assert_eq!(
+            "percentile:99.999".parse::<Method>().unwrap(),
+            Method::Percentile(99.999)
+        );
+        assert_eq!(
+            "percentile=99.9".parse::<Method>().unwrap(),
+            Method::Percentile(99.9)
+        );
+        for m in [
+            Method::Max,
+            Method::Percentile(99.999),
+            Method::Entropy,
+            Method::Mse,
+        ] {
             assert_eq!(m.to_string().parse::<Method>().unwrap(), m);
         }
         let e = "foo".parse::<Method>().unwrap_err().to_string();
-        assert!(e.contains("unknown calibration method 'foo'") && e.contains("entropy"), "{e}");
+        assert!(
+            e.contains("unknown calibration method 'foo'") && e.contains("entropy"),
+            "{e}"
+        );
         assert!("percentile:101".parse::<Method>().is_err());
         assert!("percentile:0".parse::<Method>().is_err());
         assert!("percentile:abc".parse::<Method>().is_err());
@@ -389,8 +427,16 @@ mod tests {
         let st = TensorStats::from_values(&v);
         let c = compute_amax(&st, Method::Percentile(99.0)).unwrap();
         assert!((c.amax - 9.9).abs() <= 10.0 / 2048.0 + 1e-4, "{}", c.amax);
-        assert!(c.amax >= 9.9 - 1e-4, "upper edge keeps at least 99 %: {}", c.amax);
-        assert!((c.fraction_clipped - 0.01).abs() < 0.001, "{}", c.fraction_clipped);
+        assert!(
+            c.amax >= 9.9 - 1e-4,
+            "upper edge keeps at least 99 %: {}",
+            c.amax
+        );
+        assert!(
+            (c.fraction_clipped - 0.01).abs() < 0.001,
+            "{}",
+            c.fraction_clipped
+        );
         let full = compute_amax(&st, Method::Percentile(100.0)).unwrap();
         assert_eq!(full.amax, 10.0);
         assert_eq!(full.fraction_clipped, 0.0);
@@ -399,7 +445,10 @@ mod tests {
     #[test]
     fn entropy_clips_outliers_and_never_exceeds_max() {
         for seed in 0..4 {
-            for v in [gaussian_with_outliers(20_000, seed), relu_like(20_000, seed)] {
+            for v in [
+                gaussian_with_outliers(20_000, seed),
+                relu_like(20_000, seed),
+            ] {
                 let st = TensorStats::from_values(&v);
                 let mx = compute_amax(&st, Method::Max).unwrap();
                 for m in [Method::Entropy, Method::Mse, Method::Percentile(99.99)] {
@@ -416,7 +465,11 @@ mod tests {
         let st = TensorStats::from_values(&gaussian_with_outliers(50_000, 9));
         let c = compute_amax(&st, Method::Entropy).unwrap();
         assert!(c.amax > 2.0 && c.amax < 10.0, "entropy: {}", c.amax);
-        assert!(c.fraction_clipped > 0.0 && c.fraction_clipped < 0.01, "{}", c.fraction_clipped);
+        assert!(
+            c.fraction_clipped > 0.0 && c.fraction_clipped < 0.01,
+            "{}",
+            c.fraction_clipped
+        );
     }
 
     #[test]
@@ -427,13 +480,22 @@ mod tests {
         let v: Vec<f32> = (0..200_000)
             .map(|_| {
                 let m = -(u()).ln();
-                if u() < 0.5 { m as f32 } else { -m as f32 }
+                if u() < 0.5 {
+                    m as f32
+                } else {
+                    -m as f32
+                }
             })
             .collect();
         let st = TensorStats::from_values(&v);
         let c = compute_amax(&st, Method::Mse).unwrap();
         assert!(st.max_abs > 11.0, "{}", st.max_abs);
-        assert!(c.amax > 8.5 && c.amax < 11.0, "mse: {} (max {})", c.amax, st.max_abs);
+        assert!(
+            c.amax > 8.5 && c.amax < 11.0,
+            "mse: {} (max {})",
+            c.amax,
+            st.max_abs
+        );
     }
 
     #[test]
@@ -446,13 +508,19 @@ mod tests {
         assert_eq!(c.amax, 7.529_744);
         assert!(r.zeros > 20_000);
         // Clipped fraction: share of all values (zeros included) at or above amax.
-        assert!((c.fraction_clipped - 6e-5).abs() < 1e-9, "{}", c.fraction_clipped);
+        assert!(
+            (c.fraction_clipped - 6e-5).abs() < 1e-9,
+            "{}",
+            c.fraction_clipped
+        );
     }
 
     #[test]
     fn entropy_keeps_full_range_of_uniform_data() {
         // Uniform data without outliers: clipping only loses information.
-        let v: Vec<f32> = (0..40_000).map(|i| ((i * 7919) % 40_000) as f32 / 40_000.0 + 0.0001).collect();
+        let v: Vec<f32> = (0..40_000)
+            .map(|i| ((i * 7919) % 40_000) as f32 / 40_000.0 + 0.0001)
+            .collect();
         let st = TensorStats::from_values(&v);
         let c = compute_amax(&st, Method::Entropy).unwrap();
         assert!(c.amax > 0.9 * st.max_abs, "{} vs {}", c.amax, st.max_abs);
@@ -463,7 +531,9 @@ mod tests {
     #[test]
     fn mse_integral_matches_brute_force() {
         // Check mse_error against direct quantization of many values spread uniformly.
-        let v: Vec<f32> = (0..200_000).map(|i| (i as f32 + 0.5) / 200_000.0 * 3.0).collect();
+        let v: Vec<f32> = (0..200_000)
+            .map(|i| (i as f32 + 0.5) / 200_000.0 * 3.0)
+            .collect();
         let st = TensorStats::from_values(&v);
         for c in [3.0f64, 1.5, 0.7] {
             let s = c / 127.0;
@@ -476,7 +546,10 @@ mod tests {
                 })
                 .sum();
             let model = mse_error(&st, c);
-            assert!((model - brute).abs() / brute < 0.01, "c={c}: {model} vs {brute}");
+            assert!(
+                (model - brute).abs() / brute < 0.01,
+                "c={c}: {model} vs {brute}"
+            );
         }
     }
 

@@ -273,7 +273,11 @@ impl Default for StatsSet {
 impl StatsSet {
     /// An empty set in pass 1.
     pub fn new() -> Self {
-        StatsSet { pass: Pass::Range, ranges: BTreeMap::new(), hists: BTreeMap::new() }
+        StatsSet {
+            pass: Pass::Range,
+            ranges: BTreeMap::new(),
+            hists: BTreeMap::new(),
+        }
     }
 
     /// The current pass.
@@ -329,7 +333,9 @@ impl StatsSet {
     /// Merges a partial set of the same pass (order-independent).
     pub fn merge(&mut self, other: &StatsSet) -> Result<()> {
         if self.pass != other.pass {
-            return Err(Error::internal("cannot merge statistics of different passes"));
+            return Err(Error::internal(
+                "cannot merge statistics of different passes",
+            ));
         }
         match self.pass {
             Pass::Range => {
@@ -375,7 +381,11 @@ impl StatsSet {
         if self.pass != Pass::Histogram {
             return Err(Error::internal("finish called before the histogram pass"));
         }
-        Ok(self.hists.into_iter().map(|(k, h)| (k, h.finish())).collect())
+        Ok(self
+            .hists
+            .into_iter()
+            .map(|(k, h)| (k, h.finish()))
+            .collect())
     }
 }
 
@@ -414,7 +424,9 @@ mod tests {
 
     #[test]
     fn merge_is_order_and_split_independent() {
-        let samples: Vec<Vec<f32>> = (0..12).map(|i| values(500 + 37 * i, i as u64 + 7)).collect();
+        let samples: Vec<Vec<f32>> = (0..12)
+            .map(|i| values(500 + 37 * i, i as u64 + 7))
+            .collect();
         let all: Vec<f32> = samples.iter().flatten().copied().collect();
         let whole = TensorStats::from_values(&all);
 
