@@ -1244,6 +1244,14 @@ mod tests {
             let d = max_diff(&t.data, &r);
             assert!(d < 1e-6, "{spec}: max diff {d}");
         }
+        // Upscaling (no antialiasing stretch): 32x32 -> 45x70.
+        let folder =
+            ImageFolder::open(&fixture("img"), "x", "resize=45x70".parse().unwrap(), None).unwrap();
+        let t = folder.load(&fixture("img/d.png")).unwrap();
+        let (rshape, r) = ref_array("ref_up.npy");
+        assert_eq!(t.shape, rshape);
+        let d = max_diff(&t.data, &r);
+        assert!(d < 1e-6, "upscale: max diff {d}");
         // JPEG through resize + crop: only the decoder differs.
         let folder = ImageFolder::open(
             &fixture("odd"),

@@ -15,6 +15,7 @@ script computes:  np.asarray(img.convert("RGB"), np.float32) / 255, (x - mean) /
   ref_odd_crop.npy    [1,3,24,24] f32: odd.png, resize=32 then center crop 24 (torchvision rule).
   ref_odd_small.npy   [1,3,15,18] f32: odd.png resized to 18x15 (WxH) exactly, scale 1/255 only.
   ref_oddjpg_crop.npy [1,3,24,24] f32: odd.jpg, resize=32, crop=24.
+  ref_up.npy      [1,3,45,70] f32: img/d.png upscaled to 70x45 (WxH), scale 1/255 only.
   arrays.npz      np.savez: x f32 [5,3,4,4], y i64 [5] (stored entries)
   arrays_z.npz    np.savez_compressed: same arrays (deflate)
   f64.npy, u8.npy, i64.npy, fortran.npy, be.npy  small arrays of those kinds
@@ -87,6 +88,8 @@ def main():
     np.save(os.path.join(HERE, "ref_odd_crop.npy"), norm(center_crop(resize_shorter(o, 32), 24))[None])
     small = o.resize((18, 15), Image.BILINEAR)
     np.save(os.path.join(HERE, "ref_odd_small.npy"), norm(small, np.zeros(3, np.float32), np.ones(3, np.float32))[None])
+    up = Image.open(os.path.join(HERE, "img", "d.png")).resize((70, 45), Image.BILINEAR)
+    np.save(os.path.join(HERE, "ref_up.npy"), norm(up, np.zeros(3, np.float32), np.ones(3, np.float32))[None])
     oj = Image.open(os.path.join(HERE, "odd", "odd.jpg"))
     np.save(os.path.join(HERE, "ref_oddjpg_crop.npy"), norm(center_crop(resize_shorter(oj, 32), 24))[None])
 
