@@ -1017,9 +1017,13 @@ fn bind_arrays(src: &NpySource, model_inputs: &[ModelInput]) -> Result<Vec<(Stri
     let mut mapping = Vec::new();
     for (name, dims) in model_inputs {
         if !arrays.iter().any(|a| &a.name == name) {
-            let listing: Vec<String> = arrays.iter().map(|a| a.to_string()).collect();
+            let listing: Vec<String> = src
+                .arrays
+                .iter()
+                .map(|(n, a)| format!("'{n}' {:?} {}", a.shape, a.dtype.name()))
+                .collect();
             return Err(Error::user(format!(
-                "model input '{name}' {} has no array of that name; {} holds: {} (samples counted by the first axis)",
+                "model input '{name}' {} has no array of that name; {} holds: {} (the first axis counts the samples)",
                 fmt_dims(dims),
                 src.describe(),
                 listing.join(", ")
@@ -1445,8 +1449,8 @@ mod tests {
             .to_string();
         assert!(
             e.contains("'mask'")
-                && e.contains("'x' [1,3,4,4] float32")
-                && e.contains("'y' [1] int64"),
+                && e.contains("'x' [5, 3, 4, 4] float32")
+                && e.contains("'y' [5] int64"),
             "{e}"
         );
         // Shape mismatch.
