@@ -21,3 +21,4 @@ pub mod cli;
 pub mod inspect;
 pub mod plugin;
 pub mod util;
+pub mod calib;

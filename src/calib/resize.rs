@@ -1,0 +1,170 @@
+//! Bilinear resizing of 8-bit images that reproduces Pillow's `Image.resize(size, BILINEAR)`
+//! (and so torchvision's `Resize` on PIL images).
+//!
+//! Pillow's resampler, as its documentation and behaviour show: a separable convolution, first
+//! along rows (when the width changes) into an 8-bit intermediate image, then along columns
+//! (when the height changes). For an output index `o` the source centre is
+//! `c = (o + 0.5) * in / out`; when downscaling, the triangle filter `max(0, 1 - |t|)` is
+//! stretched by the factor `s = in / out` (antialiasing), so the taps run over
+//! `[c - s, c + s]`, each tap `j` weighted by `filter((j + 0.5 - c) / s)`, weights normalised to
+//! sum 1. Weights are turned into 22-bit fixed point (rounded half away from zero), sums start
+//! at half a unit, and each result is shifted back and clamped to `0..=255`. Doing the same
+//! integer arithmetic here gives bit-identical pixels (see the tests in
+//! [`crate::calib::data`], which compare with Pillow's output).
+
+/// Fractional bits of the fixed-point weights.
+const PRECISION_BITS: u32 = 22;
+
+/// Filter taps for every output index along one axis.
+struct Taps {
+    /// For each output index: first source index and number of taps.
+    bounds: Vec<(usize, usize)>,
+    /// `ksize` fixed-point weights per output index.
+    weights: Vec<i32>,
+    ksize: usize,
+}
+
+fn triangle(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 {
+        1.0 - x
+    } else {
+        0.0
+    }
+}
+
+fn taps(in_size: usize, out_size: usize) -> Taps {
+    let scale = in_size as f64 / out_size as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter_scale; // the triangle's support is 1
+    let ksize = support.ceil() as usize * 2 + 1;
+    let mut bounds = Vec::with_capacity(out_size);
+    let mut weights = vec![0i32; out_size * ksize];
+    let inv = 1.0 / filter_scale;
+    let mut w = vec![0f64; ksize];
+    for o in 0..out_size {
+        let center = (o as f64 + 0.5) * scale;
+        // Truncation toward zero, then clamping, as in C's (int) cast.
+        let lo = ((center - support + 0.5) as i64).max(0) as usize;
+        let hi = ((center + support + 0.5) as i64)
+            .min(in_size as i64)
+            .max(lo as i64) as usize;
+        let n = (hi - lo).min(ksize);
+        let mut sum = 0.0;
+        for (x, wx) in w.iter_mut().enumerate().take(n) {
+            *wx = triangle((x as f64 + lo as f64 - center + 0.5) * inv);
+            sum += *wx;
+        }
+        for x in 0..n {
+            let k = if sum != 0.0 { w[x] / sum } else { w[x] };
+            let f = k * (1u32 << PRECISION_BITS) as f64;
+            weights[o * ksize + x] = if k < 0.0 {
+                (f - 0.5) as i32
+            } else {
+                (f + 0.5) as i32
+            };
+        }
+        bounds.push((lo, n));
+    }
+    Taps {
+        bounds,
+        weights,
+        ksize,
+    }
+}
+
+#[inline]
+fn clip8(acc: i32) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Resizes an interleaved 8-bit image (`ch` channels, row-major `h x w x ch`) to
+/// `out_w x out_h` like Pillow's bilinear `resize`. Sizes must be nonzero.
+pub fn resize_bilinear(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    ch: usize,
+    out_w: usize,
+    out_h: usize,
+) -> Vec<u8> {
+    debug_assert_eq!(src.len(), w * h * ch);
+    let horizontal_pass = (out_w != w).then(|| horizontal(src, w, h, ch, out_w));
+    let (img, iw) = match &horizontal_pass {
+        Some(v) => (v.as_slice(), out_w),
+        None => (src, w),
+    };
+    if out_h != h {
+        vertical(img, iw, h, ch, out_h)
+    } else {
+        img.to_vec()
+    }
+}
+
+fn horizontal(src: &[u8], w: usize, h: usize, ch: usize, out_w: usize) -> Vec<u8> {
+    let t = taps(w, out_w);
+    let mut out = vec![0u8; out_w * h * ch];
+    for y in 0..h {
+        let row = &src[y * w * ch..(y + 1) * w * ch];
+        for (o, &(lo, n)) in t.bounds.iter().enumerate() {
+            let k = &t.weights[o * t.ksize..o * t.ksize + n];
+            for c in 0..ch {
+                let mut acc: i32 = 1 << (PRECISION_BITS - 1);
+                for (x, &kx) in k.iter().enumerate() {
+                    acc += row[(lo + x) * ch + c] as i32 * kx;
+                }
+                out[(y * out_w + o) * ch + c] = clip8(acc);
+            }
+        }
+    }
+    out
+}
+
+fn vertical(src: &[u8], w: usize, h: usize, ch: usize, out_h: usize) -> Vec<u8> {
+    let t = taps(h, out_h);
+    let stride = w * ch;
+    let mut out = vec![0u8; stride * out_h];
+    for (o, &(lo, n)) in t.bounds.iter().enumerate() {
+        let k = &t.weights[o * t.ksize..o * t.ksize + n];
+        for i in 0..stride {
+            let mut acc: i32 = 1 << (PRECISION_BITS - 1);
+            for (y, &ky) in k.iter().enumerate() {
+                acc += src[(lo + y) * stride + i] as i32 * ky;
+            }
+            out[o * stride + i] = clip8(acc);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_and_constant() {
+        let img: Vec<u8> = (0..4 * 3 * 3).map(|i| (i * 7 % 256) as u8).collect();
+        assert_eq!(resize_bilinear(&img, 4, 3, 3, 4, 3), img);
+        let flat = vec![200u8; 10 * 8];
+        for (ow, oh) in [(3, 5), (17, 2), (10, 1), (25, 19)] {
+            assert!(resize_bilinear(&flat, 10, 8, 1, ow, oh)
+                .iter()
+                .all(|&v| v == 200));
+        }
+    }
+
+    #[test]
+    fn halving_averages_pairs() {
+        // Downscaling by 2: the stretched triangle covers 4 taps with weights 1/8, 3/8, 3/8, 1/8
+        // (2 taps at the border, renormalised).
+        let row = [0u8, 80, 160, 240, 0, 80];
+        let out = resize_bilinear(&row, 6, 1, 1, 3, 1);
+        // o=1: centre 3, taps 1..5 weights (1,3,3,1)/8 over 80,160,240,0 -> 10+60+90+0
+        assert_eq!(out[1], 160);
+        // o=0: centre 1, taps 0..3 with weights (0.75, 0.75, 0.25) / 1.75 -> 57.14
+        assert_eq!(out[0], 57);
+        // Same values as Pillow: Image.fromarray(row, "L").resize((3, 1), BILINEAR).
+        assert_eq!(out, [57, 160, 69]);
+        assert_eq!(out.len(), 3);
+    }
+}

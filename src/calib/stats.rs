@@ -1,0 +1,522 @@
+//! Per-tensor activation statistics: the running max of `|x|` and a 2048-bin histogram of `|x|`.
+//!
+//! # Determinism
+//!
+//! Calibration must give the same amax whatever the thread count, the split of the data over
+//! workers and the order of the samples. TensorRT grows its histogram range by powers of two as
+//! larger values arrive, so its result depends on batch order; this module does not. It uses
+//! **two passes** over the calibration data:
+//!
+//! 1. [`RangeCollector`]: the max of `|x|` over all finite values (plus counts). `max` is
+//!    commutative and associative on non-NaN floats, so any merge order gives the same bits.
+//! 2. [`HistogramCollector`]: a histogram of `|x|` with [`NUM_BINS`] equal bins over
+//!    `[0, range]`, where `range` is the max found in pass 1. The bin of a value depends only on
+//!    the value and `range` (`floor(|x| * NUM_BINS / range)`, computed in `f64`, the value equal
+//!    to `range` going into the last bin), and bins hold integer counts, so merging partial
+//!    histograms (one per sample, per thread, ...) in any order gives identical counts.
+//!
+//! A histogram may also be built over a range fixed in advance (one pass, e.g. a range from a
+//! previous run): values above it are counted in [`TensorStats::overflow`] and treated by the
+//! amax methods as lying beyond the last bin.
+//!
+//! Non-finite values (NaN, ±inf) are never binned nor used for the max; they are counted in
+//! [`TensorStats::nonfinite`] so the caller can warn or refuse.
+//!
+//! [`StatsSet`] bundles both passes for many named tensors.
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+
+/// Number of histogram bins (TensorRT's entropy calibration uses 2048).
+pub const NUM_BINS: usize = 2048;
+
+/// Pass 1 state for one tensor: running max of `|x|` and value counts. Mergeable in any order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RangeCollector {
+    max_abs: f32,
+    count: u64,
+    nonfinite: u64,
+}
+
+impl RangeCollector {
+    /// An empty collector (max 0, no values).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds values. NaN and ±inf are counted as non-finite and otherwise ignored.
+    pub fn observe(&mut self, values: &[f32]) {
+        let mut m = self.max_abs;
+        let mut finite = 0u64;
+        for &v in values {
+            let a = v.abs();
+            if a.is_finite() {
+                finite += 1;
+                if a > m {
+                    m = a;
+                }
+            }
+        }
+        self.max_abs = m;
+        self.count += finite;
+        self.nonfinite += values.len() as u64 - finite;
+    }
+
+    /// Merges another partial collector into this one (order-independent).
+    pub fn merge(&mut self, other: &RangeCollector) {
+        self.max_abs = self.max_abs.max(other.max_abs);
+        self.count += other.count;
+        self.nonfinite += other.nonfinite;
+    }
+
+    /// Max of `|x|` over the finite values seen (0 when none).
+    pub fn max_abs(&self) -> f32 {
+        self.max_abs
+    }
+
+    /// Number of finite values seen.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Number of NaN / ±inf values seen.
+    pub fn nonfinite(&self) -> u64 {
+        self.nonfinite
+    }
+}
+
+/// Pass 2 state for one tensor: histogram of `|x|` over a fixed `[0, range]`. Mergeable in any
+/// order with other collectors of the same range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramCollector {
+    range: f32,
+    /// `NUM_BINS / range`, in f64 so the bin index of a value is exact enough and reproducible.
+    inv_width: f64,
+    bins: Vec<u64>,
+    zeros: u64,
+    overflow: u64,
+    count: u64,
+    nonfinite: u64,
+    max_abs: f32,
+}
+
+impl HistogramCollector {
+    /// A histogram over `[0, range]`. `range` must be finite and > 0; for a tensor that was all
+    /// zeros in pass 1 pass any positive range (e.g. 1.0): every value then lands in bin 0.
+    pub fn new(range: f32) -> Result<Self> {
+        if !(range.is_finite() && range > 0.0) {
+            return Err(Error::internal(format!(
+                "histogram range must be finite and positive, got {range}"
+            )));
+        }
+        Ok(HistogramCollector {
+            range,
+            inv_width: NUM_BINS as f64 / range as f64,
+            bins: vec![0; NUM_BINS],
+            zeros: 0,
+            overflow: 0,
+            count: 0,
+            nonfinite: 0,
+            max_abs: 0.0,
+        })
+    }
+
+    /// A histogram whose range is the max found by a pass-1 collector (1.0 if it saw only zeros).
+    pub fn from_range(r: &RangeCollector) -> Self {
+        let range = if r.max_abs > 0.0 { r.max_abs } else { 1.0 };
+        // Unwrap: `range` is finite (RangeCollector only keeps finite values) and > 0.
+        HistogramCollector::new(range).unwrap()
+    }
+
+    /// The upper edge of the last bin.
+    pub fn range(&self) -> f32 {
+        self.range
+    }
+
+    /// Adds values: `|x|` goes to bin `floor(|x| * NUM_BINS / range)` (the last bin for
+    /// `|x| == range`), values above `range` to the overflow count, non-finite ones to their own
+    /// count.
+    pub fn observe(&mut self, values: &[f32]) {
+        let last = NUM_BINS - 1;
+        for &v in values {
+            let a = v.abs();
+            if !a.is_finite() {
+                self.nonfinite += 1;
+                continue;
+            }
+            self.count += 1;
+            if a > self.max_abs {
+                self.max_abs = a;
+            }
+            if a == 0.0 {
+                self.zeros += 1;
+                self.bins[0] += 1;
+            } else if a > self.range {
+                self.overflow += 1;
+            } else {
+                let idx = ((a as f64) * self.inv_width) as usize;
+                self.bins[idx.min(last)] += 1;
+            }
+        }
+    }
+
+    /// Merges another partial histogram of the same range (order-independent: integer sums and
+    /// max). Different ranges are a caller bug and give an internal error.
+    pub fn merge(&mut self, other: &HistogramCollector) -> Result<()> {
+        if self.range.to_bits() != other.range.to_bits() {
+            return Err(Error::internal(format!(
+                "cannot merge histograms of different ranges ({} and {})",
+                self.range, other.range
+            )));
+        }
+        for (a, b) in self.bins.iter_mut().zip(&other.bins) {
+            *a += *b;
+        }
+        self.zeros += other.zeros;
+        self.overflow += other.overflow;
+        self.count += other.count;
+        self.nonfinite += other.nonfinite;
+        self.max_abs = self.max_abs.max(other.max_abs);
+        Ok(())
+    }
+
+    /// The finished statistics.
+    pub fn finish(self) -> TensorStats {
+        TensorStats {
+            max_abs: self.max_abs,
+            range: self.range,
+            bins: self.bins,
+            zeros: self.zeros,
+            overflow: self.overflow,
+            count: self.count,
+            nonfinite: self.nonfinite,
+        }
+    }
+}
+
+/// Final statistics of one tensor, input to [`crate::calib::methods::compute_amax`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorStats {
+    /// Max of `|x|` over all finite values.
+    pub max_abs: f32,
+    /// Upper edge of the last bin; bin `i` covers `[i, i+1) * range / NUM_BINS`.
+    pub range: f32,
+    /// [`NUM_BINS`] counts of `|x|` (values exactly 0 included in bin 0).
+    pub bins: Vec<u64>,
+    /// How many values were exactly zero (a subset of `bins[0]`).
+    pub zeros: u64,
+    /// Values with `|x| > range` (0 in the two-pass scheme).
+    pub overflow: u64,
+    /// Number of finite values (`sum(bins) + overflow`).
+    pub count: u64,
+    /// Number of NaN / ±inf values, excluded from everything else.
+    pub nonfinite: u64,
+}
+
+impl TensorStats {
+    /// Both passes over values held in memory (for tests and small tensors).
+    pub fn from_values(values: &[f32]) -> TensorStats {
+        let mut r = RangeCollector::new();
+        r.observe(values);
+        let mut h = HistogramCollector::from_range(&r);
+        h.observe(values);
+        h.finish()
+    }
+
+    /// Width of one bin.
+    pub fn bin_width(&self) -> f64 {
+        self.range as f64 / NUM_BINS as f64
+    }
+
+    /// Upper edge of the first `i` bins (`i` in `0..=NUM_BINS`), i.e. `i * range / NUM_BINS`;
+    /// exactly `range` for `i == NUM_BINS`.
+    pub fn edge(&self, i: usize) -> f64 {
+        self.range as f64 * i as f64 / NUM_BINS as f64
+    }
+
+    /// Number of values in bins `i..` plus the overflow: the values counted as clipped when
+    /// amax is `edge(i)`.
+    pub fn count_from(&self, i: usize) -> u64 {
+        self.bins[i.min(NUM_BINS)..].iter().sum::<u64>() + self.overflow
+    }
+}
+
+/// Which pass a [`StatsSet`] is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Pass 1: collecting max `|x|`.
+    Range,
+    /// Pass 2: collecting histograms over the ranges of pass 1.
+    Histogram,
+}
+
+/// Two-pass statistics for many named tensors.
+///
+/// Usage: create with [`StatsSet::new`], feed every sample's activations with
+/// [`observe`](Self::observe) (in parallel: one set per worker or per sample, created with
+/// [`fork`](Self::fork), combined with [`merge`](Self::merge)); call
+/// [`begin_histograms`](Self::begin_histograms); feed every sample again; [`finish`](Self::finish).
+#[derive(Debug, Clone)]
+pub struct StatsSet {
+    pass: Pass,
+    ranges: BTreeMap<String, RangeCollector>,
+    hists: BTreeMap<String, HistogramCollector>,
+}
+
+impl Default for StatsSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StatsSet {
+    /// An empty set in pass 1.
+    pub fn new() -> Self {
+        StatsSet {
+            pass: Pass::Range,
+            ranges: BTreeMap::new(),
+            hists: BTreeMap::new(),
+        }
+    }
+
+    /// The current pass.
+    pub fn pass(&self) -> Pass {
+        self.pass
+    }
+
+    /// An empty set in the same pass with the same histogram ranges, for a parallel worker.
+    pub fn fork(&self) -> StatsSet {
+        match self.pass {
+            Pass::Range => StatsSet::new(),
+            Pass::Histogram => StatsSet {
+                pass: Pass::Histogram,
+                ranges: BTreeMap::new(),
+                hists: self
+                    .hists
+                    .iter()
+                    .map(|(k, h)| {
+                        // Unwrap: the range was accepted once already.
+                        (k.clone(), HistogramCollector::new(h.range).unwrap())
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    /// Adds values of tensor `name` to the current pass. In pass 2 a name unseen in pass 1 is
+    /// an internal error (both passes must observe the same tensors).
+    pub fn observe(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        match self.pass {
+            Pass::Range => {
+                if let Some(r) = self.ranges.get_mut(name) {
+                    r.observe(values);
+                } else {
+                    let mut r = RangeCollector::new();
+                    r.observe(values);
+                    self.ranges.insert(name.to_string(), r);
+                }
+                Ok(())
+            }
+            Pass::Histogram => match self.hists.get_mut(name) {
+                Some(h) => {
+                    h.observe(values);
+                    Ok(())
+                }
+                None => Err(Error::internal(format!(
+                    "tensor '{name}' observed in the histogram pass but not in the range pass"
+                ))),
+            },
+        }
+    }
+
+    /// Merges a partial set of the same pass (order-independent).
+    pub fn merge(&mut self, other: &StatsSet) -> Result<()> {
+        if self.pass != other.pass {
+            return Err(Error::internal(
+                "cannot merge statistics of different passes",
+            ));
+        }
+        match self.pass {
+            Pass::Range => {
+                for (k, r) in &other.ranges {
+                    self.ranges.entry(k.clone()).or_default().merge(r);
+                }
+            }
+            Pass::Histogram => {
+                for (k, h) in &other.hists {
+                    match self.hists.get_mut(k) {
+                        Some(mine) => mine.merge(h)?,
+                        None => {
+                            self.hists.insert(k.clone(), h.clone());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pass-1 results so far.
+    pub fn ranges(&self) -> &BTreeMap<String, RangeCollector> {
+        &self.ranges
+    }
+
+    /// Ends pass 1: every tensor gets a histogram over `[0, its max |x|]`.
+    pub fn begin_histograms(&mut self) -> Result<()> {
+        if self.pass != Pass::Range {
+            return Err(Error::internal("begin_histograms called twice"));
+        }
+        self.hists = self
+            .ranges
+            .iter()
+            .map(|(k, r)| (k.clone(), HistogramCollector::from_range(r)))
+            .collect();
+        self.pass = Pass::Histogram;
+        Ok(())
+    }
+
+    /// Ends pass 2: the statistics of every tensor, by name.
+    pub fn finish(self) -> Result<BTreeMap<String, TensorStats>> {
+        if self.pass != Pass::Histogram {
+            return Err(Error::internal("finish called before the histogram pass"));
+        }
+        Ok(self
+            .hists
+            .into_iter()
+            .map(|(k, h)| (k, h.finish()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random values (xorshift), roughly Laplace-shaped with outliers.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let u = (s >> 11) as f64 / (1u64 << 53) as f64;
+                let mag = -(1.0 - u).ln();
+                let sign = if s & 1 == 0 { 1.0 } else { -1.0 };
+                let v = if i % 97 == 0 { 0.0 } else { sign * mag };
+                v as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn histogram_counts_everything_once() {
+        let v = values(10_000, 1);
+        let st = TensorStats::from_values(&v);
+        assert_eq!(st.count, 10_000);
+        assert_eq!(st.bins.iter().sum::<u64>(), 10_000);
+        assert_eq!(st.overflow, 0);
+        assert_eq!(st.range, st.max_abs);
+        assert!(st.bins[NUM_BINS - 1] >= 1, "the max lands in the last bin");
+        assert_eq!(st.zeros, v.iter().filter(|x| **x == 0.0).count() as u64);
+    }
+
+    #[test]
+    fn merge_is_order_and_split_independent() {
+        let samples: Vec<Vec<f32>> = (0..12)
+            .map(|i| values(500 + 37 * i, i as u64 + 7))
+            .collect();
+        let all: Vec<f32> = samples.iter().flatten().copied().collect();
+        let whole = TensorStats::from_values(&all);
+
+        // Per-sample collectors merged in two different orders and groupings.
+        let mut r = RangeCollector::new();
+        for s in samples.iter().rev() {
+            let mut p = RangeCollector::new();
+            p.observe(s);
+            r.merge(&p);
+        }
+        let mut orders: Vec<Vec<usize>> = vec![(0..12).collect(), (0..12).rev().collect()];
+        orders.push(vec![5, 0, 11, 3, 8, 1, 10, 2, 7, 4, 9, 6]);
+        for order in orders {
+            let mut h = HistogramCollector::from_range(&r);
+            for chunk in order.chunks(5) {
+                let mut part = HistogramCollector::from_range(&r);
+                for &i in chunk {
+                    part.observe(&samples[i]);
+                }
+                h.merge(&part).unwrap();
+            }
+            assert_eq!(h.finish(), whole);
+        }
+    }
+
+    #[test]
+    fn nonfinite_values_are_counted_apart() {
+        let st = TensorStats::from_values(&[1.0, f32::NAN, -2.0, f32::INFINITY, 0.0]);
+        assert_eq!(st.count, 3);
+        assert_eq!(st.nonfinite, 2);
+        assert_eq!(st.max_abs, 2.0);
+        assert_eq!(st.zeros, 1);
+        assert_eq!(st.bins[0], 1);
+        assert_eq!(st.bins[1024], 1);
+        assert_eq!(st.bins[2047], 1);
+    }
+
+    #[test]
+    fn fixed_range_counts_overflow() {
+        let mut h = HistogramCollector::new(1.0).unwrap();
+        h.observe(&[0.5, 1.0, 1.5, -3.0]);
+        let st = h.finish();
+        assert_eq!(st.overflow, 2);
+        assert_eq!(st.count, 4);
+        assert_eq!(st.max_abs, 3.0);
+        assert_eq!(st.count_from(NUM_BINS), 2);
+        assert_eq!(st.count_from(1024), 4);
+        assert!(HistogramCollector::new(0.0).is_err());
+        assert!(HistogramCollector::new(f32::NAN).is_err());
+    }
+
+    #[test]
+    fn stats_set_two_passes_in_parallel_pieces() {
+        let a = values(3000, 3);
+        let b = values(2000, 4);
+        let run = |order: &[usize]| {
+            let data = [&a[..1000], &a[1000..], &b[..], &a[..10]];
+            let mut set = StatsSet::new();
+            for &i in order {
+                let mut w = set.fork();
+                w.observe("t", data[i]).unwrap();
+                w.observe("u", &data[i][..5]).unwrap();
+                set.merge(&w).unwrap();
+            }
+            set.begin_histograms().unwrap();
+            for &i in order.iter().rev() {
+                let mut w = set.fork();
+                w.observe("t", data[i]).unwrap();
+                w.observe("u", &data[i][..5]).unwrap();
+                set.merge(&w).unwrap();
+            }
+            set.finish().unwrap()
+        };
+        let x = run(&[0, 1, 2, 3]);
+        let y = run(&[3, 1, 0, 2]);
+        assert_eq!(x, y);
+        assert_eq!(x["t"].count, 3010 + 2000);
+
+        let mut set = StatsSet::new();
+        set.observe("t", &[1.0]).unwrap();
+        set.begin_histograms().unwrap();
+        assert!(set.observe("other", &[1.0]).is_err());
+        assert!(set.begin_histograms().is_err());
+    }
+
+    #[test]
+    fn all_zero_tensor() {
+        let st = TensorStats::from_values(&[0.0; 10]);
+        assert_eq!(st.max_abs, 0.0);
+        assert_eq!(st.range, 1.0);
+        assert_eq!(st.bins[0], 10);
+    }
+}
