@@ -33,7 +33,7 @@ impl GroupLayout {
                 shape.len()
             )));
         }
-        if shape.iter().any(|&d| d == 0) {
+        if shape.contains(&0) {
             return Err(Error::user(format!("cannot group an empty tensor of shape {shape:?}")));
         }
         if shape[axis] % 4 != 0 {
