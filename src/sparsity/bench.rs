@@ -1,8 +1,8 @@
 //! Timing runs (ignored by default): `cargo test --release --lib sparsity::bench -- --ignored --nocapture`.
 
+use super::layout::GroupLayout;
 use super::obs::{layer_output_error, obs_prune_2of4, upper_factor_of_inverse, HessianAccumulator};
 use super::permute::{search_permutation, PermuteOptions};
-use super::layout::GroupLayout;
 use super::testutil::Rng;
 use std::time::Instant;
 
@@ -90,7 +90,8 @@ fn perm_case(k: usize, c: usize, rs: usize) {
 #[ignore]
 fn bench_timings() {
     obs_case("Gemm 1280->1000", 1000, 1280, 8192);
-    obs_case("ResNet-56 3x3 conv 64->64", 64, 576, 32768);
+    obs_case("ResNet-56 3x3 conv 64->64 (8x8, 512 images)", 64, 576, 32768);
+    obs_case("ResNet-56 3x3 conv 16->16 (32x32, 128 images)", 16, 144, 131072);
     obs_case("MobileNetV2 1x1 conv 320->1280", 1280, 320, 8192);
     obs_case("MobileNetV2 1x1 conv 960->160", 160, 960, 8192);
     perm_case(64, 64, 9);

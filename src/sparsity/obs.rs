@@ -139,9 +139,7 @@ pub(crate) fn cholesky_lower(a: &mut [f64], n: usize) -> Result<()> {
             let s = a[i * n + j] - dot(&a[i * n..i * n + j], &a[j * n..j * n + j]);
             if i == j {
                 if !(s > 0.0 && s.is_finite()) {
-                    return Err(Error::user(format!(
-                        "matrix is not positive definite (pivot {i} is {s:e})"
-                    )));
+                    return Err(Error::user(format!("matrix is not positive definite (pivot {i} is {s:e})")));
                 }
                 a[i * n + i] = s.sqrt();
             } else {
@@ -257,10 +255,7 @@ impl HessianAccumulator {
     pub fn add_rows(&mut self, x: &[f32], n_rows: usize) -> Result<()> {
         let cols = self.cols;
         if n_rows.checked_mul(cols) != Some(x.len()) {
-            return Err(Error::user(format!(
-                "Hessian input has {} values, expected {n_rows} rows of {cols}",
-                x.len()
-            )));
+            return Err(Error::user(format!("Hessian input has {} values, expected {n_rows} rows of {cols}", x.len())));
         }
         if let Some(p) = x.iter().position(|v| !v.is_finite()) {
             return Err(Error::user(format!("non-finite value {} in layer input (row {})", x[p], p / cols.max(1))));
@@ -306,14 +301,12 @@ impl HessianAccumulator {
         Ok(())
     }
 
-    /// Adds another accumulator's rows to this one (as if they had been added after this
-    /// one's rows).
+    /// Adds another accumulator's rows to this one: the same, up to rounding, as adding
+    /// its rows after this one's. Merging the same partial accumulators in the same order
+    /// always gives bit-identical results.
     pub fn merge(&mut self, other: &HessianAccumulator) -> Result<()> {
         if other.cols != self.cols {
-            return Err(Error::user(format!(
-                "cannot merge Hessians of {} and {} columns",
-                self.cols, other.cols
-            )));
+            return Err(Error::user(format!("cannot merge Hessians of {} and {} columns", self.cols, other.cols)));
         }
         for (a, b) in self.sum.iter_mut().zip(&other.sum) {
             *a += b;
@@ -495,8 +488,8 @@ pub fn im2col(x: &[f32], input_shape: &[usize], geom: &ConvGeometry) -> Result<P
                 let mut off = 0usize;
                 let mut inside = true;
                 for d in 0..nd {
-                    let pos = (opos[d] * geom.strides[d] + kv[d] * geom.dilations[d]) as isize
-                        - geom.pads_begin[d] as isize;
+                    let pos =
+                        (opos[d] * geom.strides[d] + kv[d] * geom.dilations[d]) as isize - geom.pads_begin[d] as isize;
                     if pos < 0 || pos as usize >= in_sp[d] {
                         inside = false;
                         break;
@@ -717,14 +710,7 @@ fn obs_tile(wt: &mut [f64], rb: usize, n: usize, u: &[f64], block: usize) {
 /// number of threads. Fails on inconsistent sizes, `cols % 4 != 0`, non-finite values,
 /// a negative `damp`, a Hessian with non-positive diagonal mean, or a factorisation that
 /// fails even after the retries.
-pub fn obs_prune_2of4(
-    w: &mut [f32],
-    rows: usize,
-    cols: usize,
-    h: &[f64],
-    damp: f64,
-    block: usize,
-) -> Result<ObsStats> {
+pub fn obs_prune_2of4(w: &mut [f32], rows: usize, cols: usize, h: &[f64], damp: f64, block: usize) -> Result<ObsStats> {
     check_matrix(w.len(), rows, cols, h)?;
     if cols % 4 != 0 || cols == 0 {
         return Err(Error::user(format!("{cols} columns: not a positive multiple of 4, cannot prune 2:4")));
@@ -926,7 +912,8 @@ mod tests {
         let mut a = vec![0.0; n * n];
         for i in 0..n {
             for j in 0..n {
-                a[i * n + j] = (0..n).map(|k| m[k * n + i] * m[k * n + j]).sum::<f64>() + if i == j { 0.5 } else { 0.0 };
+                a[i * n + j] =
+                    (0..n).map(|k| m[k * n + i] * m[k * n + j]).sum::<f64>() + if i == j { 0.5 } else { 0.0 };
             }
         }
         let mut l = a.clone();
@@ -1042,8 +1029,10 @@ mod tests {
                         for ch in 0..c {
                             for ry in 0..r {
                                 for sx in 0..s {
-                                    let iy = (oy * g.strides[0] + ry * g.dilations[0]) as isize - g.pads_begin[0] as isize;
-                                    let ix = (ox * g.strides[1] + sx * g.dilations[1]) as isize - g.pads_begin[1] as isize;
+                                    let iy =
+                                        (oy * g.strides[0] + ry * g.dilations[0]) as isize - g.pads_begin[0] as isize;
+                                    let ix =
+                                        (ox * g.strides[1] + sx * g.dilations[1]) as isize - g.pads_begin[1] as isize;
                                     if iy < 0 || ix < 0 || iy as usize >= hh || ix as usize >= ww {
                                         continue;
                                     }

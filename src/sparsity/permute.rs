@@ -225,7 +225,14 @@ fn gain_sums_avx2(ca: &GroupCache, cb: &GroupCache, xa: &[&[f32]; 4], xb: &[&[f3
 /// The gain of swapping slot `i` of `a` with slot `j` of `b` is
 /// `Σ_r [max(qa_i, b_j) − ma_i] + Σ_r [max(qb_j, a_i) − mb_j]`; all 32 sums are computed
 /// in one pass over the rows.
-fn best_swap(cols: &[f32], rows: usize, perm: &[usize], caches: &[GroupCache], a: usize, b: usize) -> (f64, usize, usize) {
+fn best_swap(
+    cols: &[f32],
+    rows: usize,
+    perm: &[usize],
+    caches: &[GroupCache],
+    a: usize,
+    b: usize,
+) -> (f64, usize, usize) {
     let col = |ch: usize| &cols[ch * rows..(ch + 1) * rows];
     let (ca, cb) = (&caches[a], &caches[b]);
     let xa: [&[f32]; 4] = [0, 1, 2, 3].map(|t| col(perm[4 * a + t]));
@@ -285,9 +292,8 @@ fn search_columns(cols: &[f32], c: usize, rows: usize, opts: &PermuteOptions) ->
         }
         // Pairs at distance d; when 2d == g each pair would appear twice.
         let firsts = if 2 * d == g { d } else { g };
-        let todo: Vec<usize> = (0..firsts)
-            .filter(|&a| clean[a * max_d + d - 1] != (version[a], version[(a + d) % g]))
-            .collect();
+        let todo: Vec<usize> =
+            (0..firsts).filter(|&a| clean[a * max_d + d - 1] != (version[a], version[(a + d) % g])).collect();
         let cost = 32u64 * rows as u64 * todo.len() as u64;
         if work.saturating_add(cost) > opts.max_work {
             break false;
@@ -331,10 +337,8 @@ fn search_columns(cols: &[f32], c: usize, rows: usize, opts: &PermuteOptions) ->
             for &gi in &changed {
                 version[gi] = version[gi].wrapping_add(1);
             }
-            let fresh: Vec<(usize, GroupCache)> = changed
-                .par_iter()
-                .map(|&gi| (gi, build_cache(cols, rows, &perm[4 * gi..4 * gi + 4])))
-                .collect();
+            let fresh: Vec<(usize, GroupCache)> =
+                changed.par_iter().map(|&gi| (gi, build_cache(cols, rows, &perm[4 * gi..4 * gi + 4]))).collect();
             for (gi, cache) in fresh {
                 caches[gi] = cache;
             }
@@ -522,4 +526,3 @@ mod tests {
         assert_eq!(r.retained_permuted, 1.0);
     }
 }
-
