@@ -33,7 +33,7 @@ impl GroupLayout {
                 shape.len()
             )));
         }
-        if shape.iter().any(|&d| d == 0) {
+        if shape.contains(&0) {
             return Err(Error::user(format!("cannot group an empty tensor of shape {shape:?}")));
         }
         if shape[axis] % 4 != 0 {
@@ -190,11 +190,8 @@ impl Iterator for GroupIter {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         let total = self.outer * self.ngroups_axis * self.inner;
-        let done = if self.o >= self.outer {
-            total
-        } else {
-            (self.o * self.ngroups_axis + self.g) * self.inner + self.i
-        };
+        let done =
+            if self.o >= self.outer { total } else { (self.o * self.ngroups_axis + self.g) * self.inner + self.i };
         (total - done, Some(total - done))
     }
 }
@@ -260,14 +257,10 @@ mod tests {
         assert_eq!(l.groups().collect::<Vec<_>>()[..3], [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]);
         // MatMul B: K x N, groups along K (axis 0) = stride N.
         let l = GroupLayout::matmul_b(&[8, 3]).unwrap();
-        assert_eq!(l.groups().collect::<Vec<_>>(), vec![
-            [0, 3, 6, 9],
-            [1, 4, 7, 10],
-            [2, 5, 8, 11],
-            [12, 15, 18, 21],
-            [13, 16, 19, 22],
-            [14, 17, 20, 23]
-        ]);
+        assert_eq!(
+            l.groups().collect::<Vec<_>>(),
+            vec![[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11], [12, 15, 18, 21], [13, 16, 19, 22], [14, 17, 20, 23]]
+        );
         assert_eq!(GroupLayout::gemm_b(&[8, 3], false).unwrap(), l);
     }
 

@@ -45,11 +45,14 @@ pub mod mask;
 pub mod obs;
 pub mod permute;
 
+#[cfg(test)]
+mod bench;
+
 pub use layout::{GroupIter, GroupLayout};
 pub use mask::{check_2of4, keep_two_of_four, prune_2of4_magnitude, retained_fraction_2of4, CheckResult, PruneStats};
 pub use obs::{
-    conv_weight_to_rows, im2col, layer_output_error, obs_prune_2of4, rows_to_conv_weight, transpose, ConvGeometry,
-    HessianAccumulator, ObsStats, Patches,
+    conv_weight_to_rows, im2col, layer_output_error, obs_prune_2of4, obs_prune_2of4_layout, rows_to_conv_weight,
+    transpose, ConvGeometry, HessianAccumulator, ObsStats, Patches,
 };
 pub use permute::{invert_permutation, permute_axis, search_permutation, PermutationResult, PermuteOptions};
 

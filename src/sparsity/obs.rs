@@ -61,32 +61,48 @@ fn dgemm(
     }
 }
 
-/// `g (cols×cols) = xᵀx` for `x` row-major `rows×cols`, in f32.
+/// Column block of [`gram_f32`]: only blocks on or above the diagonal are computed.
+const GRAM_BLOCK: usize = 128;
+
+/// `g (cols×cols) = xᵀx` for `x` row-major `rows×cols`, in f32. Computes the blocks on
+/// and above the diagonal and mirrors them.
 fn gram_f32(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut g = vec![0f32; cols * cols];
     if rows == 0 || cols == 0 {
         return g;
     }
     assert!(x.len() >= rows * cols);
-    // SAFETY: A = xᵀ is read at k*cols + i for i < cols, k < rows; B = x likewise; all
-    // inside `x` by the assert. `g` has cols*cols elements and is not aliased.
-    unsafe {
-        matrixmultiply::sgemm(
-            cols,
-            rows,
-            cols,
-            1.0,
-            x.as_ptr(),
-            1,
-            cols as isize,
-            x.as_ptr(),
-            cols as isize,
-            1,
-            0.0,
-            g.as_mut_ptr(),
-            cols as isize,
-            1,
-        );
+    for bi in (0..cols).step_by(GRAM_BLOCK) {
+        let mi = GRAM_BLOCK.min(cols - bi);
+        for bj in (bi..cols).step_by(GRAM_BLOCK) {
+            let nj = GRAM_BLOCK.min(cols - bj);
+            // SAFETY: A = x[:, bi..bi+mi]ᵀ is read at k*cols + bi + i (i < mi, k < rows), B =
+            // x[:, bj..bj+nj] at k*cols + bj + j, C written at (bi+i)*cols + bj + j: all in
+            // bounds by the assert and the block sizes. `g` is not aliased.
+            unsafe {
+                matrixmultiply::sgemm(
+                    mi,
+                    rows,
+                    nj,
+                    1.0,
+                    x.as_ptr().add(bi),
+                    1,
+                    cols as isize,
+                    x.as_ptr().add(bj),
+                    cols as isize,
+                    1,
+                    0.0,
+                    g.as_mut_ptr().add(bi * cols + bj),
+                    cols as isize,
+                    1,
+                );
+            }
+        }
+    }
+    for i in 0..cols {
+        for j in 0..i {
+            g[i * cols + j] = g[j * cols + i];
+        }
     }
     g
 }
@@ -123,9 +139,7 @@ pub(crate) fn cholesky_lower(a: &mut [f64], n: usize) -> Result<()> {
             let s = a[i * n + j] - dot(&a[i * n..i * n + j], &a[j * n..j * n + j]);
             if i == j {
                 if !(s > 0.0 && s.is_finite()) {
-                    return Err(Error::user(format!(
-                        "matrix is not positive definite (pivot {i} is {s:e})"
-                    )));
+                    return Err(Error::user(format!("matrix is not positive definite (pivot {i} is {s:e})")));
                 }
                 a[i * n + i] = s.sqrt();
             } else {
@@ -241,10 +255,7 @@ impl HessianAccumulator {
     pub fn add_rows(&mut self, x: &[f32], n_rows: usize) -> Result<()> {
         let cols = self.cols;
         if n_rows.checked_mul(cols) != Some(x.len()) {
-            return Err(Error::user(format!(
-                "Hessian input has {} values, expected {n_rows} rows of {cols}",
-                x.len()
-            )));
+            return Err(Error::user(format!("Hessian input has {} values, expected {n_rows} rows of {cols}", x.len())));
         }
         if let Some(p) = x.iter().position(|v| !v.is_finite()) {
             return Err(Error::user(format!("non-finite value {} in layer input (row {})", x[p], p / cols.max(1))));
@@ -290,14 +301,12 @@ impl HessianAccumulator {
         Ok(())
     }
 
-    /// Adds another accumulator's rows to this one (as if they had been added after this
-    /// one's rows).
+    /// Adds another accumulator's rows to this one: the same, up to rounding, as adding
+    /// its rows after this one's. Merging the same partial accumulators in the same order
+    /// always gives bit-identical results.
     pub fn merge(&mut self, other: &HessianAccumulator) -> Result<()> {
         if other.cols != self.cols {
-            return Err(Error::user(format!(
-                "cannot merge Hessians of {} and {} columns",
-                self.cols, other.cols
-            )));
+            return Err(Error::user(format!("cannot merge Hessians of {} and {} columns", self.cols, other.cols)));
         }
         for (a, b) in self.sum.iter_mut().zip(&other.sum) {
             *a += b;
@@ -479,8 +488,8 @@ pub fn im2col(x: &[f32], input_shape: &[usize], geom: &ConvGeometry) -> Result<P
                 let mut off = 0usize;
                 let mut inside = true;
                 for d in 0..nd {
-                    let pos = (opos[d] * geom.strides[d] + kv[d] * geom.dilations[d]) as isize
-                        - geom.pads_begin[d] as isize;
+                    let pos =
+                        (opos[d] * geom.strides[d] + kv[d] * geom.dilations[d]) as isize - geom.pads_begin[d] as isize;
                     if pos < 0 || pos as usize >= in_sp[d] {
                         inside = false;
                         break;
@@ -701,14 +710,7 @@ fn obs_tile(wt: &mut [f64], rb: usize, n: usize, u: &[f64], block: usize) {
 /// number of threads. Fails on inconsistent sizes, `cols % 4 != 0`, non-finite values,
 /// a negative `damp`, a Hessian with non-positive diagonal mean, or a factorisation that
 /// fails even after the retries.
-pub fn obs_prune_2of4(
-    w: &mut [f32],
-    rows: usize,
-    cols: usize,
-    h: &[f64],
-    damp: f64,
-    block: usize,
-) -> Result<ObsStats> {
+pub fn obs_prune_2of4(w: &mut [f32], rows: usize, cols: usize, h: &[f64], damp: f64, block: usize) -> Result<ObsStats> {
     check_matrix(w.len(), rows, cols, h)?;
     if cols % 4 != 0 || cols == 0 {
         return Err(Error::user(format!("{cols} columns: not a positive multiple of 4, cannot prune 2:4")));
@@ -822,6 +824,45 @@ pub fn obs_prune_2of4(
     })
 }
 
+/// [`obs_prune_2of4`] on a weight in its ONNX layout, described by `layout`:
+/// a Conv weight `K×C×spatial…` grouped along axis 1 (reordered to `(kernel position, C)`
+/// columns and back; build `h` from [`im2col`] patches or
+/// [`HessianAccumulator::add_conv_input`]), a Gemm `B` with `transB=1` (`N×K`, axis 1), or
+/// a MatMul/Gemm `B` of shape `K×N` (axis 0, transposed and back). `h` is `cols×cols` with
+/// `cols = C·kernel size` or `K`. Other layouts are rejected.
+pub fn obs_prune_2of4_layout(
+    w: &mut [f32],
+    layout: &super::layout::GroupLayout,
+    h: &[f64],
+    damp: f64,
+    block: usize,
+) -> Result<ObsStats> {
+    layout.check_len(w.len())?;
+    let shape = &layout.shape;
+    match (shape.len(), layout.axis) {
+        (r, 1) if r >= 3 => {
+            let rows = shape[0];
+            let cols = w.len() / rows;
+            let mut wr = conv_weight_to_rows(w, shape)?;
+            let st = obs_prune_2of4(&mut wr, rows, cols, h, damp, block)?;
+            w.copy_from_slice(&rows_to_conv_weight(&wr, shape)?);
+            Ok(st)
+        }
+        (2, 1) => obs_prune_2of4(w, shape[0], shape[1], h, damp, block),
+        (2, 0) => {
+            let (k, n) = (shape[0], shape[1]);
+            let mut wt = transpose(w, k, n)?;
+            let st = obs_prune_2of4(&mut wt, n, k, h, damp, block)?;
+            w.copy_from_slice(&transpose(&wt, n, k)?);
+            Ok(st)
+        }
+        _ => Err(Error::user(format!(
+            "OBS pruning supports Conv weights (axis 1) and 2-D weights, not shape {shape:?} along axis {}",
+            layout.axis
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -871,7 +912,8 @@ mod tests {
         let mut a = vec![0.0; n * n];
         for i in 0..n {
             for j in 0..n {
-                a[i * n + j] = (0..n).map(|k| m[k * n + i] * m[k * n + j]).sum::<f64>() + if i == j { 0.5 } else { 0.0 };
+                a[i * n + j] =
+                    (0..n).map(|k| m[k * n + i] * m[k * n + j]).sum::<f64>() + if i == j { 0.5 } else { 0.0 };
             }
         }
         let mut l = a.clone();
@@ -987,8 +1029,10 @@ mod tests {
                         for ch in 0..c {
                             for ry in 0..r {
                                 for sx in 0..s {
-                                    let iy = (oy * g.strides[0] + ry * g.dilations[0]) as isize - g.pads_begin[0] as isize;
-                                    let ix = (ox * g.strides[1] + sx * g.dilations[1]) as isize - g.pads_begin[1] as isize;
+                                    let iy =
+                                        (oy * g.strides[0] + ry * g.dilations[0]) as isize - g.pads_begin[0] as isize;
+                                    let ix =
+                                        (ox * g.strides[1] + sx * g.dilations[1]) as isize - g.pads_begin[1] as isize;
                                     if iy < 0 || ix < 0 || iy as usize >= hh || ix as usize >= ww {
                                         continue;
                                     }
@@ -1105,7 +1149,11 @@ mod tests {
         let back = rows_to_conv_weight(&wo, &shape).unwrap();
         let chk = check_2of4(&back, &GroupLayout::conv(&shape).unwrap()).unwrap();
         assert!(chk.ok, "{chk:?}");
-        assert_eq!(check_2of4(&wo, &GroupLayout::new(&[k, cols], 1).unwrap()).unwrap().ok, true);
+        assert!(check_2of4(&wo, &GroupLayout::new(&[k, cols], 1).unwrap()).unwrap().ok);
+        let mut wl = w.clone();
+        let stl = obs_prune_2of4_layout(&mut wl, &GroupLayout::conv(&shape).unwrap(), &h, 0.01, 8).unwrap();
+        assert_eq!(wl, back);
+        assert_eq!(stl, st);
 
         // Deterministic, independent of threads and stable over block sizes' validity.
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
@@ -1204,5 +1252,16 @@ mod tests {
         assert!(st.error_obs < st.error_magnitude);
         let back = transpose(&wt, ndim, kdim).unwrap();
         assert!(check_2of4(&back, &GroupLayout::matmul_b(&[kdim, ndim]).unwrap()).unwrap().ok);
+        // The layout wrapper does the same.
+        let mut b2 = b.clone();
+        let layout = GroupLayout::matmul_b(&[kdim, ndim]).unwrap();
+        let st2 = obs_prune_2of4_layout(&mut b2, &layout, &h, 0.01, 16).unwrap();
+        assert_eq!(b2, back);
+        assert_eq!(st2, st);
+        let mut bt = transpose(&b, kdim, ndim).unwrap();
+        obs_prune_2of4_layout(&mut bt, &GroupLayout::gemm_b(&[ndim, kdim], true).unwrap(), &h, 0.01, 16).unwrap();
+        assert_eq!(bt, wt);
+        let mut w3 = vec![1.0f32; 4 * 8 * 2];
+        assert!(obs_prune_2of4_layout(&mut w3, &GroupLayout::new(&[4, 8, 2], 0).unwrap(), &h, 0.01, 16).is_err());
     }
 }

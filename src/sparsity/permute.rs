@@ -25,7 +25,8 @@
 //! `(A, A + d mod G)` for all groups `A`, evaluates the best of the 16 swaps of each pair
 //! in parallel against the current state, then applies the improving swaps greedily by
 //! decreasing gain, skipping pairs whose groups already changed in this round (swaps of
-//! disjoint group pairs do not interact). Distances cycle through `1..=G/2`; the search
+//! disjoint group pairs do not interact). A pair found without an improving swap is not
+//! evaluated again until one of its two groups changes. Distances cycle through `1..=G/2`; the search
 //! stops when a whole cycle accepts nothing (a local optimum of the swap neighbourhood),
 //! after `max_rounds` rounds, or when the next round would exceed the `max_work` budget.
 //! Everything is independent of the number of threads, so the result is deterministic.
@@ -41,8 +42,8 @@ pub struct PermuteOptions {
     /// At most this many rounds (one round = one distance `d`, all `G` group pairs).
     pub max_rounds: usize,
     /// Work budget in row-operations: a round costs `32 · rows · pairs`. The search stops
-    /// before a round that would exceed it. The default (6·10⁹) takes roughly one to two
-    /// seconds on two cores.
+    /// before a round that would exceed it. The default (6·10⁹) takes one to two CPU-seconds
+    /// with AVX2 (about a second on two cores), about twice that without.
     pub max_work: u64,
 }
 
@@ -152,46 +153,103 @@ fn build_cache(cols: &[f32], rows: usize, members: &[usize]) -> GroupCache {
     GroupCache { q: [q0, q1, q2, q3], m: [m0, m1, m2, m3] }
 }
 
-/// `Σ_r max(q[r], x[r]) − m[r]`, vectorisable (8 independent lanes).
-#[inline]
-fn swap_in_gain(q: &[f32], m: &[f32], x: &[f32]) -> f64 {
-    const L: usize = 8;
-    let n = q.len();
-    let (q, m, x) = (&q[..n], &m[..n], &x[..n]);
-    let mut acc = [0f32; L];
-    let chunks = n / L;
-    for k in 0..chunks {
-        let qs = &q[k * L..k * L + L];
-        let ms = &m[k * L..k * L + L];
-        let xs = &x[k * L..k * L + L];
-        for l in 0..L {
-            acc[l] += fmax(qs[l], xs[l]) - ms[l];
+/// Lanes of the gain kernel's accumulators.
+const LANES: usize = 8;
+
+/// Rows per cache block of the gain kernel.
+const ROW_BLOCK: usize = 512;
+
+/// For rows `o0..o1` (a multiple of `LANES` long): `acc[j] += max(q, x_j) − m` lane-wise
+/// for the four columns `x`.
+#[inline(always)]
+fn accumulate4(acc: &mut [[f32; LANES]], q: &[f32], m: &[f32], x: &[&[f32]; 4], o0: usize, o1: usize) {
+    let (q, m) = (&q[o0..o1], &m[o0..o1]);
+    let x = x.map(|c| &c[o0..o1]);
+    let mut a = [acc[0], acc[1], acc[2], acc[3]];
+    for (k, (qs, ms)) in q.chunks_exact(LANES).zip(m.chunks_exact(LANES)).enumerate() {
+        for (aj, xj) in a.iter_mut().zip(&x) {
+            let xs = &xj[k * LANES..k * LANES + LANES];
+            for l in 0..LANES {
+                aj[l] += fmax(qs[l], xs[l]) - ms[l];
+            }
         }
     }
-    let mut tail = 0f32;
-    for r in chunks * L..n {
-        tail += fmax(q[r], x[r]) - m[r];
+    acc[..4].copy_from_slice(&a);
+}
+
+/// The 32 gain sums of a group pair (see [`best_swap`]): `[i*4 + j]` is group a's gain
+/// when its slot `i` is replaced by b's slot `j`, `[16 + j*4 + i]` the converse.
+/// `#[inline(always)]` so that the AVX2 wrapper below compiles it with AVX2; the per-lane
+/// operations (max, sub, add) are exact IEEE operations in the same order, so both
+/// versions give bit-identical results.
+#[inline(always)]
+fn gain_sums(ca: &GroupCache, cb: &GroupCache, xa: &[&[f32]; 4], xb: &[&[f32]; 4]) -> [f64; 32] {
+    let rows = xa[0].len();
+    let full = rows / LANES * LANES;
+    // acc[i*4 + j] and acc[16 + j*4 + i], LANES lanes each.
+    let mut acc = [[0f32; LANES]; 32];
+    let mut o0 = 0;
+    while o0 < full {
+        let o1 = (o0 + ROW_BLOCK).min(full);
+        for i in 0..4 {
+            accumulate4(&mut acc[i * 4..i * 4 + 4], &ca.q[i], &ca.m[i], xb, o0, o1);
+        }
+        for j in 0..4 {
+            accumulate4(&mut acc[16 + j * 4..16 + j * 4 + 4], &cb.q[j], &cb.m[j], xa, o0, o1);
+        }
+        o0 = o1;
     }
-    acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64
+    let mut sums = [0f64; 32];
+    for (s, a) in sums.iter_mut().zip(&acc) {
+        *s = a.iter().map(|&v| v as f64).sum();
+    }
+    for r in full..rows {
+        for i in 0..4 {
+            for j in 0..4 {
+                sums[i * 4 + j] += (fmax(ca.q[i][r], xb[j][r]) - ca.m[i][r]) as f64;
+                sums[16 + j * 4 + i] += (fmax(cb.q[j][r], xa[i][r]) - cb.m[j][r]) as f64;
+            }
+        }
+    }
+    sums
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn gain_sums_avx2(ca: &GroupCache, cb: &GroupCache, xa: &[&[f32]; 4], xb: &[&[f32]; 4]) -> [f64; 32] {
+    gain_sums(ca, cb, xa, xb)
 }
 
 /// Best swap between groups `a` and `b`: (gain, slot in a, slot in b).
-fn best_swap(cols: &[f32], rows: usize, perm: &[usize], caches: &[GroupCache], a: usize, b: usize) -> (f64, usize, usize) {
+///
+/// The gain of swapping slot `i` of `a` with slot `j` of `b` is
+/// `Σ_r [max(qa_i, b_j) − ma_i] + Σ_r [max(qb_j, a_i) − mb_j]`; all 32 sums are computed
+/// in one pass over the rows.
+fn best_swap(
+    cols: &[f32],
+    rows: usize,
+    perm: &[usize],
+    caches: &[GroupCache],
+    a: usize,
+    b: usize,
+) -> (f64, usize, usize) {
     let col = |ch: usize| &cols[ch * rows..(ch + 1) * rows];
     let (ca, cb) = (&caches[a], &caches[b]);
-    // into_a[i][j]: gain of group a when its slot i is replaced by b's slot j; symmetric.
-    let mut into_a = [[0f64; 4]; 4];
-    let mut into_b = [[0f64; 4]; 4];
-    for i in 0..4 {
-        for j in 0..4 {
-            into_a[i][j] = swap_in_gain(&ca.q[i], &ca.m[i], col(perm[4 * b + j]));
-            into_b[j][i] = swap_in_gain(&cb.q[j], &cb.m[j], col(perm[4 * a + i]));
-        }
-    }
+    let xa: [&[f32]; 4] = [0, 1, 2, 3].map(|t| col(perm[4 * a + t]));
+    let xb: [&[f32]; 4] = [0, 1, 2, 3].map(|t| col(perm[4 * b + t]));
+    #[cfg(target_arch = "x86_64")]
+    let sums = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 support was just checked at run time.
+        unsafe { gain_sums_avx2(ca, cb, &xa, &xb) }
+    } else {
+        gain_sums(ca, cb, &xa, &xb)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let sums = gain_sums(ca, cb, &xa, &xb);
     let mut best = (f64::NEG_INFINITY, 0, 0);
     for i in 0..4 {
         for j in 0..4 {
-            let g = into_a[i][j] + into_b[j][i];
+            let g = sums[i * 4 + j] + sums[16 + j * 4 + i];
             if g > best.0 {
                 best = (g, i, j);
             }
@@ -217,6 +275,11 @@ fn search_columns(cols: &[f32], c: usize, rows: usize, opts: &PermuteOptions) ->
     let mut caches: Vec<GroupCache> =
         (0..g).into_par_iter().map(|gi| build_cache(cols, rows, &perm[4 * gi..4 * gi + 4])).collect();
     let max_d = g / 2;
+    // Versions of the groups (bumped on every change) and, per pair (a, d), the versions
+    // at which it was last evaluated without finding an improving swap: such a pair is
+    // skipped until one of its groups changes.
+    let mut version = vec![0u32; g];
+    let mut clean = vec![(u32::MAX, u32::MAX); g * max_d];
     let (mut swaps, mut rounds, mut work) = (0usize, 0usize, 0u64);
     let mut idle_rounds = 0usize;
     let mut d = 1usize;
@@ -224,22 +287,35 @@ fn search_columns(cols: &[f32], c: usize, rows: usize, opts: &PermuteOptions) ->
         if idle_rounds >= max_d {
             break true;
         }
+        if rounds >= opts.max_rounds {
+            break false;
+        }
         // Pairs at distance d; when 2d == g each pair would appear twice.
         let firsts = if 2 * d == g { d } else { g };
-        let cost = 32u64 * rows as u64 * firsts as u64;
-        if rounds >= opts.max_rounds || work.saturating_add(cost) > opts.max_work {
+        let todo: Vec<usize> =
+            (0..firsts).filter(|&a| clean[a * max_d + d - 1] != (version[a], version[(a + d) % g])).collect();
+        let cost = 32u64 * rows as u64 * todo.len() as u64;
+        if work.saturating_add(cost) > opts.max_work {
             break false;
         }
         work += cost;
         rounds += 1;
-        let mut cands: Vec<(f64, usize, usize, usize, usize)> = (0..firsts)
-            .into_par_iter()
-            .filter_map(|a| {
+        let results: Vec<(f64, usize, usize, usize, usize)> = todo
+            .par_iter()
+            .map(|&a| {
                 let b = (a + d) % g;
                 let (gain, i, j) = best_swap(cols, rows, &perm, &caches, a, b);
-                (gain > tol).then_some((gain, a, b, i, j))
+                (gain, a, b, i, j)
             })
             .collect();
+        let mut cands = Vec::new();
+        for &(gain, a, b, i, j) in &results {
+            if gain > tol {
+                cands.push((gain, a, b, i, j));
+            } else {
+                clean[a * max_d + d - 1] = (version[a], version[b]);
+            }
+        }
         cands.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
         let mut touched = vec![false; g];
         let mut changed = Vec::new();
@@ -258,10 +334,11 @@ fn search_columns(cols: &[f32], c: usize, rows: usize, opts: &PermuteOptions) ->
         } else {
             idle_rounds = 0;
             swaps += changed.len() / 2;
-            let fresh: Vec<(usize, GroupCache)> = changed
-                .par_iter()
-                .map(|&gi| (gi, build_cache(cols, rows, &perm[4 * gi..4 * gi + 4])))
-                .collect();
+            for &gi in &changed {
+                version[gi] = version[gi].wrapping_add(1);
+            }
+            let fresh: Vec<(usize, GroupCache)> =
+                changed.par_iter().map(|&gi| (gi, build_cache(cols, rows, &perm[4 * gi..4 * gi + 4]))).collect();
             for (gi, cache) in fresh {
                 caches[gi] = cache;
             }
