@@ -8,4 +8,5 @@ pub mod proto {
 }
 
 pub mod error;
+pub mod exec;
 pub use error::{Error, ErrorKind, Result};
