@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
-use super::super::gemm::{sgemm, Mat};
+use super::super::gemm::{gemm_rows, sgemm, Mat, PackedA};
 use super::super::tensor::{numel, Tensor};
 use super::{input, opt_input, Attrs, Kernel, NodeCtx};
 
@@ -188,8 +188,15 @@ impl Geom {
 struct ConvKernel {
     attrs: SpatialAttrs,
     group: usize,
-    /// The weight when it is a program constant.
-    weight: Option<Tensor>,
+    /// The weight when it is a program constant, with its per-group packed panels.
+    weight: Option<(Tensor, Vec<PackedA>)>,
+}
+
+/// Packs a conv weight [M, C/group, *k] into one [`PackedA`] per group.
+fn pack_weight(w: &[f32], ws: &[usize], group: usize) -> Vec<PackedA> {
+    let mg = ws[0] / group;
+    let kdim: usize = ws[1..].iter().product();
+    (0..group).map(|gi| PackedA::new(mg, kdim, Mat::rows(&w[gi * mg * kdim..][..mg * kdim], kdim), 1.0)).collect()
 }
 
 pub(crate) fn build_conv(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
@@ -199,27 +206,33 @@ pub(crate) fn build_conv(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
     if group < 1 {
         return Err(Error::user(format!("group = {group} must be positive")));
     }
+    let group = group as usize;
     let attrs = SpatialAttrs::parse(&a)?;
-    let weight = cx.const_input(1).cloned();
-    if let Some(w) = &weight {
-        w.as_f32().map_err(|e| e.context("weight"))?;
-        if w.rank() < 3 || w.rank() > 5 {
-            return Err(Error::user(format!("weight of shape {:?} must have rank 3 to 5", w.shape())));
+    let weight = match cx.const_input(1) {
+        None => None,
+        Some(w) => {
+            let wv = w.as_f32().map_err(|e| e.context("weight"))?;
+            if w.rank() < 3 || w.rank() > 5 {
+                return Err(Error::user(format!("weight of shape {:?} must have rank 3 to 5", w.shape())));
+            }
+            if w.shape()[0] % group != 0 {
+                return Err(Error::user(format!("{} output channels are not divisible by group {group}", w.shape()[0])));
+            }
+            Some((w.clone(), pack_weight(wv, w.shape(), group)))
         }
-        if w.shape()[0] % group as usize != 0 {
-            return Err(Error::user(format!("{} output channels are not divisible by group {group}", w.shape()[0])));
-        }
-    }
-    Ok(Box::new(ConvKernel { attrs, group: group as usize, weight }))
+    };
+    Ok(Box::new(ConvKernel { attrs, group, weight }))
 }
 
-/// Columns of the im2col panel aimed for per task (keeps a K x cols panel within L2).
-const PANEL_FLOATS: usize = 64 * 1024;
+/// Floats of the im2col panel aimed for per task (keeps it within L2).
+const PANEL_FLOATS: usize = 48 * 1024;
+/// Output columns per task of the implicit-GEMM path.
+const GRID_COLS: usize = 512;
 /// Below this many multiply-adds a conv runs on the calling thread only.
 const PAR_MACS: usize = 1 << 21;
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// A raw output pointer shared by tasks that write disjoint elements.
@@ -228,6 +241,14 @@ struct OutPtr(*mut f32);
 // SAFETY: tasks holding an OutPtr write pairwise-disjoint element sets of one live buffer.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer `off` elements in (taking `self` whole keeps closures `Sync`).
+    #[inline]
+    fn at(self, off: usize) -> *mut f32 {
+        self.0.wrapping_add(off)
+    }
+}
 
 /// Fills `col` ([cg * kvol, rows * OW]) for output rows `r0..r1` (row = od * OH + oh).
 fn im2col(x: &[f32], g: &Geom, cg: usize, r0: usize, r1: usize, col: &mut [f32]) {
@@ -269,11 +290,10 @@ fn im2col(x: &[f32], g: &Geom, cg: usize, r0: usize, r1: usize, col: &mut [f32])
     }
 }
 
-/// Depthwise conv of one channel plane (2-D normalized geometry with kd = 1 handled by the
-/// general 3-D loop over kernel depth).
+/// Depthwise conv of one channel plane.
 fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32]) {
-    let [od_n, oh_n, ow_n] = g.out;
-    let [d_n, h_n, w_n] = g.inp;
+    let [_, oh_n, ow_n] = g.out;
+    let [_, h_n, w_n] = g.inp;
     out.fill(bias);
     for kd in 0..g.k[0] {
         let (dlo, dhi) = g.valid_range(0, kd);
@@ -309,21 +329,23 @@ fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32]) {
             }
         }
     }
-    let _ = (od_n, d_n);
 }
 
-/// Runs a conv of float data. `x`: [N, C, *sp], `w`: [M, C/group, *k], `b`: [M].
-pub(crate) fn conv2d_forward(
+/// Runs a conv of float data. `x`: [N, C, *sp], `w`: [M, C/group, *k], `b`: [M];
+/// `packed`: the weight's per-group panels if already packed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_forward(
     x: &[f32],
     xs: &[usize],
     w: &[f32],
     ws: &[usize],
+    packed: Option<&[PackedA]>,
     b: Option<&[f32]>,
     group: usize,
     attrs: &SpatialAttrs,
 ) -> Result<(Vec<usize>, Vec<f32>)> {
     let r = xs.len();
-    if r < 3 || r > 5 || ws.len() != r {
+    if !(3..=5).contains(&r) || ws.len() != r {
         return Err(Error::user(format!("Conv input {xs:?} and weight {ws:?} must both have rank 3 to 5")));
     }
     let (n, c, m) = (xs[0], xs[1], ws[0]);
@@ -370,69 +392,142 @@ pub(crate) fn conv2d_forward(
         return Ok((out_shape, y));
     }
 
-    let direct = kvol == 1 && g.s == [1, 1, 1] && g.pb == [0; 3] && g.pe == [0; 3];
-    let rows_total = g.out[0] * g.out[1];
+    let owned;
+    let packed = match packed {
+        Some(p) => p,
+        None => {
+            owned = pack_weight(w, ws, group);
+            &owned[..]
+        }
+    };
     let ow_n = g.out[2];
-    let rows_per_blk = if direct { rows_total } else { (PANEL_FLOATS / (kdim * ow_n).max(1)).clamp(1, rows_total) };
-    let nblk = rows_total.div_ceil(rows_per_blk);
     let out = OutPtr(y.as_mut_ptr());
     let ylen = y.len();
-    let task = |t: usize| {
-        let (img, rest) = (t / (group * nblk), t % (group * nblk));
-        let (gi, blk) = (rest / nblk, rest % nblk);
-        let r0 = blk * rows_per_blk;
-        let r1 = (r0 + rows_per_blk).min(rows_total);
-        let ncols = (r1 - r0) * ow_n;
-        let xg = &x[(img * c + gi * cg) * isz..][..cg * isz];
-        let wg = &w[gi * mg * kdim..][..mg * kdim];
-        let c_off = (img * m + gi * mg) * osz + r0 * ow_n;
-        debug_assert!(c_off + (mg - 1) * osz + ncols <= ylen);
-        let out = out;
-        // Seed the output block with the bias (or zero).
-        for mi in 0..mg {
-            let bv = b.map_or(0.0, |b| b[gi * mg + mi]);
-            for j in 0..ncols {
-                // SAFETY: (img, group, row block) tasks own disjoint output blocks inside y.
-                unsafe { *out.0.add(c_off + mi * osz + j) = bv };
+    // Seeds output row segment (channel mi of group gi of image img, columns c0..c0+len).
+    let seg = move |img: usize, ch: usize, c0: usize, len: usize| -> &mut [f32] {
+        let off = (img * m + ch) * osz + c0;
+        assert!(off + len <= ylen);
+        // SAFETY: tasks own disjoint (image, group, row block) parts of y; this segment lies
+        // inside y (asserted) and belongs to the calling task.
+        unsafe { std::slice::from_raw_parts_mut(out.at(off), len) }
+    };
+
+    // Stride-1 1-D/2-D convs: implicit GEMM over the zero-padded input. Output (oh, ow) is
+    // column oh * wp + ow of a grid as wide as the padded input, so every B row (c, kh, kw)
+    // is a contiguous run of the padded input at offset c*hp*wp + kh*dh*wp + kw*dw; the
+    // wp - OW junk columns of each row are computed and dropped.
+    let grid = g.inp[0] == 1 && g.k[0] == 1 && g.s[1] == 1 && g.s[2] == 1;
+    if grid {
+        let (hp, wp) = (g.inp[1] + g.pb[1] + g.pe[1], g.inp[2] + g.pb[2] + g.pe[2]);
+        let (h_n, w_n) = (g.inp[1], g.inp[2]);
+        let padded_buf;
+        let xp: &[f32] = if hp == h_n && wp == w_n {
+            x
+        } else {
+            let mut v = vec![0f32; n * c * hp * wp];
+            for (pl, dst) in v.chunks_mut(hp * wp).enumerate() {
+                let src = &x[pl * isz..(pl + 1) * isz];
+                for ih in 0..h_n {
+                    let d0 = (ih + g.pb[1]) * wp + g.pb[2];
+                    dst[d0..d0 + w_n].copy_from_slice(&src[ih * w_n..(ih + 1) * w_n]);
+                }
+            }
+            padded_buf = v;
+            &padded_buf
+        };
+        let psz = hp * wp;
+        let mut boff = Vec::with_capacity(kdim);
+        for ci in 0..cg {
+            for kh in 0..g.k[1] {
+                for kw in 0..g.k[2] {
+                    boff.push(ci * psz + kh * g.d[1] * wp + kw * g.d[2]);
+                }
             }
         }
-        let run = |bm: Mat| {
-            // SAFETY: the view covers rows mg of length ncols with stride osz, inside y
-            // (checked above), owned by this task only.
-            unsafe {
-                matrixmultiply::sgemm(
-                    mg,
-                    kdim,
-                    ncols,
-                    1.0,
-                    wg.as_ptr(),
-                    kdim as isize,
-                    1,
-                    bm.data.as_ptr(),
-                    bm.rs as isize,
-                    bm.cs as isize,
-                    1.0,
-                    out.0.add(c_off),
-                    osz as isize,
-                    1,
-                )
+        let oh_n = g.out[1];
+        let rows_per_blk = (GRID_COLS / wp).clamp(1, oh_n);
+        let nblk = oh_n.div_ceil(rows_per_blk);
+        let in_place = wp == ow_n;
+        let task = |t: usize| {
+            let (img, rest) = (t / (group * nblk), t % (group * nblk));
+            let (gi, bi) = (rest / nblk, rest % nblk);
+            let r0 = bi * rows_per_blk;
+            let r1 = (r0 + rows_per_blk).min(oh_n);
+            let ncols = (r1 - r0 - 1) * wp + ow_n;
+            let base = &xp[(img * c + gi * cg) * psz + r0 * wp..(img * c + (gi + 1) * cg) * psz];
+            let bias = |mi: usize| b.map_or(0.0, |b| b[gi * mg + mi]);
+            if in_place {
+                for mi in 0..mg {
+                    seg(img, gi * mg + mi, r0 * ow_n, ncols).fill(bias(mi));
+                }
+                let c_off = (img * m + gi * mg) * osz + r0 * ow_n;
+                assert!(c_off + (mg - 1) * osz + ncols <= ylen);
+                SCRATCH.with(|s| {
+                    let mut s = s.borrow_mut();
+                    // SAFETY: the mg x ncols block at c_off (stride osz) is inside y and owned
+                    // by this task.
+                    unsafe { gemm_rows(&packed[gi], base, &boff, ncols, out.at(c_off), osz, &mut s.1) };
+                });
+                return;
             }
-        };
-        if direct {
-            let bm = Mat { data: &xg[r0 * ow_n..], rs: isz, cs: 1 };
-            assert!((kdim - 1) * isz + ncols <= bm.data.len());
-            run(bm);
-        } else {
             SCRATCH.with(|s| {
                 let mut s = s.borrow_mut();
-                if s.len() < kdim * ncols {
-                    s.resize(kdim * ncols, 0.0);
+                let (tmp, buf) = &mut *s;
+                if tmp.len() < mg * ncols {
+                    tmp.resize(mg * ncols, 0.0);
                 }
-                let col = &mut s[..kdim * ncols];
-                im2col(xg, &g, cg, r0, r1, col);
-                run(Mat::rows(col, ncols));
+                let tmp = &mut tmp[..mg * ncols];
+                for mi in 0..mg {
+                    tmp[mi * ncols..(mi + 1) * ncols].fill(bias(mi));
+                }
+                // SAFETY: tmp is an exclusively borrowed mg x ncols buffer.
+                unsafe { gemm_rows(&packed[gi], base, &boff, ncols, tmp.as_mut_ptr(), ncols, buf) };
+                for mi in 0..mg {
+                    for oh in r0..r1 {
+                        let src = &tmp[mi * ncols + (oh - r0) * wp..][..ow_n];
+                        seg(img, gi * mg + mi, oh * ow_n, ow_n).copy_from_slice(src);
+                    }
+                }
             });
+        };
+        let ntasks = n * group * nblk;
+        if par {
+            (0..ntasks).into_par_iter().for_each(task);
+        } else {
+            (0..ntasks).for_each(task);
         }
+        return Ok((out_shape, y));
+    }
+
+    // Strided or 3-D convs: explicit im2col per block of output rows.
+    let rows_total = g.out[0] * g.out[1];
+    let rows_per_blk = (PANEL_FLOATS / (kdim * ow_n).max(1)).clamp(1, rows_total);
+    let nblk = rows_total.div_ceil(rows_per_blk);
+    let task = |t: usize| {
+        let (img, rest) = (t / (group * nblk), t % (group * nblk));
+        let (gi, bi) = (rest / nblk, rest % nblk);
+        let r0 = bi * rows_per_blk;
+        let r1 = (r0 + rows_per_blk).min(rows_total);
+        let (c0, ncols) = (r0 * ow_n, (r1 - r0) * ow_n);
+        let xg = &x[(img * c + gi * cg) * isz..][..cg * isz];
+        for mi in 0..mg {
+            seg(img, gi * mg + mi, c0, ncols).fill(b.map_or(0.0, |b| b[gi * mg + mi]));
+        }
+        let c_off = (img * m + gi * mg) * osz + c0;
+        assert!(c_off + (mg - 1) * osz + ncols <= ylen);
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let (col, buf) = &mut *s;
+            if col.len() < kdim * ncols {
+                col.resize(kdim * ncols, 0.0);
+            }
+            let colv = &mut col[..kdim * ncols];
+            im2col(xg, &g, cg, r0, r1, colv);
+            let boff: Vec<usize> = (0..kdim).map(|p| p * ncols).collect();
+            // SAFETY: the mg x ncols block at c_off (row stride osz) is inside y and owned by
+            // this task only.
+            unsafe { gemm_rows(&packed[gi], colv, &boff, ncols, out.at(c_off), osz, buf) };
+        });
     };
     let ntasks = n * group * nblk;
     if par {
@@ -446,13 +541,13 @@ pub(crate) fn conv2d_forward(
 impl Kernel for ConvKernel {
     fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
         let x = input(&inputs, 0)?;
-        let w = match &self.weight {
-            Some(w) => w,
-            None => input(&inputs, 1)?,
+        let (w, packed) = match &self.weight {
+            Some((w, p)) => (w, Some(p.as_slice())),
+            None => (input(&inputs, 1)?, None),
         };
         let b = opt_input(&inputs, 2).map(|t| t.as_f32()).transpose()?;
         let (shape, y) =
-            conv2d_forward(x.as_f32()?, x.shape(), w.as_f32()?, w.shape(), b, self.group, &self.attrs)?;
+            conv_forward(x.as_f32()?, x.shape(), w.as_f32()?, w.shape(), packed, b, self.group, &self.attrs)?;
         Ok(vec![Tensor::from_vec(shape, y)])
     }
 }
@@ -701,7 +796,7 @@ mod tests {
         let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
         let w = vec![1f32; 4];
         let a = attrs(&[1, 1], &[0, 0, 0, 0], &[1, 1], AutoPad::NotSet);
-        let (s, y) = conv2d_forward(&x, &[1, 1, 3, 3], &w, &[1, 1, 2, 2], Some(&[0.5]), 1, &a).unwrap();
+        let (s, y) = conv_forward(&x, &[1, 1, 3, 3], &w, &[1, 1, 2, 2], None, Some(&[0.5]), 1, &a).unwrap();
         assert_eq!(s, vec![1, 1, 2, 2]);
         assert_eq!(y, vec![12.5, 16.5, 24.5, 28.5]);
     }
@@ -719,13 +814,17 @@ mod tests {
             (vec![1, 2, 7, 7], vec![3, 2, 4, 4], 1, vec![2, 2], vec![0; 4], vec![1, 1], AutoPad::SameUpper),
             (vec![1, 2, 7, 7], vec![3, 2, 4, 4], 1, vec![2, 2], vec![0; 4], vec![1, 1], AutoPad::SameLower),
             (vec![1, 2, 7, 7], vec![3, 2, 3, 3], 1, vec![2, 2], vec![0; 4], vec![1, 1], AutoPad::Valid),
+            (vec![2, 3, 10, 9], vec![13, 3, 3, 3], 1, vec![1, 1], vec![1, 2, 0, 1], vec![2, 1], AutoPad::NotSet),
+            (vec![1, 4, 6, 40], vec![8, 2, 3, 3], 2, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], AutoPad::NotSet),
+            (vec![1, 4, 5, 7], vec![7, 4, 2, 2], 1, vec![1, 1], vec![0; 4], vec![1, 1], AutoPad::NotSet),
+            (vec![1, 8, 20, 30], vec![40, 8, 1, 1], 1, vec![1, 1], vec![0; 4], vec![1, 1], AutoPad::NotSet),
         ];
         for (xs, ws, group, st, pads, dil, ap) in cases {
             let x = pseudo(numel(&xs), 1);
             let w = pseudo(numel(&ws), 2);
             let b = pseudo(ws[0], 3);
             let a = attrs(&st, &pads, &dil, ap);
-            let (s, y) = conv2d_forward(&x, &xs, &w, &ws, Some(&b), group, &a).unwrap();
+            let (s, y) = conv_forward(&x, &xs, &w, &ws, None, Some(&b), group, &a).unwrap();
             let g = a.geometry(&xs[2..], &ws[2..], false).unwrap();
             let yr = naive(&x, &xs, &w, &ws, &b, group, &g);
             assert_eq!(numel(&s), yr.len());
@@ -749,7 +848,7 @@ mod tests {
     #[test]
     fn bad_shapes_are_errors() {
         let a = attrs(&[1, 1], &[0; 4], &[1, 1], AutoPad::NotSet);
-        assert!(conv2d_forward(&[0.0; 9], &[1, 1, 3, 3], &[0.0; 16], &[1, 1, 4, 4], None, 1, &a).is_err());
-        assert!(conv2d_forward(&[0.0; 18], &[1, 2, 3, 3], &[0.0; 4], &[1, 1, 2, 2], None, 1, &a).is_err());
+        assert!(conv_forward(&[0.0; 9], &[1, 1, 3, 3], &[0.0; 16], &[1, 1, 4, 4], None, None, 1, &a).is_err());
+        assert!(conv_forward(&[0.0; 18], &[1, 2, 3, 3], &[0.0; 4], &[1, 1, 2, 2], None, None, 1, &a).is_err());
     }
 }

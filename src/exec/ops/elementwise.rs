@@ -440,63 +440,46 @@ fn erf64(x: f64) -> f64 {
     }
 }
 
+/// Applies a float unary op, monomorphized per op so each loop vectorizes.
 macro_rules! float_unary {
-    ($t:ty, $op:expr, $x:ident) => {{
-        let op = $op;
-        move |$x: $t| -> $t {
-            match op {
-                UnOp::Relu => {
-                    if $x > 0.0 {
-                        $x
-                    } else {
-                        0.0
-                    }
+    ($t:ty, $x:expr, $op:expr) => {
+        match $op {
+            UnOp::Relu => map_inplace::<$t>($x, |v| if v < 0.0 { 0.0 } else { v }),
+            UnOp::Sigmoid => map_inplace::<$t>($x, |v| {
+                if v >= 0.0 {
+                    1.0 / (1.0 + (-v).exp())
+                } else {
+                    let e = v.exp();
+                    e / (1.0 + e)
                 }
-                UnOp::Sigmoid => {
-                    if $x >= 0.0 {
-                        1.0 / (1.0 + (-$x).exp())
-                    } else {
-                        let e = $x.exp();
-                        e / (1.0 + e)
-                    }
-                }
-                UnOp::Tanh => $x.tanh(),
-                UnOp::Exp => $x.exp(),
-                UnOp::Log => $x.ln(),
-                UnOp::Sqrt => $x.sqrt(),
-                UnOp::Neg => -$x,
-                UnOp::Abs => $x.abs(),
-                UnOp::Reciprocal => 1.0 / $x,
-                UnOp::Floor => $x.floor(),
-                UnOp::Ceil => $x.ceil(),
-                UnOp::LeakyRelu(alpha) => {
-                    if $x >= 0.0 {
-                        $x
-                    } else {
-                        $x * alpha as $t
-                    }
-                }
-                UnOp::HardSigmoid(alpha, beta) => ($x * alpha as $t + beta as $t).clamp(0.0, 1.0),
-                UnOp::HardSwish => $x * ($x / 6.0 + 0.5).clamp(0.0, 1.0),
-                UnOp::Erf => erf64($x as f64) as $t,
-                UnOp::Elu(alpha) => {
-                    if $x >= 0.0 {
-                        $x
-                    } else {
-                        alpha as $t * ($x.exp() - 1.0)
-                    }
-                }
-                UnOp::Softplus => {
-                    if $x > 20.0 {
-                        $x
-                    } else {
-                        $x.exp().ln_1p()
-                    }
-                }
-                UnOp::Not => $x,
+            }),
+            UnOp::Tanh => map_inplace::<$t>($x, |v| v.tanh()),
+            UnOp::Exp => map_inplace::<$t>($x, |v| v.exp()),
+            UnOp::Log => map_inplace::<$t>($x, |v| v.ln()),
+            UnOp::Sqrt => map_inplace::<$t>($x, |v| v.sqrt()),
+            UnOp::Neg => map_inplace::<$t>($x, |v| -v),
+            UnOp::Abs => map_inplace::<$t>($x, |v| v.abs()),
+            UnOp::Reciprocal => map_inplace::<$t>($x, |v| 1.0 / v),
+            UnOp::Floor => map_inplace::<$t>($x, |v| v.floor()),
+            UnOp::Ceil => map_inplace::<$t>($x, |v| v.ceil()),
+            UnOp::LeakyRelu(alpha) => {
+                let alpha = alpha as $t;
+                map_inplace::<$t>($x, move |v| if v >= 0.0 { v } else { v * alpha })
             }
+            UnOp::HardSigmoid(alpha, beta) => {
+                let (alpha, beta) = (alpha as $t, beta as $t);
+                map_inplace::<$t>($x, move |v| (v * alpha + beta).clamp(0.0, 1.0))
+            }
+            UnOp::HardSwish => map_inplace::<$t>($x, |v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0)),
+            UnOp::Erf => map_inplace::<$t>($x, |v| erf64(v as f64) as $t),
+            UnOp::Elu(alpha) => {
+                let alpha = alpha as $t;
+                map_inplace::<$t>($x, move |v| if v >= 0.0 { v } else { alpha * (v.exp() - 1.0) })
+            }
+            UnOp::Softplus => map_inplace::<$t>($x, |v| if v > 20.0 { v } else { v.exp().ln_1p() }),
+            UnOp::Not => Err(Error::user("Not needs a bool input")),
         }
-    }};
+    };
 }
 
 impl Kernel for UnaryKernel {
@@ -506,8 +489,8 @@ impl Kernel for UnaryKernel {
         let out = match (x.dtype(), op) {
             (DType::Bool, UnOp::Not) => map_inplace::<bool>(x, |v| !v)?,
             (_, UnOp::Not) => return Err(Error::user(format!("Not needs a bool input, got {}", x.dtype()))),
-            (DType::F32, _) => map_inplace::<f32>(x, float_unary!(f32, op, v))?,
-            (DType::F64, _) => map_inplace::<f64>(x, float_unary!(f64, op, v))?,
+            (DType::F32, _) => float_unary!(f32, x, op)?,
+            (DType::F64, _) => float_unary!(f64, x, op)?,
             (DType::I64, UnOp::Relu) => map_inplace::<i64>(x, |v| v.max(0))?,
             (DType::I64, UnOp::Neg) => map_inplace::<i64>(x, |v| v.wrapping_neg())?,
             (DType::I64, UnOp::Abs) => map_inplace::<i64>(x, |v| v.wrapping_abs())?,
