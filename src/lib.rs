@@ -9,6 +9,7 @@ pub mod proto {
 
 pub mod error;
 pub mod sparsity;
+pub mod exec;
 pub use error::{Error, ErrorKind, Result};
 pub mod onnx;
 pub mod ir;

@@ -1,0 +1,378 @@
+//! Single-threaded packed SGEMM used by Conv, Gemm and MatMul.
+//!
+//! `C[m x n] += A[m x k] * B[k x n]`, with A packed once into row panels of up to [`MR`]
+//! rows (`[k][mr]` layout) and B packed into column panels of [`NR`] columns (`[k][NR]`,
+//! zero-padded). Conv packs its B panels straight from the image (implicit im2col).
+//! A microkernel keeps an `mr x NR` block of C in registers and runs the whole k loop in
+//! order, so every element of C is `C + sum_k a_ik * b_kj` accumulated in the same order
+//! whatever the blocking or threading around it: results never depend on the thread count.
+//! On x86-64 with AVX2 and FMA the kernel uses 256-bit FMA; elsewhere a portable one.
+
+/// Rows of a packed A panel.
+pub(crate) const MR: usize = 6;
+/// Columns of a packed B panel.
+pub(crate) const NR: usize = 16;
+
+/// A strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major view with row stride `ld`.
+    pub fn rows(data: &'a [f32], ld: usize) -> Mat<'a> {
+        Mat { data, rs: ld, cs: 1 }
+    }
+    /// The transpose of a row-major view with row stride `ld`.
+    pub fn rows_t(data: &'a [f32], ld: usize) -> Mat<'a> {
+        Mat { data, rs: 1, cs: ld }
+    }
+    #[inline]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
+    }
+}
+
+/// A packed left operand: row panels of up to [`MR`] rows, each `[k][mr]`.
+#[derive(Clone, Debug)]
+pub(crate) struct PackedA {
+    pub m: usize,
+    pub k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs `alpha * A` for an `m x k` view.
+    pub fn new(m: usize, k: usize, a: Mat, alpha: f32) -> PackedA {
+        let mut data = Vec::with_capacity(m * k);
+        for i0 in (0..m).step_by(MR) {
+            let mr = MR.min(m - i0);
+            for p in 0..k {
+                for r in 0..mr {
+                    data.push(alpha * a.at(i0 + r, p));
+                }
+            }
+        }
+        PackedA { m, k, data }
+    }
+
+    /// The panel starting at row `i0` (a multiple of MR) and its row count.
+    #[inline]
+    fn panel(&self, i0: usize) -> (&[f32], usize) {
+        let mr = MR.min(self.m - i0);
+        (&self.data[i0 * self.k..i0 * self.k + mr * self.k], mr)
+    }
+}
+
+/// Packs columns `j0 .. j0 + w` (w <= NR) of a `k x n` view into one `[k][NR]` panel.
+pub(crate) fn pack_b_panel(b: Mat, k: usize, j0: usize, w: usize, dst: &mut [f32]) {
+    let dst = &mut dst[..k * NR];
+    if b.cs == 1 && w == NR {
+        for p in 0..k {
+            let s = p * b.rs + j0;
+            dst[p * NR..(p + 1) * NR].copy_from_slice(&b.data[s..s + NR]);
+        }
+        return;
+    }
+    for p in 0..k {
+        let row = &mut dst[p * NR..(p + 1) * NR];
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = if j < w { b.at(p, j0 + j) } else { 0.0 };
+        }
+    }
+}
+
+/// `C += A * B` for one `mr x w` block. `a` is a packed A panel (`[k][mr]`); row `p` of
+/// the B block is `b[boff[p] .. boff[p] + NR]` (all NR columns are read, those past `w`
+/// ignored); `c` is the block's first element with row stride `ldc`, of which rows
+/// `0..mr` and columns `0..w` are written.
+///
+/// # Safety
+/// `a.len() >= k * mr`, `boff.len() >= k`, `boff[p] + NR <= b.len()` for every `p < k`,
+/// `mr <= MR`, `w <= NR`; `c` must be valid for reads and writes of `c[r * ldc + j]` for
+/// `r < mr`, `j < w`, and no other thread may access those elements meanwhile.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn kernel(
+    k: usize,
+    a: &[f32],
+    mr: usize,
+    b: &[f32],
+    boff: &[usize],
+    c: *mut f32,
+    ldc: usize,
+    w: usize,
+) {
+    debug_assert!(a.len() >= k * mr && boff.len() >= k && mr <= MR && w <= NR);
+    debug_assert!(boff[..k].iter().all(|&o| o + NR <= b.len()));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2::available() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above); forwarded contract.
+            unsafe { avx2::dispatch(k, a, mr, b, boff, c, ldc, w) };
+            return;
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { portable(k, a, mr, b, boff, c, ldc, w) };
+}
+
+/// Portable microkernel (any CPU).
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable(k: usize, a: &[f32], mr: usize, b: &[f32], boff: &[usize], c: *mut f32, ldc: usize, w: usize) {
+    let mut acc = [[0f32; NR]; MR];
+    for p in 0..k {
+        let bp = &b[boff[p]..boff[p] + NR];
+        for r in 0..mr {
+            let av = a[p * mr + r];
+            for j in 0..NR {
+                acc[r][j] += av * bp[j];
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate().take(mr) {
+        for (j, &v) in row.iter().enumerate().take(w) {
+            // SAFETY: caller guarantees the block is valid and exclusively ours.
+            unsafe { *c.add(r * ldc + j) += v };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    use super::{MR, NR};
+
+    static STATE: AtomicU8 = AtomicU8::new(0);
+
+    /// Whether AVX2 and FMA are usable (detected once).
+    #[inline]
+    pub fn available() -> bool {
+        match STATE.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                let ok = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+                STATE.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+                ok
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX2+FMA available; the contract of `super::kernel`.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn dispatch(
+        k: usize,
+        a: &[f32],
+        mr: usize,
+        b: &[f32],
+        boff: &[usize],
+        c: *mut f32,
+        ldc: usize,
+        w: usize,
+    ) {
+        let (ap, bp, op) = (a.as_ptr(), b.as_ptr(), boff.as_ptr());
+        // SAFETY: forwarded contract.
+        unsafe {
+            if w == NR {
+                match mr {
+                    6 => kern::<6>(k, ap, bp, op, c, ldc),
+                    5 => kern::<5>(k, ap, bp, op, c, ldc),
+                    4 => kern::<4>(k, ap, bp, op, c, ldc),
+                    3 => kern::<3>(k, ap, bp, op, c, ldc),
+                    2 => kern::<2>(k, ap, bp, op, c, ldc),
+                    _ => kern::<1>(k, ap, bp, op, c, ldc),
+                }
+            } else {
+                // Partial width: run on a zeroed tile, then add the valid part into C.
+                let mut tile = [0f32; MR * NR];
+                let t = tile.as_mut_ptr();
+                match mr {
+                    6 => kern::<6>(k, ap, bp, op, t, NR),
+                    5 => kern::<5>(k, ap, bp, op, t, NR),
+                    4 => kern::<4>(k, ap, bp, op, t, NR),
+                    3 => kern::<3>(k, ap, bp, op, t, NR),
+                    2 => kern::<2>(k, ap, bp, op, t, NR),
+                    _ => kern::<1>(k, ap, bp, op, t, NR),
+                }
+                for r in 0..mr {
+                    for j in 0..w {
+                        *c.add(r * ldc + j) += tile[r * NR + j];
+                    }
+                }
+            }
+        }
+    }
+
+    /// `C[M x 16] += A[M x k] * B[k x 16]` with the C block in registers.
+    ///
+    /// # Safety
+    /// AVX2+FMA available; `a` holds `k * M` floats; `boff` holds `k` offsets with
+    /// `b[boff[p] .. boff[p] + 16]` readable; the C block (M rows of 16, stride `ldc`) is
+    /// valid and exclusive.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn kern<const M: usize>(k: usize, a: *const f32, b: *const f32, boff: *const usize, c: *mut f32, ldc: usize) {
+        let mut acc0 = [_mm256_setzero_ps(); M];
+        let mut acc1 = [_mm256_setzero_ps(); M];
+        for p in 0..k {
+            // SAFETY: p < k, inside the documented bounds.
+            unsafe {
+                let row = b.add(*boff.add(p));
+                let b0 = _mm256_loadu_ps(row);
+                let b1 = _mm256_loadu_ps(row.add(8));
+                for r in 0..M {
+                    let av = _mm256_broadcast_ss(&*a.add(p * M + r));
+                    acc0[r] = _mm256_fmadd_ps(av, b0, acc0[r]);
+                    acc1[r] = _mm256_fmadd_ps(av, b1, acc1[r]);
+                }
+            }
+        }
+        for r in 0..M {
+            // SAFETY: caller guarantees the C block.
+            unsafe {
+                let cp = c.add(r * ldc);
+                _mm256_storeu_ps(cp, _mm256_add_ps(_mm256_loadu_ps(cp), acc0[r]));
+                _mm256_storeu_ps(cp.add(8), _mm256_add_ps(_mm256_loadu_ps(cp.add(8)), acc1[r]));
+            }
+        }
+    }
+}
+
+/// `C[m x n] = alpha * A * B + beta * C` (C row-major with row stride `ldc`); with
+/// `beta == 0` C's previous contents are ignored.
+///
+/// Panics if a view is too small for the sizes (a caller bug: callers derive sizes from
+/// validated shapes).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32], ldc: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!((m - 1) * ldc + n <= c.len(), "sgemm output view too small");
+    for i in 0..m {
+        for x in &mut c[i * ldc..i * ldc + n] {
+            *x = if beta == 0.0 { 0.0 } else { *x * beta };
+        }
+    }
+    if k == 0 {
+        return;
+    }
+    assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "sgemm B view too small");
+    let pa = PackedA::new(m, k, a, alpha);
+    let mut buf = Vec::new();
+    let cp = c.as_mut_ptr();
+    if b.cs == 1 {
+        let boff: Vec<usize> = (0..k).map(|p| p * b.rs).collect();
+        // SAFETY: the m x n block of c is inside c (asserted) and borrowed mutably; every
+        // B row p spans b.data[p * rs .. p * rs + n] (asserted).
+        unsafe { gemm_rows(&pa, b.data, &boff, n, cp, ldc, &mut buf) };
+        return;
+    }
+    let boff: Vec<usize> = (0..k).map(|p| p * NR).collect();
+    let mut panel = vec![0f32; k * NR];
+    for j0 in (0..n).step_by(NR) {
+        let w = NR.min(n - j0);
+        pack_b_panel(b, k, j0, w, &mut panel);
+        for i0 in (0..m).step_by(MR) {
+            let (ap, mr) = pa.panel(i0);
+            // SAFETY: the panel holds k rows of NR; the block lies inside c.
+            unsafe { kernel(k, ap, mr, &panel, &boff, cp.add(i0 * ldc + j0), ldc, w) };
+        }
+    }
+}
+
+/// `C += A * B` for a packed A (`a.m x a.k`) and B given by rows: `B[p][j] = b[boff[p] + j]`
+/// for `j < n`. `c` points at C's first element (row stride `ldc`). Full 16-column panels
+/// are read in place; the last partial one is packed into `buf`.
+///
+/// Panics unless `boff.len() == a.k` and every `boff[p] + n <= b.len()`.
+///
+/// # Safety
+/// `c` must be valid for the whole `a.m x n` block with stride `ldc`, and exclusively ours.
+pub(crate) unsafe fn gemm_rows(
+    a: &PackedA,
+    b: &[f32],
+    boff: &[usize],
+    n: usize,
+    c: *mut f32,
+    ldc: usize,
+    buf: &mut Vec<f32>,
+) {
+    let k = a.k;
+    if a.m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert_eq!(boff.len(), k);
+    let max_off = boff.iter().copied().max().unwrap_or(0);
+    assert!(max_off + n <= b.len(), "B rows out of bounds");
+    let full = n / NR * NR;
+    // Row blocks outer: the A panel stays in L1 while B streams from L2.
+    for i0 in (0..a.m).step_by(MR) {
+        let (ap, mr) = a.panel(i0);
+        for j0 in (0..full).step_by(NR) {
+            // SAFETY: boff[p] + j0 + NR <= max_off + n <= b.len(); forwarded C contract.
+            unsafe { kernel(k, ap, mr, &b[j0..], boff, c.add(i0 * ldc + j0), ldc, NR) };
+        }
+    }
+    if full < n {
+        let w = n - full;
+        if buf.len() < k * NR {
+            buf.resize(k * NR, 0.0);
+        }
+        let panel = &mut buf[..k * NR];
+        for p in 0..k {
+            let src = &b[boff[p] + full..boff[p] + n];
+            panel[p * NR..p * NR + w].copy_from_slice(src);
+            panel[p * NR + w..(p + 1) * NR].fill(0.0);
+        }
+        let poff: Vec<usize> = (0..k).map(|p| p * NR).collect();
+        for i0 in (0..a.m).step_by(MR) {
+            let (ap, mr) = a.panel(i0);
+            // SAFETY: the packed panel holds k rows of NR; forwarded C contract.
+            unsafe { kernel(k, ap, mr, panel, &poff, c.add(i0 * ldc + full), ldc, w) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_product_and_transpose() {
+        // A = [[1,2,3],[4,5,6]], B = [[1,0],[0,1],[1,1]]
+        let a = [1., 2., 3., 4., 5., 6.];
+        let b = [1., 0., 0., 1., 1., 1.];
+        let mut c = [1.0f32; 4];
+        sgemm(2, 3, 2, 1.0, Mat::rows(&a, 3), Mat::rows(&b, 2), 0.0, &mut c, 2);
+        assert_eq!(c, [4., 5., 10., 11.]);
+        // A^T stored as [3 x 2]
+        let at = [1., 4., 2., 5., 3., 6.];
+        let mut c2 = [1.0f32; 4];
+        sgemm(2, 3, 2, 2.0, Mat::rows_t(&at, 2), Mat::rows(&b, 2), 1.0, &mut c2, 2);
+        assert_eq!(c2, [9., 11., 21., 23.]);
+    }
+
+    #[test]
+    fn odd_sizes_match_naive() {
+        for &(m, k, n) in &[(1, 1, 1), (7, 5, 17), (13, 33, 40), (6, 64, 16), (20, 3, 33)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 11) as f32) - 5.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 13) as f32) - 6.0).collect();
+            let mut c = vec![0.5f32; m * n];
+            sgemm(m, k, n, 1.0, Mat::rows(&a, k), Mat::rows(&b, n), 1.0, &mut c, n);
+            for i in 0..m {
+                for j in 0..n {
+                    let r: f32 = 0.5 + (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>();
+                    assert_eq!(c[i * n + j], r, "{m}x{k}x{n} at {i},{j}");
+                }
+            }
+        }
+    }
+}

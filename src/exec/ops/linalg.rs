@@ -1,0 +1,151 @@
+//! Gemm and MatMul (float32).
+
+use crate::error::{Error, Result};
+
+use super::super::gemm::{sgemm, Mat};
+use super::super::tensor::{numel, Tensor};
+use super::elementwise::{broadcast_shapes, broadcast_strides};
+use super::shape::gather_strided;
+use super::{input, opt_input, Kernel, NodeCtx};
+
+struct GemmKernel {
+    alpha: f32,
+    beta: f32,
+    trans_a: bool,
+    trans_b: bool,
+}
+
+pub(crate) fn build_gemm(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
+    cx.require_inputs(2, 3)?;
+    let a = cx.attrs();
+    Ok(Box::new(GemmKernel {
+        alpha: a.float("alpha", 1.0)?,
+        beta: a.float("beta", 1.0)?,
+        trans_a: a.int("transA", 0)? != 0,
+        trans_b: a.int("transB", 0)? != 0,
+    }))
+}
+
+impl Kernel for GemmKernel {
+    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+        let a = input(&inputs, 0)?;
+        let b = input(&inputs, 1)?;
+        if a.rank() != 2 || b.rank() != 2 {
+            return Err(Error::user(format!("Gemm needs 2-D inputs, got {:?} and {:?}", a.shape(), b.shape())));
+        }
+        let (m, k) = if self.trans_a { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
+        let (kb, n) = if self.trans_b { (b.shape()[1], b.shape()[0]) } else { (b.shape()[0], b.shape()[1]) };
+        if k != kb {
+            return Err(Error::user(format!(
+                "Gemm inner dimensions differ: A {:?} (transA={}) and B {:?} (transB={})",
+                a.shape(),
+                self.trans_a as u8,
+                b.shape(),
+                self.trans_b as u8
+            )));
+        }
+        let (av, bv) = (a.as_f32()?, b.as_f32()?);
+        let mut y = vec![0f32; m * n];
+        let mut beta = 0.0;
+        if let Some(c) = opt_input(&inputs, 2) {
+            if self.beta != 0.0 {
+                let s = broadcast_shapes(c.shape(), &[m, n])?;
+                if s != [m, n] {
+                    return Err(Error::user(format!("Gemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape())));
+                }
+                let st = broadcast_strides(c.shape(), &[m, n]);
+                y = gather_strided(c.as_f32()?, &[m, n], &st, 0);
+                beta = self.beta;
+            }
+        }
+        let am = if self.trans_a { Mat::rows_t(av, m) } else { Mat::rows(av, k) };
+        let bm = if self.trans_b { Mat::rows_t(bv, k) } else { Mat::rows(bv, n) };
+        sgemm(m, k, n, self.alpha, am, bm, beta, &mut y, n);
+        Ok(vec![Tensor::from_vec(vec![m, n], y)])
+    }
+}
+
+struct MatMulKernel;
+
+pub(crate) fn build_matmul(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
+    cx.require_inputs(2, 2)?;
+    Ok(Box::new(MatMulKernel))
+}
+
+/// numpy `matmul` of float32 tensors.
+pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (mut sa, mut sb) = (a.shape().to_vec(), b.shape().to_vec());
+    if sa.is_empty() || sb.is_empty() {
+        return Err(Error::user("MatMul inputs must have rank >= 1"));
+    }
+    let a1 = sa.len() == 1;
+    let b1 = sb.len() == 1;
+    if a1 {
+        sa.insert(0, 1);
+    }
+    if b1 {
+        sb.push(1);
+    }
+    let (m, k) = (sa[sa.len() - 2], sa[sa.len() - 1]);
+    let (kb, n) = (sb[sb.len() - 2], sb[sb.len() - 1]);
+    if k != kb {
+        return Err(Error::user(format!("MatMul inner dimensions differ: {:?} and {:?}", a.shape(), b.shape())));
+    }
+    let batch = broadcast_shapes(&sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
+    let nb = numel(&batch);
+    let st_a = broadcast_strides(&sa[..sa.len() - 2], &batch);
+    let st_b = broadcast_strides(&sb[..sb.len() - 2], &batch);
+    let (av, bv) = (a.as_f32()?, b.as_f32()?);
+    // Offsets of each batch matrix, in units of whole matrices.
+    let offs_a: Vec<usize> = gather_strided(&(0..numel(&sa[..sa.len() - 2]).max(1)).collect::<Vec<_>>(), &batch, &st_a, 0);
+    let offs_b: Vec<usize> = gather_strided(&(0..numel(&sb[..sb.len() - 2]).max(1)).collect::<Vec<_>>(), &batch, &st_b, 0);
+    let mut y = vec![0f32; nb * m * n];
+    for i in 0..nb {
+        let (oa, ob) = (offs_a[i] * m * k, offs_b[i] * k * n);
+        sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            Mat::rows(&av[oa..oa + m * k], k),
+            Mat::rows(&bv[ob..ob + k * n], n),
+            0.0,
+            &mut y[i * m * n..(i + 1) * m * n],
+            n,
+        );
+    }
+    let mut out_shape = batch;
+    if !a1 {
+        out_shape.push(m);
+    }
+    if !b1 {
+        out_shape.push(n);
+    }
+    Ok(Tensor::from_vec(out_shape, y))
+}
+
+impl Kernel for MatMulKernel {
+    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+        Ok(vec![matmul(input(&inputs, 0)?, input(&inputs, 1)?)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_shapes() {
+        let a = Tensor::new(vec![2, 1, 2, 3], (0..12).map(|x| x as f32).collect()).unwrap();
+        let b = Tensor::new(vec![3, 3, 2], (0..18).map(|x| x as f32).collect()).unwrap();
+        let y = matmul(&a, &b).unwrap();
+        assert_eq!(y.shape(), &[2, 3, 2, 2]);
+        // first batch: [[0,1,2],[3,4,5]] x [[0,1],[2,3],[4,5]] = [[10,13],[28,40]]
+        assert_eq!(&y.as_f32().unwrap()[..4], &[10., 13., 28., 40.]);
+        let v = Tensor::new(vec![3], vec![1f32, 1., 1.]).unwrap();
+        let y = matmul(&a, &v).unwrap();
+        assert_eq!(y.shape(), &[2, 1, 2]);
+        assert_eq!(y.as_f32().unwrap(), &[3., 12., 21., 30.]);
+        assert!(matmul(&v, &a).is_err());
+    }
+}

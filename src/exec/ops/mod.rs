@@ -1,0 +1,199 @@
+//! Operator kernels. [`build`] validates a node's attributes and returns a prepared kernel;
+//! the kernel's `run` computes the node's outputs from its inputs.
+
+use crate::error::{Error, Result};
+use crate::proto::AttributeProto;
+
+use super::program::ExecNode;
+use super::tensor::Tensor;
+
+pub(crate) mod conv;
+pub(crate) mod elementwise;
+pub(crate) mod linalg;
+pub(crate) mod nn;
+pub(crate) mod pool;
+pub(crate) mod shape;
+
+/// A prepared operator. `inputs` has one slot per node input (`None` for an omitted
+/// optional one); a slot whose tensor holds the only reference to its buffer may be reused
+/// for the output. Returns one tensor per node output, in order (a kernel may return fewer
+/// when trailing optional outputs were not requested).
+pub(crate) trait Kernel: Send + Sync {
+    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>>;
+}
+
+/// What a kernel builder sees of the node.
+pub(crate) struct NodeCtx<'a> {
+    pub node: &'a ExecNode,
+    pub opset: i64,
+    /// The constant tensor of each input, where that input is a program constant.
+    pub consts: Vec<Option<&'a Tensor>>,
+}
+
+impl<'a> NodeCtx<'a> {
+    pub fn attrs(&self) -> Attrs<'a> {
+        Attrs(&self.node.attrs)
+    }
+    /// Number of inputs present (not counting omitted trailing ones).
+    pub fn has_input(&self, i: usize) -> bool {
+        self.node.inputs.get(i).is_some_and(|x| x.is_some())
+    }
+    pub fn const_input(&self, i: usize) -> Option<&'a Tensor> {
+        self.consts.get(i).copied().flatten()
+    }
+    pub fn require_inputs(&self, min: usize, max: usize) -> Result<()> {
+        let n = self.node.inputs.len();
+        if n < min || n > max {
+            return Err(Error::user(format!("expects {min} to {max} inputs, got {n}")));
+        }
+        for i in 0..min {
+            if !self.has_input(i) {
+                return Err(Error::user(format!("input {i} is required")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Typed read access to a node's attributes.
+#[derive(Clone, Copy)]
+pub(crate) struct Attrs<'a>(pub &'a [AttributeProto]);
+
+impl<'a> Attrs<'a> {
+    pub fn get(&self, name: &str) -> Option<&'a AttributeProto> {
+        self.0.iter().find(|a| a.name.as_deref() == Some(name))
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+    pub fn int(&self, name: &str, default: i64) -> Result<i64> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(a) => match (a.i, a.r#type) {
+                (Some(i), _) => Ok(i),
+                (None, Some(2)) | (None, None) => Ok(0),
+                _ => Err(Error::user(format!("attribute '{name}' must be an int"))),
+            },
+        }
+    }
+    pub fn float(&self, name: &str, default: f32) -> Result<f32> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(a) => match (a.f, a.r#type) {
+                (Some(f), _) => Ok(f),
+                (None, Some(1)) | (None, None) => Ok(0.0),
+                _ => Err(Error::user(format!("attribute '{name}' must be a float"))),
+            },
+        }
+    }
+    pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(a) => {
+                if a.i.is_some() && a.ints.is_empty() {
+                    return Err(Error::user(format!("attribute '{name}' must be a list of ints")));
+                }
+                Ok(Some(a.ints.clone()))
+            }
+        }
+    }
+    pub fn string(&self, name: &str, default: &str) -> Result<String> {
+        match self.get(name) {
+            None => Ok(default.to_string()),
+            Some(a) => match &a.s {
+                Some(s) => String::from_utf8(s.to_vec())
+                    .map_err(|_| Error::user(format!("attribute '{name}' is not valid UTF-8"))),
+                None => Err(Error::user(format!("attribute '{name}' must be a string"))),
+            },
+        }
+    }
+    pub fn tensor(&self, name: &str) -> Result<Option<Tensor>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(a) => match &a.t {
+                Some(t) => Tensor::from_proto(t).map(Some),
+                None => Err(Error::user(format!("attribute '{name}' must be a tensor"))),
+            },
+        }
+    }
+}
+
+/// The tensor in input slot `i`, or an error if it is absent.
+pub(crate) fn input(inputs: &[Option<Tensor>], i: usize) -> Result<&Tensor> {
+    inputs.get(i).and_then(|x| x.as_ref()).ok_or_else(|| Error::user(format!("input {i} is missing")))
+}
+
+/// Takes the tensor out of input slot `i` (so its buffer may be reused).
+pub(crate) fn take(inputs: &mut [Option<Tensor>], i: usize) -> Result<Tensor> {
+    inputs.get_mut(i).and_then(|x| x.take()).ok_or_else(|| Error::user(format!("input {i} is missing")))
+}
+
+/// The tensor in slot `i` if present.
+pub(crate) fn opt_input(inputs: &[Option<Tensor>], i: usize) -> Option<&Tensor> {
+    inputs.get(i).and_then(|x| x.as_ref())
+}
+
+/// Normalizes a possibly negative axis against `rank`.
+pub(crate) fn norm_axis(axis: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r {
+        return Err(Error::user(format!("axis {axis} is out of range for rank {rank}")));
+    }
+    Ok(a as usize)
+}
+
+/// Element count threshold above which element-wise kernels split work across threads
+/// (in fixed-size chunks, so results never depend on the thread count).
+pub(crate) const PAR_CHUNK: usize = 1 << 16;
+
+/// Builds the kernel for a node, validating the op type and its attributes.
+pub(crate) fn build(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
+    let domain = cx.node.domain.as_str();
+    if !(domain.is_empty() || domain == "ai.onnx") {
+        return Err(Error::user(format!(
+            "op {} of domain '{domain}' is not supported by the reference interpreter (only the default ONNX domain is)",
+            cx.node.op_type
+        )));
+    }
+    let op = cx.node.op_type.as_str();
+    match op {
+        "Conv" => conv::build_conv(cx),
+        "ConvTranspose" => conv::build_conv_transpose(cx),
+        "Gemm" => linalg::build_gemm(cx),
+        "MatMul" => linalg::build_matmul(cx),
+        "MaxPool" | "AveragePool" => pool::build_pool(cx),
+        "GlobalAveragePool" | "GlobalMaxPool" => pool::build_global_pool(cx),
+        "BatchNormalization" => nn::build_batchnorm(cx),
+        "Softmax" | "LogSoftmax" => nn::build_softmax(cx),
+        "QuantizeLinear" => nn::build_quantize(cx),
+        "DequantizeLinear" => nn::build_dequantize(cx),
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => nn::build_reduce(cx),
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater" | "LessOrEqual"
+        | "GreaterOrEqual" | "And" | "Or" | "Max" | "Min" | "Sum" | "Mean" => elementwise::build_binary(cx),
+        "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Sqrt" | "Neg" | "Abs" | "Reciprocal" | "Floor"
+        | "Ceil" | "LeakyRelu" | "HardSigmoid" | "HardSwish" | "Not" | "Erf" | "Elu" | "Softplus" => {
+            elementwise::build_unary(cx)
+        }
+        "Clip" => elementwise::build_clip(cx),
+        "Cast" => elementwise::build_cast(cx),
+        "Where" => elementwise::build_where(cx),
+        "Identity" | "Dropout" => shape::build_identity(cx),
+        "Constant" => shape::build_constant(cx),
+        "Shape" => shape::build_shape(cx),
+        "Size" => shape::build_size(cx),
+        "Reshape" => shape::build_reshape(cx),
+        "Flatten" => shape::build_flatten(cx),
+        "Transpose" => shape::build_transpose(cx),
+        "Squeeze" | "Unsqueeze" => shape::build_squeeze(cx),
+        "Concat" => shape::build_concat(cx),
+        "Split" => shape::build_split(cx),
+        "Slice" => shape::build_slice(cx),
+        "Gather" => shape::build_gather(cx),
+        "Pad" => shape::build_pad(cx),
+        "ConstantOfShape" => shape::build_constant_of_shape(cx),
+        "Expand" => shape::build_expand(cx),
+        "Range" => shape::build_range(cx),
+        _ => Err(Error::user(format!("op {op} is not supported by the reference interpreter"))),
+    }
+}

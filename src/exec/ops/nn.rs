@@ -1,0 +1,435 @@
+//! BatchNormalization (inference), Softmax/LogSoftmax, QuantizeLinear/DequantizeLinear,
+//! ReduceMean/Sum/Max/Min.
+
+use crate::error::{Error, Result};
+
+use super::super::tensor::{numel, DType, Tensor};
+use super::shape::strides;
+use super::{input, norm_axis, opt_input, take, Kernel, NodeCtx};
+
+// ---------------------------------------------------------------------------------------
+
+struct BatchNormKernel {
+    eps: f32,
+    /// Per-channel (a, b) with y = x * a + b, when all four parameters are constants.
+    folded: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+fn bn_coeffs(scale: &Tensor, bias: &Tensor, mean: &Tensor, var: &Tensor, eps: f32) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (s, b, m, v) = (scale.as_f32()?, bias.as_f32()?, mean.as_f32()?, var.as_f32()?);
+    let c = s.len();
+    if b.len() != c || m.len() != c || v.len() != c {
+        return Err(Error::user(format!(
+            "BatchNormalization parameters differ in length: scale {}, B {}, mean {}, var {}",
+            c,
+            b.len(),
+            m.len(),
+            v.len()
+        )));
+    }
+    let a: Vec<f32> = (0..c).map(|i| s[i] / (v[i] + eps).sqrt()).collect();
+    let bb: Vec<f32> = (0..c).map(|i| b[i] - m[i] * a[i]).collect();
+    Ok((a, bb))
+}
+
+pub(crate) fn build_batchnorm(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
+    cx.require_inputs(5, 5)?;
+    let a = cx.attrs();
+    if a.int("training_mode", 0)? != 0 {
+        return Err(Error::user("BatchNormalization in training mode is not supported"));
+    }
+    if cx.opset < 9 && a.int("spatial", 1)? == 0 {
+        return Err(Error::user("BatchNormalization with spatial = 0 is not supported"));
+    }
+    if cx.node.outputs.iter().skip(1).any(|o| o.is_some()) {
+        return Err(Error::user("BatchNormalization's training outputs (mean, var, ...) are not supported"));
+    }
+    let eps = a.float("epsilon", 1e-5)?;
+    let folded = match (cx.const_input(1), cx.const_input(2), cx.const_input(3), cx.const_input(4)) {
+        (Some(s), Some(b), Some(m), Some(v)) => Some(bn_coeffs(s, b, m, v, eps)?),
+        _ => None,
+    };
+    Ok(Box::new(BatchNormKernel { eps, folded }))
+}
+
+impl Kernel for BatchNormKernel {
+    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+        let computed;
+        let (a, b) = match &self.folded {
+            Some((a, b)) => (a, b),
+            None => {
+                computed = bn_coeffs(
+                    input(&inputs, 1)?,
+                    input(&inputs, 2)?,
+                    input(&inputs, 3)?,
+                    input(&inputs, 4)?,
+                    self.eps,
+                )?;
+                (&computed.0, &computed.1)
+            }
+        };
+        let mut x = take(&mut inputs, 0)?;
+        let xs = x.shape().to_vec();
+        if xs.len() < 2 || xs[1] != a.len() {
+            return Err(Error::user(format!(
+                "BatchNormalization input {xs:?} does not have {} channels on axis 1",
+                a.len()
+            )));
+        }
+        let c = xs[1];
+        let plane: usize = xs[2..].iter().product();
+        let apply = |dst: &mut [f32], src: &[f32]| {
+            for (i, (d, s)) in dst.chunks_mut(plane.max(1)).zip(src.chunks(plane.max(1))).enumerate() {
+                let (ai, bi) = (a[i % c], b[i % c]);
+                for (o, &v) in d.iter_mut().zip(s) {
+                    *o = v * ai + bi;
+                }
+            }
+        };
+        if plane == 0 {
+            return Ok(vec![x]);
+        }
+        if let Some(buf) = x.unique_mut::<f32>() {
+            for (i, d) in buf.chunks_mut(plane).enumerate() {
+                let (ai, bi) = (a[i % c], b[i % c]);
+                for o in d.iter_mut() {
+                    *o = *o * ai + bi;
+                }
+            }
+            return Ok(vec![x]);
+        }
+        let src = x.as_f32()?;
+        let mut out = vec![0f32; src.len()];
+        apply(&mut out, src);
+        Ok(vec![Tensor::from_vec(xs, out)])
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+struct SoftmaxKernel {
+    axis: i64,
+    log: bool,
+    /// Opset < 13: coerce to 2-D at `axis` and normalize over the whole trailing block.
+    legacy: bool,
+}
+
+pub(crate) fn build_softmax(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
+    cx.require_inputs(1, 1)?;
+    let legacy = cx.opset < 13;
+    let axis = cx.attrs().int("axis", if legacy { 1 } else { -1 })?;
+    Ok(Box::new(SoftmaxKernel { axis, log: cx.node.op_type == "LogSoftmax", legacy }))
+}
+
+impl Kernel for SoftmaxKernel {
+    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+        let x = take(&mut inputs, 0)?;
+        let xs = x.shape().to_vec();
+        if xs.is_empty() {
+            return Err(Error::user("Softmax input must have rank >= 1"));
+        }
+        let ax = norm_axis(self.axis, xs.len())?;
+        let (len, inner) = if self.legacy { (numel(&xs[ax..]), 1) } else { (xs[ax], numel(&xs[ax + 1..])) };
+        let mut v = x.into_vec::<f32>()?;
+        if len > 0 && inner > 0 {
+            for blk in v.chunks_mut(len * inner) {
+                for j in 0..inner {
+                    let mut mx = f32::NEG_INFINITY;
+                    for i in 0..len {
+                        mx = mx.max(blk[i * inner + j]);
+                    }
+                    let mut sum = 0f32;
+                    for i in 0..len {
+                        let e = (blk[i * inner + j] - mx).exp();
+                        sum += e;
+                        if !self.log {
+                            blk[i * inner + j] = e;
+                        }
+                    }
+                    if self.log {
+                        let ls = sum.ln();
+                        for i in 0..len {
+                            blk[i * inner + j] = blk[i * inner + j] - mx - ls;
+                        }
+                    } else {
+                        for i in 0..len {
+                            blk[i * inner + j] /= sum;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(vec![Tensor::from_vec(xs, v)])
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Quantization
+
+/// Per-tensor or per-axis parameter layout: returns (outer, channels, inner) such that the
+/// parameter index of flat element `i` is `(i / inner) % channels`.
+fn qparam_layout(xs: &[usize], scale: &Tensor, axis: i64) -> Result<(usize, usize)> {
+    let n = scale.len();
+    if scale.rank() == 0 || (n == 1 && scale.rank() == 1) {
+        return Ok((1, numel(xs).max(1)));
+    }
+    if scale.rank() != 1 {
+        return Err(Error::user(format!(
+            "quantization scale of shape {:?} is not supported (scalar or 1-D per-axis; blocked quantization is not)",
+            scale.shape()
+        )));
+    }
+    let ax = norm_axis(axis, xs.len())?;
+    if xs[ax] != n {
+        return Err(Error::user(format!(
+            "per-axis scale has {n} elements but axis {ax} of input {xs:?} has {}",
+            xs[ax]
+        )));
+    }
+    Ok((n, numel(&xs[ax + 1..]).max(1)))
+}
+
+struct QuantizeKernel {
+    axis: i64,
+    out: DType,
+}
+
+pub(crate) fn build_quantize(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
+    cx.require_inputs(2, 3)?;
+    let a = cx.attrs();
+    if a.int("block_size", 0)? != 0 {
+        return Err(Error::user("blocked quantization (block_size != 0) is not supported"));
+    }
+    let mut out = DType::U8;
+    if a.has("output_dtype") && a.int("output_dtype", 0)? != 0 {
+        out = DType::from_onnx(a.int("output_dtype", 0)? as i32)?;
+    }
+    if let Some(zp) = cx.const_input(2) {
+        out = zp.dtype();
+    }
+    if !matches!(out, DType::U8 | DType::I8) {
+        return Err(Error::user(format!("QuantizeLinear to {out} is not supported (int8 and uint8 are)")));
+    }
+    Ok(Box::new(QuantizeKernel { axis: a.int("axis", 1)?, out }))
+}
+
+/// `saturate(round_half_even(x / scale) + zero_point)` into int8 or uint8.
+pub(crate) fn quantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64, out: DType) -> Result<Tensor> {
+    let xs = x.shape();
+    let xv = x.as_f32()?;
+    let sv = scale.as_f32()?;
+    let (ch, inner) = qparam_layout(xs, scale, axis)?;
+    let zpv: Vec<f32> = match zp {
+        Some(z) => {
+            if z.len() != sv.len() {
+                return Err(Error::user(format!("zero point has {} elements, scale {}", z.len(), sv.len())));
+            }
+            if z.dtype() != out {
+                return Err(Error::user(format!("zero point type {} differs from output type {out}", z.dtype())));
+            }
+            z.to_f64_vec().into_iter().map(|v| v as f32).collect()
+        }
+        None => vec![0.0; sv.len()],
+    };
+    let (lo, hi) = if out == DType::I8 { (-128f32, 127f32) } else { (0f32, 255f32) };
+    let q = |i: usize, v: f32| -> f32 {
+        let c = if ch == 1 { 0 } else { (i / inner) % ch };
+        ((v / sv[c]).round_ties_even() + zpv[c]).clamp(lo, hi)
+    };
+    Ok(match out {
+        DType::I8 => Tensor::from_vec(xs.to_vec(), xv.iter().enumerate().map(|(i, &v)| q(i, v) as i8).collect::<Vec<i8>>()),
+        _ => Tensor::from_vec(xs.to_vec(), xv.iter().enumerate().map(|(i, &v)| q(i, v) as u8).collect::<Vec<u8>>()),
+    })
+}
+
+impl Kernel for QuantizeKernel {
+    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+        let zp = opt_input(&inputs, 2);
+        let out = zp.map_or(self.out, |z| z.dtype());
+        Ok(vec![quantize(input(&inputs, 0)?, input(&inputs, 1)?, zp, self.axis, out)?])
+    }
+}
+
+struct DequantizeKernel {
+    axis: i64,
+}
+
+pub(crate) fn build_dequantize(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
+    cx.require_inputs(2, 3)?;
+    let a = cx.attrs();
+    if a.int("block_size", 0)? != 0 {
+        return Err(Error::user("blocked quantization (block_size != 0) is not supported"));
+    }
+    Ok(Box::new(DequantizeKernel { axis: a.int("axis", 1)? }))
+}
+
+/// `(x - zero_point) * scale` for int8, uint8 or int32 `x`.
+pub(crate) fn dequantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) -> Result<Tensor> {
+    if !matches!(x.dtype(), DType::I8 | DType::U8 | DType::I32) {
+        return Err(Error::user(format!("DequantizeLinear input must be int8, uint8 or int32, got {}", x.dtype())));
+    }
+    let xs = x.shape();
+    let sv = scale.as_f32()?;
+    let (ch, inner) = qparam_layout(xs, scale, axis)?;
+    let zpv: Vec<i64> = match zp {
+        Some(z) => {
+            if z.dtype() != x.dtype() {
+                return Err(Error::user(format!("zero point type {} differs from input type {}", z.dtype(), x.dtype())));
+            }
+            if z.len() != sv.len() {
+                return Err(Error::user(format!("zero point has {} elements, scale {}", z.len(), sv.len())));
+            }
+            z.to_i64_vec()?
+        }
+        None => vec![0; sv.len()],
+    };
+    let xv = x.to_i64_vec()?;
+    let y: Vec<f32> = xv
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = if ch == 1 { 0 } else { (i / inner) % ch };
+            (v - zpv[c]) as f32 * sv[c]
+        })
+        .collect();
+    Ok(Tensor::from_vec(xs.to_vec(), y))
+}
+
+impl Kernel for DequantizeKernel {
+    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+        Ok(vec![dequantize(input(&inputs, 0)?, input(&inputs, 1)?, opt_input(&inputs, 2), self.axis)?])
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reductions
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Reduce {
+    Mean,
+    Sum,
+    Max,
+    Min,
+}
+
+struct ReduceKernel {
+    kind: Reduce,
+    attr_axes: Option<Vec<i64>>,
+    keepdims: bool,
+    noop_with_empty_axes: bool,
+}
+
+pub(crate) fn build_reduce(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
+    cx.require_inputs(1, 2)?;
+    let a = cx.attrs();
+    let kind = match cx.node.op_type.as_str() {
+        "ReduceMean" => Reduce::Mean,
+        "ReduceSum" => Reduce::Sum,
+        "ReduceMax" => Reduce::Max,
+        _ => Reduce::Min,
+    };
+    Ok(Box::new(ReduceKernel {
+        kind,
+        attr_axes: a.ints("axes")?,
+        keepdims: a.int("keepdims", 1)? != 0,
+        noop_with_empty_axes: a.int("noop_with_empty_axes", 0)? != 0,
+    }))
+}
+
+impl Kernel for ReduceKernel {
+    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+        let axes = match (&self.attr_axes, opt_input(&inputs, 1)) {
+            (Some(a), _) => a.clone(),
+            (None, Some(t)) => t.to_i64_vec()?,
+            (None, None) => Vec::new(),
+        };
+        let x = take(&mut inputs, 0)?;
+        if axes.is_empty() && self.noop_with_empty_axes {
+            return Ok(vec![x]);
+        }
+        let xs = x.shape().to_vec();
+        let r = xs.len();
+        let mut red = vec![axes.is_empty(); r];
+        for &a in &axes {
+            red[norm_axis(a, r)?] = true;
+        }
+        let kept: Vec<usize> = (0..r).map(|d| if red[d] { 1 } else { xs[d] }).collect();
+        let ost = strides(&kept);
+        let n_out = numel(&kept);
+        let cnt = (numel(&xs) / n_out.max(1)).max(1);
+        let xv = x.as_f32()?;
+        let init = match self.kind {
+            Reduce::Mean | Reduce::Sum => 0.0,
+            Reduce::Max => f64::NEG_INFINITY,
+            Reduce::Min => f64::INFINITY,
+        };
+        let mut acc = vec![init; n_out];
+        let mut idx = vec![0usize; r];
+        for &v in xv {
+            let mut o = 0;
+            for d in 0..r {
+                if !red[d] {
+                    o += idx[d] * ost[d];
+                }
+            }
+            let v = v as f64;
+            acc[o] = match self.kind {
+                Reduce::Mean | Reduce::Sum => acc[o] + v,
+                Reduce::Max => acc[o].max(v),
+                Reduce::Min => acc[o].min(v),
+            };
+            for d in (0..r).rev() {
+                idx[d] += 1;
+                if idx[d] < xs[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        let y: Vec<f32> = acc
+            .into_iter()
+            .map(|v| if self.kind == Reduce::Mean { (v / cnt as f64) as f32 } else { v as f32 })
+            .collect();
+        let out_shape: Vec<usize> =
+            if self.keepdims { kept } else { (0..r).filter(|&d| !red[d]).map(|d| xs[d]).collect() };
+        Ok(vec![Tensor::from_vec(out_shape, y)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_rounding_and_saturation() {
+        let x = Tensor::new(vec![6], vec![0.5f32, 1.5, 2.5, -0.5, 1000.0, -1000.0]).unwrap();
+        let s = Tensor::scalar(1.0f32);
+        let q = quantize(&x, &s, None, 1, DType::U8).unwrap();
+        assert_eq!(q.as_slice::<u8>().unwrap(), &[0, 2, 2, 0, 255, 0]);
+        let zp = Tensor::scalar(-1i8);
+        let q = quantize(&x, &s, Some(&zp), 1, DType::I8).unwrap();
+        assert_eq!(q.as_slice::<i8>().unwrap(), &[-1, 1, 1, -1, 127, -128]);
+        let d = dequantize(&q, &s, Some(&zp), 1).unwrap();
+        assert_eq!(d.as_f32().unwrap(), &[0., 2., 2., 0., 128., -127.]);
+    }
+
+    #[test]
+    fn per_axis() {
+        let x = Tensor::new(vec![2, 3], vec![1f32, 2., 3., 4., 5., 6.]).unwrap();
+        let s = Tensor::new(vec![2], vec![1f32, 2.]).unwrap();
+        let q = quantize(&x, &s, None, 0, DType::I8).unwrap();
+        assert_eq!(q.as_slice::<i8>().unwrap(), &[1, 2, 3, 2, 2, 3]);
+        let s3 = Tensor::new(vec![3], vec![1f32, 2., 4.]).unwrap();
+        let q = quantize(&x, &s3, None, 1, DType::I8).unwrap();
+        assert_eq!(q.as_slice::<i8>().unwrap(), &[1, 1, 1, 4, 2, 2]);
+        assert!(quantize(&x, &s3, None, 0, DType::I8).is_err());
+    }
+
+    #[test]
+    fn batchnorm_coeffs() {
+        let t = |v: f32| Tensor::new(vec![1], vec![v]).unwrap();
+        let (a, b) = bn_coeffs(&t(2.0), &t(1.0), &t(3.0), &t(4.0 - 1e-5), 1e-5).unwrap();
+        // y = (x - 3) / 2 * 2 + 1 = x - 2
+        assert!((a[0] - 1.0).abs() < 1e-6 && (b[0] + 2.0).abs() < 1e-6);
+    }
+}
