@@ -598,7 +598,7 @@ pub(crate) fn cast(t: &Tensor, to: DType) -> Result<Tensor> {
                 DType::I32 => Tensor::from_vec(shape, s.iter().map(|&x| x as i32).collect::<Vec<i32>>()),
                 DType::I8 => Tensor::from_vec(shape, s.iter().map(|&x| x as i8).collect::<Vec<i8>>()),
                 DType::U8 => Tensor::from_vec(shape, s.iter().map(|&x| x as u8).collect::<Vec<u8>>()),
-                DType::Bool => Tensor::from_vec(shape, s.iter().map(|&x| x != (0 as _)).collect::<Vec<bool>>()),
+                DType::Bool => Tensor::from_vec(shape, s.iter().map(|&x| (x as f64) != 0.0).collect::<Vec<bool>>()),
             }
         }};
     }
