@@ -132,7 +132,7 @@ impl Cleanup {
         if res.iter().any(|t| t.len() > self.max_elems) {
             return Ok(None);
         }
-        Ok(Some(res.iter().map(crate::exec::Tensor::to_ir).collect::<Result<Vec<_>>>()?))
+        Ok(Some(res.iter().map(crate::engine::tensor_to_ir).collect::<Result<Vec<_>>>()?))
     }
 
     fn fold_constants(&self, m: &mut Model, rep: &mut PassReport) -> Result<usize> {

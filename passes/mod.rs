@@ -2,6 +2,8 @@
 //! `sparseqc` library (`ir`, `pass`, `text`, `error`, and the numeric modules), the same
 //! API a plugin gets; `src/lib.rs` compiles them in as `sparseqc::passes`.
 
+pub mod calibrate;
+pub mod cleanup;
 pub mod fold_bn;
 pub mod insert_qdq;
 pub mod obs;
@@ -19,6 +21,16 @@ pub fn register_builtins(reg: &mut Registry) {
     let r = reg.register(
         builtin(fold_bn::NAME, "fold BatchNormalization into the producing Conv/ConvTranspose/Gemm/MatMul", fold_bn::OPTIONS),
         Box::new(|o| Ok(Box::new(fold_bn::FoldBn::from_options(o)?))),
+    );
+    debug_assert!(r.is_ok(), "built-in pass names are unique");
+    let r = reg.register(
+        builtin(cleanup::NAME, "constants to initializers, constant folding, Identity and dead-code removal, Pad fusion", cleanup::OPTIONS),
+        Box::new(|o| Ok(Box::new(cleanup::Cleanup::from_options(o)?))),
+    );
+    debug_assert!(r.is_ok(), "built-in pass names are unique");
+    let r = reg.register(
+        builtin(calibrate::NAME, "run the float model on calibration data and annotate activation scales", calibrate::OPTIONS),
+        Box::new(|o| Ok(Box::new(calibrate::Calibrate::from_options(o)?))),
     );
     debug_assert!(r.is_ok(), "built-in pass names are unique");
     let r = reg.register(

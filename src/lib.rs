@@ -22,4 +22,5 @@ pub mod cli;
 pub mod inspect;
 pub mod plugin;
 pub mod util;
+pub mod engine;
 pub mod calib;

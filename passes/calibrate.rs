@@ -1,0 +1,268 @@
+//! `calibrate`: runs the float model on the user's data and annotates every activation
+//! tensor that Q/DQ placement may need with its INT8 scale (`Value::quant`), or reads the
+//! scales from a TensorRT calibration cache / JSON table (`--calib-cache`).
+//!
+//! Statistics are collected in two passes over the data (max |x|, then a 2048-bin
+//! histogram of |x| over [0, max]) with integer counts, so the scales do not depend on the
+//! thread count or the sample order. Samples run in parallel on all cores. Methods: `max`,
+//! `percentile` (`percentile=99.99`), `entropy` (default, TensorRT's EntropyCalibration2
+//! as published), `mse`; per-tensor overrides with `override=glob=method;glob=method`.
+
+use super::insert_qdq::tensors_to_calibrate;
+use super::util::node_label;
+use crate::calib::{self, CalibTable, Method, StatsSet};
+use crate::engine::{f32_tensor, ModelSession};
+use crate::error::{Error, Result};
+use crate::ir::{Model, QuantInfo, ValueId};
+use crate::pass::{OptionKind, OptionSpec, Pass, PassContext, PassOptions, PassReport, Pattern, ReportItem};
+use rayon::prelude::*;
+use std::str::FromStr;
+
+pub const NAME: &str = "calibrate";
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::new("method", OptionKind::Str, "entropy", "max | percentile | entropy | mse"),
+    OptionSpec::new("percentile", OptionKind::Float, "99.99", "the percentile for method=percentile"),
+    OptionSpec::new("override", OptionKind::Str, "", "per-tensor methods: 'glob=method;glob=method' (tensor names)"),
+    OptionSpec::new("tensors", OptionKind::Str, "qdq", "qdq: tensors Q/DQ placement may need; all: every float activation"),
+];
+
+pub struct Calibrate {
+    method: Method,
+    overrides: Vec<(Pattern, Method)>,
+    all: bool,
+}
+
+fn parse_method(s: &str, percentile: f64) -> Result<Method> {
+    let m = Method::from_str(s).map_err(|e| Error::usage(format!("calibrate: {e}")))?;
+    Ok(match m {
+        Method::Percentile(_) if s == "percentile" => Method::Percentile(percentile),
+        m => m,
+    })
+}
+
+impl Calibrate {
+    pub fn from_options(o: &PassOptions) -> Result<Self> {
+        let p = o.float("percentile", 99.99)?;
+        let method = parse_method(o.str("method").unwrap_or("entropy"), p)?;
+        let mut overrides = Vec::new();
+        for part in o.str("override").unwrap_or("").split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let (pat, m) = part
+                .rsplit_once('=')
+                .ok_or_else(|| Error::usage(format!("calibrate: override '{part}' is not glob=method")))?;
+            overrides.push((Pattern::parse(pat), parse_method(m, p)?));
+        }
+        let all = match o.str("tensors").unwrap_or("qdq") {
+            "qdq" => false,
+            "all" => true,
+            t => return Err(Error::usage(format!("calibrate: tensors must be qdq or all, not '{t}'"))),
+        };
+        Ok(Calibrate { method, overrides, all })
+    }
+    fn method_for(&self, name: &str) -> Method {
+        self.overrides.iter().find(|(p, _)| p.matches_any(name, "")).map(|(_, m)| *m).unwrap_or(self.method)
+    }
+}
+
+/// Every float activation (node output) of the graph.
+fn all_activations(m: &Model) -> Result<Vec<ValueId>> {
+    let g = &m.graph;
+    let mut out = Vec::new();
+    for id in g.topo_order()? {
+        for o in g.n(id)?.outputs.iter().flatten() {
+            let float = g.v(*o)?.ty.as_ref().map(|t| t.elem == 1).unwrap_or(false);
+            if float {
+                out.push(*o);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn progress(ctx: &PassContext, len: u64, msg: &str) -> indicatif::ProgressBar {
+    if !ctx.show_progress() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} samples {per_sec} ETA {eta}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    pb.set_style(style);
+    pb.set_message(msg.to_string());
+    pb
+}
+
+/// Runs the model on every sample, twice, collecting statistics of `targets`.
+pub fn collect_stats(
+    m: &Model,
+    src: &dyn calib::CalibSource,
+    targets: &[ValueId],
+    ctx: &PassContext,
+) -> Result<std::collections::BTreeMap<String, calib::TensorStats>> {
+    let ms = ModelSession::new(m)?;
+    let target_ids: Vec<usize> = targets.iter().map(|v| ms.id(*v)).collect::<Result<_>>()?;
+    let names: Vec<String> = targets.iter().map(|v| m.graph.name_of(*v).to_string()).collect();
+    let known: Vec<usize> = ms.inputs.iter().map(|(_, id)| *id).collect();
+    let plan = ms.session.plan(&known, &target_ids)?;
+    let n = src.len();
+    let pb = progress(ctx, 2 * n as u64, "calibrating");
+    let mut set = StatsSet::new();
+    for pass in 0..2 {
+        let base = set.fork();
+        let partial = (0..n)
+            .into_par_iter()
+            .try_fold(
+                || base.fork(),
+                |mut acc, i| -> Result<StatsSet> {
+                    let sample = src.sample(i)?;
+                    let mut feed = Vec::with_capacity(sample.len());
+                    for t in sample {
+                        let id = ms
+                            .inputs
+                            .iter()
+                            .find(|(name, _)| *name == t.name)
+                            .map(|(_, id)| *id)
+                            .ok_or_else(|| Error::user(format!("calibration data names input '{}', which the model does not have", t.name)))?;
+                        feed.push((id, f32_tensor(&t.shape, t.data)?));
+                    }
+                    let outs = ms.session.run_plan(&plan, feed).map_err(|e| e.context(format!("calibration sample {i}")))?;
+                    for (name, t) in names.iter().zip(outs) {
+                        acc.observe(name, t.as_f32()?)?;
+                    }
+                    pb.inc(1);
+                    Ok(acc)
+                },
+            )
+            .try_reduce(|| base.fork(), |mut a, b| {
+                a.merge(&b)?;
+                Ok(a)
+            })?;
+        set.merge(&partial)?;
+        if pass == 0 {
+            set.begin_histograms()?;
+        }
+    }
+    pb.finish_and_clear();
+    set.finish()
+}
+
+impl Pass for Calibrate {
+    fn name(&self) -> &str {
+        NAME
+    }
+    fn run(&mut self, m: &mut Model, ctx: &mut PassContext) -> Result<PassReport> {
+        let mut rep = PassReport::new(NAME);
+        crate::ir::shape::infer(&mut m.graph)?;
+        let targets = if self.all { all_activations(m)? } else { tensors_to_calibrate(&m.graph)? };
+
+        if let Some(cache) = ctx.calib.cache.clone() {
+            let table = CalibTable::read(&cache).map_err(|e| e.context(cache.display().to_string()))?;
+            let (mut used, mut unknown) = (0, 0);
+            for (name, e) in &table.tensors {
+                match m.graph.value_by_name(name) {
+                    Some(v) => {
+                        m.graph.value_mut(v).expect("named").quant = Some(QuantInfo {
+                            amax: e.amax,
+                            scale: e.scale,
+                            method: e.method.clone().unwrap_or_else(|| format!("cache ({})", table.header)),
+                            clipped: 0.0,
+                        });
+                        used += 1;
+                    }
+                    None => {
+                        rep.item(ReportItem::new(name, "", "cache-unknown", "the cache names a tensor the graph does not have (ignored)"));
+                        unknown += 1;
+                    }
+                }
+            }
+            let mut missing = 0;
+            for v in &targets {
+                let name = m.graph.name_of(*v).to_string();
+                if !table.tensors.contains_key(&name) {
+                    rep.item(ReportItem::new(&name, "", "cache-missing", "needed for Q/DQ placement but not in the cache"));
+                    missing += 1;
+                }
+            }
+            if (unknown > 0 || missing > 0) && !ctx.quiet {
+                eprintln!(
+                    "warning: calibration cache {}: {unknown} tensor(s) unknown to the graph, {missing} needed tensor(s) missing (see the report)",
+                    cache.display()
+                );
+            }
+            rep.changed = used > 0;
+            rep.summary = format!("{used} scales read from {}, {unknown} unknown, {missing} missing", cache.display());
+            return Ok(rep);
+        }
+
+        let source = ctx.calib.source.clone().ok_or_else(|| {
+            Error::user("calibrate needs calibration data: give --calib DIR (images, .npy or .npz) or --calib-cache FILE")
+        })?;
+        let preprocess = match &ctx.calib.preprocess {
+            Some(p) => Some(calib::Preprocess::from_str(p).map_err(|e| e.context("--preprocess"))?),
+            None => None,
+        };
+        let inputs: Vec<calib::ModelInput> = m
+            .graph
+            .inputs
+            .iter()
+            .filter(|v| m.graph.value(**v).map(|x| x.constant.is_none()).unwrap_or(false))
+            .map(|v| {
+                let val = m.graph.value(*v).expect("live");
+                let dims = val
+                    .ty
+                    .as_ref()
+                    .and_then(|t| t.shape.as_ref())
+                    .map(|s| s.iter().map(|d| if let crate::ir::Dim::Known(k) = d { Some(*k as usize) } else { None }).collect())
+                    .unwrap_or_default();
+                (val.name.clone(), dims)
+            })
+            .collect();
+        let src = calib::open_source(&source, &calib::SourceOptions { preprocess, limit: ctx.calib.limit }, &inputs)
+            .map_err(|e| e.context(format!("--calib {}", source.display())))?;
+        let t0 = std::time::Instant::now();
+        let stats = collect_stats(m, src.as_ref(), &targets, ctx)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let mut table = CalibTable::new(calib::default_header(self.method));
+        let mut clipped_sum = 0.0;
+        for v in &targets {
+            let name = m.graph.name_of(*v).to_string();
+            let Some(st) = stats.get(&name) else { continue };
+            let method = self.method_for(&name);
+            let c = calib::compute_amax(st, method).map_err(|e| e.context(format!("tensor '{name}'")))?;
+            table.insert(name.clone(), &c, method);
+            clipped_sum += c.fraction_clipped;
+            let producer = m.graph.producer_node(*v).map(|(p, n)| (node_label(&m.graph, p), n.op_type.clone())).unwrap_or_default();
+            let mut item = ReportItem::new(&name, &producer.1, "calibrated", format!("output of '{}'", producer.0))
+                .with("amax", c.amax as f64)
+                .with("scale", c.scale as f64)
+                .with("max", st.max_abs as f64)
+                .with("method", method.to_string())
+                .with("clipped", c.fraction_clipped);
+            if c.all_zero {
+                item.reason.push_str("; all values were zero on the calibration data (scale set for amax 1.0)");
+            }
+            rep.item(item);
+            m.graph.value_mut(*v).expect("live").quant =
+                Some(QuantInfo { amax: c.amax, scale: c.scale, method: method.to_string(), clipped: c.fraction_clipped });
+        }
+        if let Some(out) = &ctx.calib.write_cache {
+            if out.extension().map(|e| e == "json").unwrap_or(false) {
+                table.write_json(out)?;
+            } else {
+                table.write_trt_cache(out)?;
+            }
+        }
+        let n = src.len();
+        rep.changed = !table.tensors.is_empty();
+        rep.summary = format!(
+            "{} tensors calibrated ({}) on {n} samples in {secs:.2} s ({:.1} samples/s, two passes); mean clipped fraction {:.2e}",
+            table.tensors.len(),
+            self.method,
+            n as f64 / secs.max(1e-9),
+            clipped_sum / table.tensors.len().max(1) as f64
+        );
+        rep.stat("samples", n);
+        rep.stat("seconds", secs);
+        rep.stat("tensors", table.tensors.len());
+        Ok(rep)
+    }
+}
