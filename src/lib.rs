@@ -9,3 +9,4 @@ pub mod proto {
 
 pub mod error;
 pub use error::{Error, ErrorKind, Result};
+pub mod trt;
