@@ -255,7 +255,6 @@ pub fn build() {
         let mut b = cc::Build::new();
         b.cpp(true)
             .std("c++17")
-            .warnings(false)
             .flag("-Wall")
             .flag("-Wextra")
             .flag("-Werror")

@@ -136,7 +136,7 @@ int32_t sqc_profile_set_dims(SqcBuild* ctx, int32_t profile, const char* input, 
                              const int64_t* dims, int32_t nb_dims);
 int32_t sqc_config_add_profile(SqcBuild* ctx, int32_t profile);
 
-/** buildSerializedNetwork; on success *data/*size describe the plan, owned by ctx until sqc_free. */
+/** buildSerializedNetwork; on success (*data, *size) describe the plan, owned by ctx until sqc_free. */
 int32_t sqc_build(SqcBuild* ctx, const uint8_t** data, uint64_t* size);
 
 #ifdef __cplusplus
