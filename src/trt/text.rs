@@ -4,14 +4,15 @@
 //! ```text
 //! network "tiny"
 //! input x: FLOAT[-1,8,4,4]
-//! [0] Constant "w" () -> w: dims=[4,8,3,3] weights=INT8[4,8,3,3] h=1f2e3d4c zeros=50.0%
-//! [2] Dequantize "w_dq" (w, w_scale) -> w_dq: axis=0 toType=FLOAT
-//! [3] Convolution "conv" (x, w_dq) -> conv: nbOutputMaps=4 kernelSize=[3,3] ... kernel=input1<-"w" INT8[4,8,3,3] h=... zeros=50.0% 2:4=yes
+//! [0] Constant "w" () -> w | dims=[4,8,3,3] weights=INT8[4,8,3,3] h=1f2e3d4c zeros=50.0%
+//! [2] Dequantize "w_dq" (w, w_scale) -> w_dq | axis=0 toType=FLOAT
+//! [3] Convolution "conv" (x, w_dq) -> conv: FLOAT[-1,4,4,4] | nbOutputMaps=4 kernelSize=[3,3] ... kernel=input1<-"w" INT8[4,8,3,3] h=... zeros=50.0% 2:4=yes
 //! output conv
 //! sparsity: kernels=1 sparse24=[conv] dense=[] n/a=[]
 //! ```
 //!
-//! One line per layer: `[index] Type "name" (inputs) -> output: parameters`. Weights are
+//! One line per layer: `[index] Type "name" (inputs) -> output[: TYPE[dims]] | parameters`
+//! (type and dims of an output only when the lowering recorded them). Weights are
 //! summarised as `DTYPE[shape] h=HASH zeros=Z%` where HASH is the first 8 hex digits of the
 //! XXH3-64 of the little-endian values; kernels of Convolution / MatrixMultiply layers get
 //! `2:4=yes|no|n/a(reason)` (see [`crate::trt::sparsity`]). Floats print in Rust's shortest
@@ -202,7 +203,7 @@ pub fn network_to_text(net: &Network, config: Option<&BuildConfig>) -> String {
         let p = params(net, id, &l.kind);
         let _ = write!(out, "[{i}] {} {:?} ({}) -> {}", l.kind.type_name(), l.name, ins.join(", "), outs.join(", "));
         if !p.is_empty() {
-            let _ = write!(out, ": {p}");
+            let _ = write!(out, " | {p}");
         }
         out.push('\n');
         if let Some(info) = kernel_info(net, id) {
