@@ -1037,35 +1037,25 @@ fn check_layer(kind: &LayerKind, nb_inputs: usize) -> Result<()> {
                 }
             }
         }
-        LayerKind::SoftMax { axes } => {
-            if axes.count_ones() != 1 {
-                return Err(Error::user(format!("softmax axes mask {axes:#b} must have exactly one bit set")));
-            }
+        LayerKind::SoftMax { axes } if axes.count_ones() != 1 => {
+            return Err(Error::user(format!("softmax axes mask {axes:#b} must have exactly one bit set")));
         }
-        LayerKind::Reduce { axes, .. } => {
-            if *axes == 0 {
-                return Err(Error::user("reduce axes mask is empty"));
-            }
+        LayerKind::Reduce { axes: 0, .. } => {
+            return Err(Error::user("reduce axes mask is empty"));
         }
-        LayerKind::Slice { start, size, stride, .. } => {
-            if start.len() != size.len() || size.len() != stride.len() || start.len() > 8 {
-                return Err(Error::user("slice start/size/stride must have the same rank (at most 8)"));
-            }
+        LayerKind::Slice { start, size, stride, .. }
+            if start.len() != size.len() || size.len() != stride.len() || start.len() > 8 =>
+        {
+            return Err(Error::user("slice start/size/stride must have the same rank (at most 8)"));
         }
-        LayerKind::Padding { pre, post } => {
-            if pre.len() != post.len() || pre.len() > 8 {
-                return Err(Error::user("padding pre and post must have the same rank"));
-            }
+        LayerKind::Padding { pre, post } if pre.len() != post.len() || pre.len() > 8 => {
+            return Err(Error::user("padding pre and post must have the same rank"));
         }
-        LayerKind::Quantize { to_type, .. } => {
-            if !matches!(to_type, DataType::Int8 | DataType::Fp8 | DataType::Int4) {
-                return Err(Error::user(format!("quantize output type {to_type} is not a quantized type")));
-            }
+        LayerKind::Quantize { to_type, .. } if !matches!(to_type, DataType::Int8 | DataType::Fp8 | DataType::Int4) => {
+            return Err(Error::user(format!("quantize output type {to_type} is not a quantized type")));
         }
-        LayerKind::Dequantize { to_type, .. } => {
-            if !matches!(to_type, DataType::Float | DataType::Half | DataType::BF16) {
-                return Err(Error::user(format!("dequantize output type {to_type} is not a float type")));
-            }
+        LayerKind::Dequantize { to_type, .. } if !matches!(to_type, DataType::Float | DataType::Half | DataType::BF16) => {
+            return Err(Error::user(format!("dequantize output type {to_type} is not a float type")));
         }
         _ => {}
     }
