@@ -27,7 +27,13 @@ fn find_tensorrt_include() -> PathBuf {
     if let Some(inc) = std::env::var_os("TENSORRT_INCLUDE_DIR") {
         cands.push(PathBuf::from(inc));
     }
-    for p in ["/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu", "/usr/include", "/usr/local/tensorrt/include", "/opt/tensorrt/include"] {
+    for p in [
+        "/usr/include/x86_64-linux-gnu",
+        "/usr/include/aarch64-linux-gnu",
+        "/usr/include",
+        "/usr/local/tensorrt/include",
+        "/opt/tensorrt/include",
+    ] {
         cands.push(PathBuf::from(p));
     }
     match cands.iter().find(|p| p.join("NvInfer.h").is_file()) {
@@ -86,7 +92,10 @@ fn split_params(s: &str) -> Vec<String> {
     if !cur.trim().is_empty() {
         out.push(cur);
     }
-    out.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty() && p != "void").collect()
+    out.into_iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty() && p != "void")
+        .collect()
 }
 
 /// The type part of a parameter declaration (drops the name when there is one).
@@ -125,8 +134,12 @@ fn parse_class(src: &str, class: &str) -> Option<Vec<Method>> {
     let mut methods = Vec::new();
     for stmt in body.split(';') {
         let stmt = stmt.split_whitespace().collect::<Vec<_>>().join(" ");
-        let Some(v) = stmt.find("virtual ") else { continue };
-        let Some(decl) = stmt[v + 8..].trim().strip_suffix("= 0") else { continue };
+        let Some(v) = stmt.find("virtual ") else {
+            continue;
+        };
+        let Some(decl) = stmt[v + 8..].trim().strip_suffix("= 0") else {
+            continue;
+        };
         let decl = decl.trim();
         let open = decl.find('(')?;
         let mut depth = 0;
@@ -144,15 +157,26 @@ fn parse_class(src: &str, class: &str) -> Option<Vec<Method>> {
         }
         let close = close?;
         let before = decl[..open].trim();
-        let name_start = before.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(|i| i + 1).unwrap_or(0);
+        let name_start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map(|i| i + 1)
+            .unwrap_or(0);
         let name = before[name_start..].to_string();
         let ret = before[..name_start].trim().to_string();
         if name.is_empty() || ret.is_empty() {
             continue;
         }
-        let params = split_params(&decl[open + 1..close]).iter().map(|p| param_type(p)).collect();
+        let params = split_params(&decl[open + 1..close])
+            .iter()
+            .map(|p| param_type(p))
+            .collect();
         let quals = decl[close + 1..].trim().to_string();
-        methods.push(Method { ret, name, params, quals });
+        methods.push(Method {
+            ret,
+            name,
+            params,
+            quals,
+        });
     }
     Some(methods)
 }
@@ -199,14 +223,23 @@ fn generate_stubs(impl_h: &str) -> String {
     for class in STUB_CLASSES {
         let methods = match parse_class(impl_h, class) {
             Some(m) => m,
-            None => die(&format!("NvInferImpl.h: class {class} not found or not parsable")),
+            None => die(&format!(
+                "NvInferImpl.h: class {class} not found or not parsable"
+            )),
         };
         out.push_str(&format!(
             "class Stub_{class} : public {class}\n{{\npublic:\n    ::sqcfake::Rec* sqcRec_{{nullptr}};\n    std::string const* sqcLabel_{{nullptr}};\n"
         ));
         for m in methods {
-            let params: Vec<String> = m.params.iter().enumerate().map(|(i, t)| format!("{t} a{i}")).collect();
-            let args: Vec<String> = (0..m.params.len()).map(|i| format!("::sqcfake::fmt(a{i})")).collect();
+            let params: Vec<String> = m
+                .params
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("{t} a{i}"))
+                .collect();
+            let args: Vec<String> = (0..m.params.len())
+                .map(|i| format!("::sqcfake::fmt(a{i})"))
+                .collect();
             let record = format!(
                 "::sqcfake::call(sqcRec_, sqcLabel_, \"{}\", {{{}}});",
                 m.name,
@@ -236,13 +269,19 @@ fn generate_stubs(impl_h: &str) -> String {
 
 /// Entry point called from build.rs when the `tensorrt` feature is on.
 pub fn build() {
-    for var in ["TENSORRT_ROOT", "TENSORRT_INCLUDE_DIR", "CUDA_HOME", "CUDA_PATH"] {
+    for var in [
+        "TENSORRT_ROOT",
+        "TENSORRT_INCLUDE_DIR",
+        "CUDA_HOME",
+        "CUDA_PATH",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=shim");
     let trt_inc = find_tensorrt_include();
     let cuda_inc = find_cuda_include(&trt_inc);
-    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_else(|| die("OUT_DIR not set")));
+    let out_dir =
+        PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_else(|| die("OUT_DIR not set")));
 
     let impl_h = std::fs::read_to_string(trt_inc.join("NvInferImpl.h"))
         .unwrap_or_else(|e| die(&format!("{}: {e}", trt_inc.join("NvInferImpl.h").display())));
@@ -268,5 +307,8 @@ pub fn build() {
         b
     };
     base().file("shim/trt_shim.cpp").compile("sqc_trt_shim");
-    base().include(&out_dir).file("shim/test/fake_trt.cpp").compile("sqc_trt_fake");
+    base()
+        .include(&out_dir)
+        .file("shim/test/fake_trt.cpp")
+        .compile("sqc_trt_fake");
 }

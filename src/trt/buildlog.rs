@@ -95,7 +95,10 @@ impl SparsityReport {
     pub fn from_log<'a, I: IntoIterator<Item = &'a str>>(lines: I) -> SparsityReport {
         let mut r = SparsityReport::default();
         for line in lines {
-            for (marker, list) in [(ELIGIBLE_MARKER, &mut r.eligible), (PICKED_MARKER, &mut r.picked)] {
+            for (marker, list) in [
+                (ELIGIBLE_MARKER, &mut r.eligible),
+                (PICKED_MARKER, &mut r.picked),
+            ] {
                 if let Some(names) = names_after(line, marker) {
                     r.seen = true;
                     for n in names {
@@ -112,7 +115,11 @@ impl SparsityReport {
     /// Eligible layers that did not get a sparse implementation (TensorRT timed a dense
     /// kernel faster).
     pub fn not_picked(&self) -> Vec<&str> {
-        self.eligible.iter().filter(|e| !self.picked.contains(e)).map(|s| s.as_str()).collect()
+        self.eligible
+            .iter()
+            .filter(|e| !self.picked.contains(e))
+            .map(|s| s.as_str())
+            .collect()
     }
 }
 
@@ -121,10 +128,31 @@ impl fmt::Display for SparsityReport {
         if !self.seen {
             return writeln!(f, "sparsity: the build log reported nothing (kSPARSE_WEIGHTS off, or no eligible layer)");
         }
-        writeln!(f, "sparsity: {} layer(s) eligible, {} run sparse", self.eligible.len(), self.picked.len())?;
-        writeln!(f, "  sparse: {}", if self.picked.is_empty() { "-".into() } else { self.picked.join(", ") })?;
+        writeln!(
+            f,
+            "sparsity: {} layer(s) eligible, {} run sparse",
+            self.eligible.len(),
+            self.picked.len()
+        )?;
+        writeln!(
+            f,
+            "  sparse: {}",
+            if self.picked.is_empty() {
+                "-".into()
+            } else {
+                self.picked.join(", ")
+            }
+        )?;
         let np = self.not_picked();
-        writeln!(f, "  eligible, dense kernel faster: {}", if np.is_empty() { "-".into() } else { np.join(", ") })
+        writeln!(
+            f,
+            "  eligible, dense kernel faster: {}",
+            if np.is_empty() {
+                "-".into()
+            } else {
+                np.join(", ")
+            }
+        )
     }
 }
 
@@ -142,7 +170,10 @@ mod tests {
         ];
         let r = SparsityReport::from_log(log);
         assert!(r.seen);
-        assert_eq!(r.eligible, vec!["MatMul_401", "Conv_619 + Relu_620", "Conv_626", "Conv_9"]);
+        assert_eq!(
+            r.eligible,
+            vec!["MatMul_401", "Conv_619 + Relu_620", "Conv_626", "Conv_9"]
+        );
         assert_eq!(r.picked, vec!["Conv_619 + Relu_620"]);
         assert_eq!(r.not_picked(), vec!["MatMul_401", "Conv_626", "Conv_9"]);
         assert!(r.to_string().contains("4 layer(s) eligible, 1 run sparse"));
@@ -150,7 +181,9 @@ mod tests {
 
     #[test]
     fn empty_picked_list_and_absent_lines() {
-        let r = SparsityReport::from_log(["(Sparsity) TRT inference plan picked sparse implementation for layers:"]);
+        let r = SparsityReport::from_log([
+            "(Sparsity) TRT inference plan picked sparse implementation for layers:",
+        ]);
         assert!(r.seen && r.picked.is_empty());
         let r = SparsityReport::from_log(["Engine built in 3 s"]);
         assert!(!r.seen);

@@ -31,14 +31,24 @@ pub struct TrtVersion {
 
 impl TrtVersion {
     /// TensorRT 10.x (10.0 and later).
-    pub const V10: TrtVersion = TrtVersion { major: 10, minor: 0 };
+    pub const V10: TrtVersion = TrtVersion {
+        major: 10,
+        minor: 0,
+    };
     /// TensorRT 11.x.
-    pub const V11: TrtVersion = TrtVersion { major: 11, minor: 0 };
+    pub const V11: TrtVersion = TrtVersion {
+        major: 11,
+        minor: 0,
+    };
 
     /// Parses `10`, `10.12`, `11`, `11.4.0` (patch ignored). Only majors 10 and 11 are supported.
     pub fn parse(s: &str) -> Result<TrtVersion> {
         let mut it = s.trim().split('.');
-        let bad = || Error::usage(format!("invalid TensorRT version '{s}': expected 10, 10.x, 11 or 11.x"));
+        let bad = || {
+            Error::usage(format!(
+                "invalid TensorRT version '{s}': expected 10, 10.x, 11 or 11.x"
+            ))
+        };
         let major: u32 = it.next().and_then(|m| m.parse().ok()).ok_or_else(bad)?;
         let minor: u32 = match it.next() {
             Some(m) => m.parse().map_err(|_| bad())?,
@@ -56,7 +66,10 @@ impl TrtVersion {
     /// From the header's `NV_TENSORRT_VERSION` (major*10000 + minor*100 + patch).
     pub fn from_header_version(v: i32) -> TrtVersion {
         let v = v.max(0) as u32;
-        TrtVersion { major: v / 10000, minor: (v / 100) % 100 }
+        TrtVersion {
+            major: v / 10000,
+            minor: (v / 100) % 100,
+        }
     }
 
     /// Whether every network is strongly typed (TensorRT >= 11).
@@ -135,7 +148,9 @@ impl BuilderFlag {
         use BuilderFlag::*;
         if version.major >= 11 {
             Some(match self {
-                kFP16 | kINT8 | kOBEY_PRECISION_CONSTRAINTS | kPREFER_PRECISION_CONSTRAINTS => return None,
+                kFP16 | kINT8 | kOBEY_PRECISION_CONSTRAINTS | kPREFER_PRECISION_CONSTRAINTS => {
+                    return None
+                }
                 kDEBUG => 2,
                 kGPU_FALLBACK => 3,
                 kREFIT => 4,
@@ -253,7 +268,9 @@ impl ProfileShapes {
             ))
         })?;
         if name.is_empty() {
-            return Err(Error::usage(format!("invalid input shape '{spec}': missing input name")));
+            return Err(Error::usage(format!(
+                "invalid input shape '{spec}': missing input name"
+            )));
         }
         let parse_shape = |s: &str| -> Result<Vec<i64>> {
             s.trim()
@@ -277,7 +294,12 @@ impl ProfileShapes {
                 )))
             }
         };
-        let p = ProfileShapes { input: name.to_string(), min, opt, max };
+        let p = ProfileShapes {
+            input: name.to_string(),
+            min,
+            opt,
+            max,
+        };
         p.check().map_err(|e| Error::usage(e.message))?;
         Ok(p)
     }
@@ -307,11 +329,23 @@ impl ProfileShapes {
 
 impl fmt::Display for ProfileShapes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = |d: &[i64]| d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("x");
+        let s = |d: &[i64]| {
+            d.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("x")
+        };
         if self.min == self.opt && self.opt == self.max {
             write!(f, "{}:{}", self.input, s(&self.min))
         } else {
-            write!(f, "{}:{},{},{}", self.input, s(&self.min), s(&self.opt), s(&self.max))
+            write!(
+                f,
+                "{}:{},{},{}",
+                self.input,
+                s(&self.min),
+                s(&self.opt),
+                s(&self.max)
+            )
         }
     }
 }
@@ -336,7 +370,10 @@ impl OptimizationProfile {
         }
         for (i, a) in inputs.iter().enumerate() {
             if inputs[..i].iter().any(|b| b.input == a.input) {
-                return Err(Error::usage(format!("input '{}' appears twice in one profile", a.input)));
+                return Err(Error::usage(format!(
+                    "input '{}' appears twice in one profile",
+                    a.input
+                )));
             }
         }
         Ok(OptimizationProfile { inputs })
@@ -400,7 +437,11 @@ impl BuildConfig {
                 )));
             }
             let v = f.value(self.target).ok_or_else(|| {
-                Error::user(format!("builder flag {} does not exist in TensorRT {}", f.name(), self.target.major))
+                Error::user(format!(
+                    "builder flag {} does not exist in TensorRT {}",
+                    f.name(),
+                    self.target.major
+                ))
             })?;
             out.push((f, v));
         }
@@ -416,7 +457,10 @@ impl BuildConfig {
     /// typed, nothing on 11.x (strong typing is implied and the flag is deprecated).
     pub fn creation_flags(&self) -> Vec<(NetworkCreationFlag, i32)> {
         if self.is_strongly_typed() && !self.target.always_strongly_typed() {
-            vec![(NetworkCreationFlag::kSTRONGLY_TYPED, NetworkCreationFlag::kSTRONGLY_TYPED.value(self.target))]
+            vec![(
+                NetworkCreationFlag::kSTRONGLY_TYPED,
+                NetworkCreationFlag::kSTRONGLY_TYPED.value(self.target),
+            )]
         } else {
             Vec::new()
         }
@@ -426,7 +470,11 @@ impl BuildConfig {
     /// covered by every profile, shapes agree with the fixed dimensions, names exist.
     pub fn validate(&self, net: &Network) -> Result<()> {
         self.effective_flags()?;
-        let inputs: Vec<_> = net.inputs().iter().filter_map(|&t| net.tensor(t).ok()).collect();
+        let inputs: Vec<_> = net
+            .inputs()
+            .iter()
+            .filter_map(|&t| net.tensor(t).ok())
+            .collect();
         let dynamic: Vec<_> = inputs
             .iter()
             .filter(|t| t.dims.as_ref().is_some_and(|d| d.contains(&-1)))
@@ -443,7 +491,10 @@ impl BuildConfig {
             for s in &p.inputs {
                 s.check()?;
                 let t = inputs.iter().find(|t| t.name == s.input).ok_or_else(|| {
-                    Error::user(format!("profile {pi}: '{}' is not a network input", s.input))
+                    Error::user(format!(
+                        "profile {pi}: '{}' is not a network input",
+                        s.input
+                    ))
                 })?;
                 let dims = t.dims.as_deref().unwrap_or(&[]);
                 if dims.len() != s.min.len() {
@@ -496,16 +547,28 @@ mod tests {
         // 10.x header values
         assert_eq!(BuilderFlag::kINT8.value(TrtVersion::V10), Some(1));
         assert_eq!(BuilderFlag::kSPARSE_WEIGHTS.value(TrtVersion::V10), Some(7));
-        assert_eq!(BuilderFlag::kVERSION_COMPATIBLE.value(TrtVersion::V10), Some(13));
-        assert_eq!(BuilderFlag::from_name("sparse_weights"), Some(BuilderFlag::kSPARSE_WEIGHTS));
+        assert_eq!(
+            BuilderFlag::kVERSION_COMPATIBLE.value(TrtVersion::V10),
+            Some(13)
+        );
+        assert_eq!(
+            BuilderFlag::from_name("sparse_weights"),
+            Some(BuilderFlag::kSPARSE_WEIGHTS)
+        );
         assert_eq!(BuilderFlag::from_name("kINT8"), Some(BuilderFlag::kINT8));
-        assert_eq!(NetworkCreationFlag::kSTRONGLY_TYPED.value(TrtVersion::V10), 1);
+        assert_eq!(
+            NetworkCreationFlag::kSTRONGLY_TYPED.value(TrtVersion::V10),
+            1
+        );
     }
 
     #[test]
     fn version_specific_flags() {
         let c11 = BuildConfig::new(TrtVersion::V11);
-        assert_eq!(c11.effective_flags().unwrap(), vec![(BuilderFlag::kSPARSE_WEIGHTS, 7)]);
+        assert_eq!(
+            c11.effective_flags().unwrap(),
+            vec![(BuilderFlag::kSPARSE_WEIGHTS, 7)]
+        );
         assert!(c11.creation_flags().is_empty());
         let c10 = BuildConfig::new(TrtVersion::parse("10.8").unwrap());
         assert_eq!(
@@ -514,15 +577,33 @@ mod tests {
         );
         let mut c10s = c10.clone();
         c10s.strongly_typed = true;
-        assert_eq!(c10s.effective_flags().unwrap(), vec![(BuilderFlag::kSPARSE_WEIGHTS, 7)]);
-        assert_eq!(c10s.creation_flags(), vec![(NetworkCreationFlag::kSTRONGLY_TYPED, 1)]);
+        assert_eq!(
+            c10s.effective_flags().unwrap(),
+            vec![(BuilderFlag::kSPARSE_WEIGHTS, 7)]
+        );
+        assert_eq!(
+            c10s.creation_flags(),
+            vec![(NetworkCreationFlag::kSTRONGLY_TYPED, 1)]
+        );
         let mut bad = c11.clone();
         bad.flags.push(BuilderFlag::kINT8);
         assert!(bad.effective_flags().is_err());
         assert!(TrtVersion::parse("9").is_err());
         assert!(TrtVersion::parse("11.x").is_err());
-        assert_eq!(TrtVersion::parse("11.4.0").unwrap(), TrtVersion { major: 11, minor: 4 });
-        assert_eq!(TrtVersion::from_header_version(110400), TrtVersion { major: 11, minor: 4 });
+        assert_eq!(
+            TrtVersion::parse("11.4.0").unwrap(),
+            TrtVersion {
+                major: 11,
+                minor: 4
+            }
+        );
+        assert_eq!(
+            TrtVersion::from_header_version(110400),
+            TrtVersion {
+                major: 11,
+                minor: 4
+            }
+        );
     }
 
     #[test]
@@ -534,7 +615,15 @@ mod tests {
         assert_eq!(p.input, "in:put");
         assert_eq!((p.min[0], p.opt[0], p.max[0]), (1, 8, 32));
         assert_eq!(p.to_string(), "in:put:1x3x4x4,8x3x4x4,32x3x4x4");
-        for bad in ["input", ":1x3", "x:1x3,2x3", "x:8x3,1x3,2x3", "x:0x3", "x:1x3,1x3x1,1x3", "x:1xa"] {
+        for bad in [
+            "input",
+            ":1x3",
+            "x:1x3,2x3",
+            "x:8x3,1x3,2x3",
+            "x:0x3",
+            "x:1x3,1x3x1,1x3",
+            "x:1xa",
+        ] {
             assert!(ProfileShapes::parse(bad).is_err(), "{bad}");
         }
         let prof = OptimizationProfile::parse("a:1x2;b:3x4,5x4,6x4").unwrap();
@@ -548,12 +637,19 @@ mod tests {
         n.add_input("x", DataType::Float, &[-1, 3, 8, 8]).unwrap();
         let mut c = BuildConfig::default();
         assert!(c.validate(&n).unwrap_err().to_string().contains("dynamic"));
-        c.profiles.push(OptimizationProfile::parse("x:1x3x8x8,4x3x8x8,8x3x8x8").unwrap());
+        c.profiles
+            .push(OptimizationProfile::parse("x:1x3x8x8,4x3x8x8,8x3x8x8").unwrap());
         c.validate(&n).unwrap();
-        c.profiles.push(OptimizationProfile::parse("x:1x3x9x8").unwrap());
-        assert!(c.validate(&n).unwrap_err().to_string().contains("fixed at 8"));
+        c.profiles
+            .push(OptimizationProfile::parse("x:1x3x9x8").unwrap());
+        assert!(c
+            .validate(&n)
+            .unwrap_err()
+            .to_string()
+            .contains("fixed at 8"));
         c.profiles.pop();
-        c.profiles.push(OptimizationProfile::parse("y:1x3x8x8").unwrap());
+        c.profiles
+            .push(OptimizationProfile::parse("y:1x3x8x8").unwrap());
         assert!(c.validate(&n).is_err());
     }
 }

@@ -70,7 +70,10 @@ mod imp {
         _on_log: &mut dyn FnMut(Severity, &str),
     ) -> Result<EngineBuild> {
         let e = tensorrt_not_found();
-        let msg = format!("{} (this sparseqc was built without `--features tensorrt`)", e.message);
+        let msg = format!(
+            "{} (this sparseqc was built without `--features tensorrt`)",
+            e.message
+        );
         Err(Error::user(msg))
     }
 }
@@ -107,7 +110,9 @@ mod imp {
             match unsafe { libloading::Library::new(name) } {
                 Ok(lib) => {
                     // SAFETY: the symbol has this C signature in every TensorRT 10/11 release.
-                    let create = match unsafe { lib.get::<CreateBuilderFn>(b"createInferBuilder_INTERNAL\0") } {
+                    let create = match unsafe {
+                        lib.get::<CreateBuilderFn>(b"createInferBuilder_INTERNAL\0")
+                    } {
                         Ok(s) => *s,
                         Err(e) => {
                             errors.push(format!("{name}: {e}"));
@@ -160,7 +165,10 @@ mod tests {
         n.mark_output(y).unwrap();
         let e = build_engine(&n, &BuildConfig::default(), &mut |_, _| {}).unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("libnvinfer.so.11 or .10") && s.contains("--sparsity=enable"), "{s}");
+        assert!(
+            s.contains("libnvinfer.so.11 or .10") && s.contains("--sparsity=enable"),
+            "{s}"
+        );
         assert_eq!(e.kind, crate::error::ErrorKind::User);
     }
 

@@ -26,11 +26,14 @@ pub mod sparsity;
 pub mod text;
 
 pub use buildlog::{LogLine, Severity, SparsityReport};
-pub use config::{BuildConfig, BuilderFlag, NetworkCreationFlag, OptimizationProfile, ProfileShapes, TrtVersion};
+pub use config::{
+    BuildConfig, BuilderFlag, NetworkCreationFlag, OptimizationProfile, ProfileShapes, TrtVersion,
+};
 pub use engine::{build_engine, shim_available, tensorrt_not_found, EngineBuild};
 pub use network::{
-    ActivationType, ConvParams, DataType, ElementWiseOperation, Layer, LayerId, LayerKind, MatrixOperation, Network,
-    PoolingParams, PoolingType, ReduceOperation, SampleMode, ShuffleParams, Tensor, TensorId, Weights,
+    ActivationType, ConvParams, DataType, ElementWiseOperation, Layer, LayerId, LayerKind,
+    MatrixOperation, Network, PoolingParams, PoolingType, ReduceOperation, SampleMode,
+    ShuffleParams, Tensor, TensorId, Weights,
 };
 pub use serial::{decode, encode, read_network_file, write_network_file};
 pub use sparsity::{check_2to4, kernel_info, KernelInfo, KernelSource, Sparse24};

@@ -91,7 +91,10 @@ impl DataType {
     /// Parses [`DataType::name`] (case-insensitive, optional `k` prefix).
     pub fn from_name(s: &str) -> Option<DataType> {
         let u = s.to_ascii_uppercase();
-        let u = u.strip_prefix('K').filter(|r| DataType::ALL.iter().any(|d| d.name() == *r)).unwrap_or(u.as_str());
+        let u = u
+            .strip_prefix('K')
+            .filter(|r| DataType::ALL.iter().any(|d| d.name() == *r))
+            .unwrap_or(u.as_str());
         DataType::ALL.iter().copied().find(|d| d.name() == u)
     }
 }
@@ -351,12 +354,22 @@ impl Weights {
     pub fn to_le_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.count() * self.element_size());
         match self {
-            Weights::Float(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Weights::Half(v) | Weights::BF16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Weights::Int8(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Weights::Float(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Weights::Half(v) | Weights::BF16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Weights::Int8(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             Weights::UInt8(v) => out.extend_from_slice(v),
-            Weights::Int32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Weights::Int64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Weights::Int32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Weights::Int64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             Weights::Bool(v) => v.iter().for_each(|x| out.push(u8::from(*x))),
         }
         out
@@ -372,11 +385,13 @@ impl Weights {
                     b.len()
                 )));
             }
-            Ok(b.chunks_exact(N).map(|c| {
-                let mut a = [0u8; N];
-                a.copy_from_slice(c);
-                f(a)
-            }).collect())
+            Ok(b.chunks_exact(N)
+                .map(|c| {
+                    let mut a = [0u8; N];
+                    a.copy_from_slice(c);
+                    f(a)
+                })
+                .collect())
         }
         Ok(match dtype {
             DataType::Float => Weights::Float(chunks(bytes, f32::from_le_bytes)?),
@@ -388,7 +403,9 @@ impl Weights {
             DataType::Int64 => Weights::Int64(chunks(bytes, i64::from_le_bytes)?),
             DataType::Bool => Weights::Bool(bytes.iter().map(|b| *b != 0).collect()),
             DataType::Fp8 | DataType::Int4 => {
-                return Err(Error::user(format!("weights of type {dtype} are not supported")))
+                return Err(Error::user(format!(
+                    "weights of type {dtype} are not supported"
+                )))
             }
         })
     }
@@ -479,7 +496,7 @@ impl PoolingParams {
 /// Parameters of `IShuffleLayer`: first transpose, reshape, second transpose.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ShuffleParams {
-    /// `setFirstTranspose` permutation (output dim i = input dim perm[i]); `None` = identity.
+    /// `setFirstTranspose` permutation (output dim `i` = input dim `perm[i]`); `None` = identity.
     pub first_transpose: Option<Vec<i32>>,
     /// `setReshapeDimensions`; `None` = no reshape. 0 copies the input dimension when
     /// `zero_is_placeholder`, -1 is inferred.
@@ -494,9 +511,9 @@ pub struct ShuffleParams {
 /// [`Layer::inputs`] and [`LayerKind::input_arity`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum LayerKind {
-    /// `addConvolutionNd`. Inputs: data, [kernel], [bias].
+    /// `addConvolutionNd`. Inputs: data, then optionally kernel and bias tensors.
     Convolution(ConvParams),
-    /// `addDeconvolutionNd`. Inputs: data, [kernel], [bias].
+    /// `addDeconvolutionNd`. Inputs: data, then optionally kernel and bias tensors.
     Deconvolution(ConvParams),
     /// `addMatrixMultiply(input0, op0, input1, op1)`. Inputs: A, B.
     MatrixMultiply {
@@ -671,11 +688,17 @@ pub struct Network {
 
 fn check_dims(what: &str, dims: &[i64], allow_dynamic: bool) -> Result<()> {
     if dims.len() > 8 {
-        return Err(Error::user(format!("{what}: rank {} exceeds TensorRT's maximum of 8", dims.len())));
+        return Err(Error::user(format!(
+            "{what}: rank {} exceeds TensorRT's maximum of 8",
+            dims.len()
+        )));
     }
     for &d in dims {
         if d < -1 || (d == -1 && !allow_dynamic) {
-            return Err(Error::user(format!("{what}: invalid dimension {d} in {}", fmt_dims(dims))));
+            return Err(Error::user(format!(
+                "{what}: invalid dimension {d} in {}",
+                fmt_dims(dims)
+            )));
         }
     }
     Ok(())
@@ -690,7 +713,10 @@ pub fn fmt_dims(d: &[i64]) -> String {
 impl Network {
     /// An empty network.
     pub fn new(name: impl Into<String>) -> Network {
-        Network { name: name.into(), ..Network::default() }
+        Network {
+            name: name.into(),
+            ..Network::default()
+        }
     }
 
     /// All tensors, indexed by [`TensorId`].
@@ -733,20 +759,34 @@ impl Network {
 
     /// Finds a tensor by name.
     pub fn find_tensor(&self, name: &str) -> Option<TensorId> {
-        self.tensors.iter().position(|t| t.name == name).map(|i| TensorId(i as u32))
+        self.tensors
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| TensorId(i as u32))
     }
 
     /// Finds a layer by name.
     pub fn find_layer(&self, name: &str) -> Option<LayerId> {
-        self.layers.iter().position(|l| l.name == name).map(|i| LayerId(i as u32))
+        self.layers
+            .iter()
+            .position(|l| l.name == name)
+            .map(|i| LayerId(i as u32))
     }
 
     /// The layer producing `t`, or `None` for a network input.
     pub fn producer(&self, t: TensorId) -> Option<LayerId> {
-        self.layers.iter().position(|l| l.outputs.contains(&t)).map(|i| LayerId(i as u32))
+        self.layers
+            .iter()
+            .position(|l| l.outputs.contains(&t))
+            .map(|i| LayerId(i as u32))
     }
 
-    fn new_tensor(&mut self, name: String, dtype: Option<DataType>, dims: Option<Vec<i64>>) -> Result<TensorId> {
+    fn new_tensor(
+        &mut self,
+        name: String,
+        dtype: Option<DataType>,
+        dims: Option<Vec<i64>>,
+    ) -> Result<TensorId> {
         if name.is_empty() {
             return Err(Error::user("tensor name must not be empty"));
         }
@@ -760,7 +800,12 @@ impl Network {
 
     /// `addInput(name, type, dims)`: declares a network input; -1 marks dynamic dimensions
     /// (these need an optimization profile, see [`crate::trt::config::OptimizationProfile`]).
-    pub fn add_input(&mut self, name: impl Into<String>, dtype: DataType, dims: &[i64]) -> Result<TensorId> {
+    pub fn add_input(
+        &mut self,
+        name: impl Into<String>,
+        dtype: DataType,
+        dims: &[i64],
+    ) -> Result<TensorId> {
         let name = name.into();
         check_dims(&format!("input '{name}'"), dims, true)?;
         let id = self.new_tensor(name, Some(dtype), Some(dims.to_vec()))?;
@@ -769,7 +814,12 @@ impl Network {
     }
 
     /// Adds a layer whose output tensor is named like the layer. See [`Network::add_layer_with_output`].
-    pub fn add_layer(&mut self, name: impl Into<String>, kind: LayerKind, inputs: &[TensorId]) -> Result<TensorId> {
+    pub fn add_layer(
+        &mut self,
+        name: impl Into<String>,
+        kind: LayerKind,
+        inputs: &[TensorId],
+    ) -> Result<TensorId> {
         let name = name.into();
         let out = name.clone();
         self.add_layer_with_output(name, kind, inputs, out)
@@ -797,12 +847,22 @@ impl Network {
         }
         check_layer(&kind, inputs.len()).map_err(ctx)?;
         let out = self.new_tensor(output.into(), None, None).map_err(ctx)?;
-        self.layers.push(Layer { name, kind, inputs: inputs.to_vec(), outputs: vec![out] });
+        self.layers.push(Layer {
+            name,
+            kind,
+            inputs: inputs.to_vec(),
+            outputs: vec![out],
+        });
         Ok(out)
     }
 
     /// Records the (inferred) type and shape of a tensor, for the text form only.
-    pub fn set_tensor_info(&mut self, t: TensorId, dtype: Option<DataType>, dims: Option<Vec<i64>>) -> Result<()> {
+    pub fn set_tensor_info(
+        &mut self,
+        t: TensorId,
+        dtype: Option<DataType>,
+        dims: Option<Vec<i64>>,
+    ) -> Result<()> {
         let tensor = self
             .tensors
             .get_mut(t.0 as usize)
@@ -834,7 +894,9 @@ impl Network {
             return Err(Error::user(format!("tensor '{name}' is already an output")));
         }
         if self.inputs.contains(&t) {
-            return Err(Error::user(format!("network input '{name}' cannot also be an output")));
+            return Err(Error::user(format!(
+                "network input '{name}' cannot also be an output"
+            )));
         }
         self.outputs.push(t);
         Ok(())
@@ -856,11 +918,21 @@ impl Network {
         for &i in &self.inputs {
             let t = self.tensor(i)?;
             if t.dtype.is_none() || t.dims.is_none() {
-                return Err(Error::user(format!("input '{}' needs a type and dimensions", t.name)));
+                return Err(Error::user(format!(
+                    "input '{}' needs a type and dimensions",
+                    t.name
+                )));
             }
-            check_dims(&format!("input '{}'", t.name), t.dims.as_deref().unwrap_or(&[]), true)?;
+            check_dims(
+                &format!("input '{}'", t.name),
+                t.dims.as_deref().unwrap_or(&[]),
+                true,
+            )?;
             if std::mem::replace(&mut defined[i.0 as usize], true) {
-                return Err(Error::user(format!("tensor '{}' is declared as input twice", t.name)));
+                return Err(Error::user(format!(
+                    "tensor '{}' is declared as input twice",
+                    t.name
+                )));
             }
         }
         let mut layer_names = HashMap::new();
@@ -887,11 +959,16 @@ impl Network {
             }
             check_layer(&l.kind, l.inputs.len()).map_err(ctx)?;
             if l.outputs.len() != 1 {
-                return Err(ctx(Error::user(format!("has {} outputs, expected 1", l.outputs.len()))));
+                return Err(ctx(Error::user(format!(
+                    "has {} outputs, expected 1",
+                    l.outputs.len()
+                ))));
             }
             for t in &l.outputs {
                 match defined.get_mut(t.0 as usize) {
-                    None => return Err(ctx(Error::user(format!("unknown output tensor #{}", t.0)))),
+                    None => {
+                        return Err(ctx(Error::user(format!("unknown output tensor #{}", t.0))))
+                    }
                     Some(d) if *d => {
                         return Err(ctx(Error::user(format!(
                             "output tensor '{}' is already defined",
@@ -903,11 +980,17 @@ impl Network {
             }
         }
         if self.outputs.is_empty() {
-            return Err(Error::user(format!("network '{}' has no outputs", self.name)));
+            return Err(Error::user(format!(
+                "network '{}' has no outputs",
+                self.name
+            )));
         }
         for t in &self.outputs {
             if !defined.get(t.0 as usize).copied().unwrap_or(false) {
-                return Err(Error::user(format!("output tensor #{} is not defined", t.0)));
+                return Err(Error::user(format!(
+                    "output tensor #{} is not defined",
+                    t.0
+                )));
             }
         }
         Ok(())
@@ -922,7 +1005,10 @@ impl Network {
             let l = &self.layers[lid.0 as usize];
             match &l.kind {
                 LayerKind::Constant { .. } => return Some(lid),
-                LayerKind::Quantize { .. } | LayerKind::Dequantize { .. } | LayerKind::Cast { .. } | LayerKind::Identity => {
+                LayerKind::Quantize { .. }
+                | LayerKind::Dequantize { .. }
+                | LayerKind::Cast { .. }
+                | LayerKind::Identity => {
                     t = *l.inputs.first()?;
                 }
                 _ => return None,
@@ -944,24 +1030,35 @@ fn check_layer(kind: &LayerKind, nb_inputs: usize) -> Result<()> {
             format!("{lo} to {hi}")
         };
         let extra = match kind {
-            LayerKind::Convolution(p) | LayerKind::Deconvolution(p) if p.kernel.is_none() && nb_inputs < 2 => {
+            LayerKind::Convolution(p) | LayerKind::Deconvolution(p)
+                if p.kernel.is_none() && nb_inputs < 2 =>
+            {
                 " (no kernel weights given, so the kernel must be input 1)"
             }
-            LayerKind::Convolution(p) | LayerKind::Deconvolution(p) if p.kernel.is_some() && nb_inputs > 1 => {
+            LayerKind::Convolution(p) | LayerKind::Deconvolution(p)
+                if p.kernel.is_some() && nb_inputs > 1 =>
+            {
                 " (kernel given both as weights and as input 1)"
             }
             _ => "",
         };
-        return Err(Error::user(format!("takes {want} inputs, got {nb_inputs}{extra}")));
+        return Err(Error::user(format!(
+            "takes {want} inputs, got {nb_inputs}{extra}"
+        )));
     }
     match kind {
         LayerKind::Convolution(p) | LayerKind::Deconvolution(p) => {
             let n = p.kernel_size.len();
             if !(1..=3).contains(&n) {
-                return Err(Error::user(format!("kernel size {} must have 1 to 3 dims", fmt_dims(&p.kernel_size))));
+                return Err(Error::user(format!(
+                    "kernel size {} must have 1 to 3 dims",
+                    fmt_dims(&p.kernel_size)
+                )));
             }
             if p.nb_output_maps <= 0 || p.nb_groups <= 0 || p.kernel_size.iter().any(|&k| k <= 0) {
-                return Err(Error::user("nbOutputMaps, nbGroups and the kernel size must be positive"));
+                return Err(Error::user(
+                    "nbOutputMaps, nbGroups and the kernel size must be positive",
+                ));
             }
             for (what, v, min) in [
                 ("prePadding", &p.pre_padding, 0),
@@ -970,14 +1067,23 @@ fn check_layer(kind: &LayerKind, nb_inputs: usize) -> Result<()> {
                 ("dilation", &p.dilation, 1),
             ] {
                 if v.len() != n {
-                    return Err(Error::user(format!("{what} {} does not match the kernel rank {n}", fmt_dims(v))));
+                    return Err(Error::user(format!(
+                        "{what} {} does not match the kernel rank {n}",
+                        fmt_dims(v)
+                    )));
                 }
                 if v.iter().any(|&x| x < min) {
-                    return Err(Error::user(format!("{what} {} must be >= {min}", fmt_dims(v))));
+                    return Err(Error::user(format!(
+                        "{what} {} must be >= {min}",
+                        fmt_dims(v)
+                    )));
                 }
             }
             if let Some(k) = &p.kernel {
-                let per = p.nb_output_maps.checked_mul(p.kernel_size.iter().product::<i64>()).unwrap_or(0);
+                let per = p
+                    .nb_output_maps
+                    .checked_mul(p.kernel_size.iter().product::<i64>())
+                    .unwrap_or(0);
                 if per <= 0 || k.count() as i64 % per != 0 || k.count() == 0 {
                     return Err(Error::user(format!(
                         "kernel has {} values, not a multiple of nbOutputMaps x kernel size = {per}",
@@ -1009,53 +1115,95 @@ fn check_layer(kind: &LayerKind, nb_inputs: usize) -> Result<()> {
         LayerKind::Pooling(p) => {
             let n = p.window.len();
             if !(1..=3).contains(&n) || p.window.iter().any(|&w| w <= 0) {
-                return Err(Error::user(format!("invalid pooling window {}", fmt_dims(&p.window))));
+                return Err(Error::user(format!(
+                    "invalid pooling window {}",
+                    fmt_dims(&p.window)
+                )));
             }
-            for (what, v) in [("stride", &p.stride), ("prePadding", &p.pre_padding), ("postPadding", &p.post_padding)] {
+            for (what, v) in [
+                ("stride", &p.stride),
+                ("prePadding", &p.pre_padding),
+                ("postPadding", &p.post_padding),
+            ] {
                 if v.len() != n {
-                    return Err(Error::user(format!("{what} {} does not match the window rank {n}", fmt_dims(v))));
+                    return Err(Error::user(format!(
+                        "{what} {} does not match the window rank {n}",
+                        fmt_dims(v)
+                    )));
                 }
             }
-            if p.stride.iter().any(|&s| s <= 0) || p.pre_padding.iter().chain(&p.post_padding).any(|&x| x < 0) {
-                return Err(Error::user("pooling stride must be positive and padding non-negative"));
+            if p.stride.iter().any(|&s| s <= 0)
+                || p.pre_padding.iter().chain(&p.post_padding).any(|&x| x < 0)
+            {
+                return Err(Error::user(
+                    "pooling stride must be positive and padding non-negative",
+                ));
             }
         }
         LayerKind::Shuffle(s) => {
-            for perm in [&s.first_transpose, &s.second_transpose].into_iter().flatten() {
+            for perm in [&s.first_transpose, &s.second_transpose]
+                .into_iter()
+                .flatten()
+            {
                 let mut seen = vec![false; perm.len()];
                 let ok = perm.len() <= 8
                     && perm.iter().all(|&p| {
-                        p >= 0 && (p as usize) < seen.len() && !std::mem::replace(&mut seen[p as usize], true)
+                        p >= 0
+                            && (p as usize) < seen.len()
+                            && !std::mem::replace(&mut seen[p as usize], true)
                     });
                 if !ok {
-                    return Err(Error::user(format!("{perm:?} is not a permutation of at most 8 axes")));
+                    return Err(Error::user(format!(
+                        "{perm:?} is not a permutation of at most 8 axes"
+                    )));
                 }
             }
             if let Some(r) = &s.reshape {
-                if r.len() > 8 || r.iter().any(|&d| d < -1) || r.iter().filter(|&&d| d == -1).count() > 1 {
-                    return Err(Error::user(format!("invalid reshape dimensions {}", fmt_dims(r))));
+                if r.len() > 8
+                    || r.iter().any(|&d| d < -1)
+                    || r.iter().filter(|&&d| d == -1).count() > 1
+                {
+                    return Err(Error::user(format!(
+                        "invalid reshape dimensions {}",
+                        fmt_dims(r)
+                    )));
                 }
             }
         }
         LayerKind::SoftMax { axes } if axes.count_ones() != 1 => {
-            return Err(Error::user(format!("softmax axes mask {axes:#b} must have exactly one bit set")));
+            return Err(Error::user(format!(
+                "softmax axes mask {axes:#b} must have exactly one bit set"
+            )));
         }
         LayerKind::Reduce { axes: 0, .. } => {
             return Err(Error::user("reduce axes mask is empty"));
         }
-        LayerKind::Slice { start, size, stride, .. }
-            if start.len() != size.len() || size.len() != stride.len() || start.len() > 8 =>
-        {
-            return Err(Error::user("slice start/size/stride must have the same rank (at most 8)"));
+        LayerKind::Slice {
+            start,
+            size,
+            stride,
+            ..
+        } if start.len() != size.len() || size.len() != stride.len() || start.len() > 8 => {
+            return Err(Error::user(
+                "slice start/size/stride must have the same rank (at most 8)",
+            ));
         }
         LayerKind::Padding { pre, post } if pre.len() != post.len() || pre.len() > 8 => {
             return Err(Error::user("padding pre and post must have the same rank"));
         }
-        LayerKind::Quantize { to_type, .. } if !matches!(to_type, DataType::Int8 | DataType::Fp8 | DataType::Int4) => {
-            return Err(Error::user(format!("quantize output type {to_type} is not a quantized type")));
+        LayerKind::Quantize { to_type, .. }
+            if !matches!(to_type, DataType::Int8 | DataType::Fp8 | DataType::Int4) =>
+        {
+            return Err(Error::user(format!(
+                "quantize output type {to_type} is not a quantized type"
+            )));
         }
-        LayerKind::Dequantize { to_type, .. } if !matches!(to_type, DataType::Float | DataType::Half | DataType::BF16) => {
-            return Err(Error::user(format!("dequantize output type {to_type} is not a float type")));
+        LayerKind::Dequantize { to_type, .. }
+            if !matches!(to_type, DataType::Float | DataType::Half | DataType::BF16) =>
+        {
+            return Err(Error::user(format!(
+                "dequantize output type {to_type} is not a float type"
+            )));
         }
         _ => {}
     }
@@ -1072,7 +1220,9 @@ mod tests {
         let x = n.add_input("x", DataType::Float, &[-1, 4, 8, 8]).unwrap();
         let mut p = ConvParams::new(8, &[3, 3]);
         p.kernel = Some(Weights::Float(vec![0.0; 8 * 4 * 9]));
-        let y = n.add_layer("conv", LayerKind::Convolution(p), &[x]).unwrap();
+        let y = n
+            .add_layer("conv", LayerKind::Convolution(p), &[x])
+            .unwrap();
         n.mark_output(y).unwrap();
         n.validate().unwrap();
         assert_eq!(n.producer(y), Some(LayerId(0)));
@@ -1085,25 +1235,34 @@ mod tests {
         let x = n.add_input("x", DataType::Float, &[1, 4, 8, 8]).unwrap();
         // kernel neither as weights nor as input 1
         let p = ConvParams::new(8, &[3, 3]);
-        let e = n.add_layer("conv", LayerKind::Convolution(p.clone()), &[x]).unwrap_err();
+        let e = n
+            .add_layer("conv", LayerKind::Convolution(p.clone()), &[x])
+            .unwrap_err();
         assert!(e.to_string().contains("kernel must be input 1"), "{e}");
         // wrong kernel count
         let mut q = p.clone();
         q.kernel = Some(Weights::Float(vec![0.0; 7]));
-        assert!(n.add_layer("conv", LayerKind::Convolution(q), &[x]).is_err());
+        assert!(n
+            .add_layer("conv", LayerKind::Convolution(q), &[x])
+            .is_err());
         // duplicate names
         assert!(n.add_input("x", DataType::Float, &[1]).is_err());
         let y = n.add_layer("id", LayerKind::Identity, &[x]).unwrap();
         assert!(n.add_layer("id", LayerKind::Identity, &[y]).is_err());
         // constant count mismatch
-        let c = LayerKind::Constant { dims: vec![2, 2], weights: Weights::Float(vec![1.0; 3]) };
+        let c = LayerKind::Constant {
+            dims: vec![2, 2],
+            weights: Weights::Float(vec![1.0; 3]),
+        };
         assert!(n.add_layer("c", c, &[]).is_err());
         // no outputs
         assert!(n.validate().is_err());
         n.mark_output(y).unwrap();
         n.validate().unwrap();
         assert!(n.mark_output(y).is_err());
-        assert!(n.add_layer("sm", LayerKind::SoftMax { axes: 0b11 }, &[x]).is_err());
+        assert!(n
+            .add_layer("sm", LayerKind::SoftMax { axes: 0b11 }, &[x])
+            .is_err());
     }
 
     #[test]
@@ -1128,13 +1287,34 @@ mod tests {
     fn constant_source_looks_through_qdq() {
         let mut n = Network::new("t");
         let w = n
-            .add_layer("w", LayerKind::Constant { dims: vec![4], weights: Weights::Int8(vec![1, 0, 0, 1]) }, &[])
+            .add_layer(
+                "w",
+                LayerKind::Constant {
+                    dims: vec![4],
+                    weights: Weights::Int8(vec![1, 0, 0, 1]),
+                },
+                &[],
+            )
             .unwrap();
         let s = n
-            .add_layer("s", LayerKind::Constant { dims: vec![], weights: Weights::Float(vec![0.1]) }, &[])
+            .add_layer(
+                "s",
+                LayerKind::Constant {
+                    dims: vec![],
+                    weights: Weights::Float(vec![0.1]),
+                },
+                &[],
+            )
             .unwrap();
         let dq = n
-            .add_layer("dq", LayerKind::Dequantize { axis: None, to_type: DataType::Float }, &[w, s])
+            .add_layer(
+                "dq",
+                LayerKind::Dequantize {
+                    axis: None,
+                    to_type: DataType::Float,
+                },
+                &[w, s],
+            )
             .unwrap();
         let id = n.add_layer("id", LayerKind::Identity, &[dq]).unwrap();
         assert_eq!(n.constant_source(id), Some(LayerId(0)));
@@ -1149,7 +1329,10 @@ mod tests {
             assert_eq!(DataType::from_value(d.value()), Some(d));
         }
         assert_eq!(DataType::from_name("kINT8"), Some(DataType::Int8));
-        assert_eq!(ActivationType::from_trt_name("kCLIP"), Some(ActivationType::Clip));
+        assert_eq!(
+            ActivationType::from_trt_name("kCLIP"),
+            Some(ActivationType::Clip)
+        );
         assert_eq!(ActivationType::Clip.value(), 8);
     }
 }

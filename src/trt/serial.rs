@@ -3,8 +3,9 @@
 
 use super::config::{BuildConfig, BuilderFlag, OptimizationProfile, ProfileShapes, TrtVersion};
 use super::network::{
-    ActivationType, ConvParams, DataType, ElementWiseOperation, Layer, LayerKind, MatrixOperation, Network,
-    PoolingParams, PoolingType, ReduceOperation, SampleMode, ShuffleParams, Tensor, TensorId, Weights,
+    ActivationType, ConvParams, DataType, ElementWiseOperation, Layer, LayerKind, MatrixOperation,
+    Network, PoolingParams, PoolingType, ReduceOperation, SampleMode, ShuffleParams, Tensor,
+    TensorId, Weights,
 };
 use crate::error::{Error, Result, ResultExt};
 use prost::Message;
@@ -23,7 +24,11 @@ fn dims(d: &[i64]) -> Option<pb::Dims> {
 }
 
 fn weights(w: &Weights) -> pb::Weights {
-    pb::Weights { dtype: w.dtype().value(), count: w.count() as i64, data: w.to_le_bytes().into() }
+    pb::Weights {
+        dtype: w.dtype().value(),
+        count: w.count() as i64,
+        data: w.to_le_bytes().into(),
+    }
 }
 
 fn conv(p: &ConvParams) -> pb::Convolution {
@@ -45,18 +50,35 @@ fn kind_to_pb(k: &LayerKind) -> pb::layer::Kind {
     match k {
         LayerKind::Convolution(p) => K::Convolution(conv(p)),
         LayerKind::Deconvolution(p) => K::Deconvolution(conv(p)),
-        LayerKind::MatrixMultiply { op0, op1 } => K::MatrixMultiply(pb::MatrixMultiply { op0: op0.value(), op1: op1.value() }),
-        LayerKind::Quantize { axis, to_type } => K::Quantize(pb::QuantizeParams { axis: *axis, to_type: to_type.value() }),
-        LayerKind::Dequantize { axis, to_type } => {
-            K::Dequantize(pb::QuantizeParams { axis: *axis, to_type: to_type.value() })
-        }
-        LayerKind::Constant { dims: d, weights: w } => {
-            K::Constant(pb::Constant { dims: dims(d), weights: Some(weights(w)) })
-        }
+        LayerKind::MatrixMultiply { op0, op1 } => K::MatrixMultiply(pb::MatrixMultiply {
+            op0: op0.value(),
+            op1: op1.value(),
+        }),
+        LayerKind::Quantize { axis, to_type } => K::Quantize(pb::QuantizeParams {
+            axis: *axis,
+            to_type: to_type.value(),
+        }),
+        LayerKind::Dequantize { axis, to_type } => K::Dequantize(pb::QuantizeParams {
+            axis: *axis,
+            to_type: to_type.value(),
+        }),
+        LayerKind::Constant {
+            dims: d,
+            weights: w,
+        } => K::Constant(pb::Constant {
+            dims: dims(d),
+            weights: Some(weights(w)),
+        }),
         LayerKind::ElementWise(op) => K::ElementWise(pb::ElementWise { op: op.value() }),
-        LayerKind::Activation { activation, alpha, beta } => {
-            K::Activation(pb::Activation { r#type: activation.value(), alpha: *alpha, beta: *beta })
-        }
+        LayerKind::Activation {
+            activation,
+            alpha,
+            beta,
+        } => K::Activation(pb::Activation {
+            r#type: activation.value(),
+            alpha: *alpha,
+            beta: *beta,
+        }),
         LayerKind::Pooling(p) => K::Pooling(pb::Pooling {
             r#type: p.pooling_type.value(),
             window: dims(&p.window),
@@ -66,25 +88,47 @@ fn kind_to_pb(k: &LayerKind) -> pb::layer::Kind {
             average_count_excludes_padding: p.average_count_excludes_padding,
         }),
         LayerKind::Shuffle(s) => K::Shuffle(pb::Shuffle {
-            first_transpose: s.first_transpose.as_ref().map(|o| pb::Permutation { order: o.clone() }),
+            first_transpose: s
+                .first_transpose
+                .as_ref()
+                .map(|o| pb::Permutation { order: o.clone() }),
             reshape: s.reshape.as_deref().and_then(dims),
-            second_transpose: s.second_transpose.as_ref().map(|o| pb::Permutation { order: o.clone() }),
+            second_transpose: s
+                .second_transpose
+                .as_ref()
+                .map(|o| pb::Permutation { order: o.clone() }),
             zero_is_placeholder: s.zero_is_placeholder,
         }),
         LayerKind::Concatenation { axis } => K::Concatenation(pb::Concatenation { axis: *axis }),
-        LayerKind::Reduce { op, axes, keep_dims } => {
-            K::Reduce(pb::Reduce { op: op.value(), axes: *axes, keep_dims: *keep_dims })
-        }
+        LayerKind::Reduce {
+            op,
+            axes,
+            keep_dims,
+        } => K::Reduce(pb::Reduce {
+            op: op.value(),
+            axes: *axes,
+            keep_dims: *keep_dims,
+        }),
         LayerKind::SoftMax { axes } => K::SoftMax(pb::SoftMax { axes: *axes }),
-        LayerKind::Slice { start, size, stride, mode } => K::Slice(pb::Slice {
+        LayerKind::Slice {
+            start,
+            size,
+            stride,
+            mode,
+        } => K::Slice(pb::Slice {
             start: dims(start),
             size: dims(size),
             stride: dims(stride),
             mode: mode.value(),
         }),
-        LayerKind::Padding { pre, post } => K::Padding(pb::Padding { pre: dims(pre), post: dims(post) }),
+        LayerKind::Padding { pre, post } => K::Padding(pb::Padding {
+            pre: dims(pre),
+            post: dims(post),
+        }),
         LayerKind::Identity => K::Identity(pb::Identity {}),
-        LayerKind::Cast { to_type } => K::Cast(pb::Cast { to_type: to_type.value() }),
+        LayerKind::Cast { to_type } => K::Cast(pb::Cast {
+            to_type: to_type.value(),
+        }),
     }
 }
 
@@ -137,7 +181,11 @@ pub fn to_proto(net: &Network, config: &BuildConfig) -> pb::NetworkFile {
             })
             .collect(),
     };
-    pb::NetworkFile { format_version: FORMAT_VERSION, network: Some(network), config: Some(config) }
+    pb::NetworkFile {
+        format_version: FORMAT_VERSION,
+        network: Some(network),
+        config: Some(config),
+    }
 }
 
 fn d(x: &Option<pb::Dims>) -> Vec<i64> {
@@ -155,7 +203,11 @@ fn enum_val<T>(what: &str, v: i32, f: fn(i32) -> Option<T>) -> Result<T> {
 fn weights_from(w: &pb::Weights) -> Result<Weights> {
     let out = Weights::from_le_bytes(dtype(w.dtype)?, &w.data)?;
     if out.count() as i64 != w.count {
-        return Err(Error::user(format!("weights declare {} values but hold {}", w.count, out.count())));
+        return Err(Error::user(format!(
+            "weights declare {} values but hold {}",
+            w.count,
+            out.count()
+        )));
     }
     Ok(out)
 }
@@ -164,7 +216,12 @@ fn conv_from(c: &pb::Convolution) -> Result<ConvParams> {
     Ok(ConvParams {
         nb_output_maps: c.nb_output_maps,
         kernel_size: d(&c.kernel_size),
-        kernel: c.kernel.as_ref().map(weights_from).transpose().ctx("kernel")?,
+        kernel: c
+            .kernel
+            .as_ref()
+            .map(weights_from)
+            .transpose()
+            .ctx("kernel")?,
         bias: c.bias.as_ref().map(weights_from).transpose().ctx("bias")?,
         pre_padding: d(&c.pre_padding),
         post_padding: d(&c.post_padding),
@@ -183,13 +240,27 @@ fn kind_from(k: &pb::layer::Kind) -> Result<LayerKind> {
             op0: enum_val("MatrixOperation", m.op0, MatrixOperation::from_value)?,
             op1: enum_val("MatrixOperation", m.op1, MatrixOperation::from_value)?,
         },
-        K::Quantize(q) => LayerKind::Quantize { axis: q.axis, to_type: dtype(q.to_type)? },
-        K::Dequantize(q) => LayerKind::Dequantize { axis: q.axis, to_type: dtype(q.to_type)? },
+        K::Quantize(q) => LayerKind::Quantize {
+            axis: q.axis,
+            to_type: dtype(q.to_type)?,
+        },
+        K::Dequantize(q) => LayerKind::Dequantize {
+            axis: q.axis,
+            to_type: dtype(q.to_type)?,
+        },
         K::Constant(c) => LayerKind::Constant {
             dims: d(&c.dims),
-            weights: weights_from(c.weights.as_ref().ok_or_else(|| Error::user("constant without weights"))?)?,
+            weights: weights_from(
+                c.weights
+                    .as_ref()
+                    .ok_or_else(|| Error::user("constant without weights"))?,
+            )?,
         },
-        K::ElementWise(e) => LayerKind::ElementWise(enum_val("ElementWiseOperation", e.op, ElementWiseOperation::from_value)?),
+        K::ElementWise(e) => LayerKind::ElementWise(enum_val(
+            "ElementWiseOperation",
+            e.op,
+            ElementWiseOperation::from_value,
+        )?),
         K::Activation(a) => LayerKind::Activation {
             activation: enum_val("ActivationType", a.r#type, ActivationType::from_value)?,
             alpha: a.alpha,
@@ -222,9 +293,14 @@ fn kind_from(k: &pb::layer::Kind) -> Result<LayerKind> {
             stride: d(&s.stride),
             mode: enum_val("SampleMode", s.mode, SampleMode::from_value)?,
         },
-        K::Padding(p) => LayerKind::Padding { pre: d(&p.pre), post: d(&p.post) },
+        K::Padding(p) => LayerKind::Padding {
+            pre: d(&p.pre),
+            post: d(&p.post),
+        },
         K::Identity(_) => LayerKind::Identity,
-        K::Cast(c) => LayerKind::Cast { to_type: dtype(c.to_type)? },
+        K::Cast(c) => LayerKind::Cast {
+            to_type: dtype(c.to_type)?,
+        },
     })
 }
 
@@ -236,7 +312,10 @@ pub fn from_proto(f: &pb::NetworkFile) -> Result<(Network, BuildConfig)> {
             f.format_version
         )));
     }
-    let n = f.network.as_ref().ok_or_else(|| Error::user("network file has no network"))?;
+    let n = f
+        .network
+        .as_ref()
+        .ok_or_else(|| Error::user("network file has no network"))?;
     let nt = n.tensors.len() as u32;
     let tid = |i: u32| -> Result<TensorId> {
         if i < nt {
@@ -249,7 +328,11 @@ pub fn from_proto(f: &pb::NetworkFile) -> Result<(Network, BuildConfig)> {
     for t in &n.tensors {
         net.tensors.push(Tensor {
             name: t.name.clone(),
-            dtype: t.dtype.map(dtype).transpose().with_ctx(|| format!("tensor '{}'", t.name))?,
+            dtype: t
+                .dtype
+                .map(dtype)
+                .transpose()
+                .with_ctx(|| format!("tensor '{}'", t.name))?,
             dims: t.dims.as_ref().map(|d| d.d.clone()),
         });
     }
@@ -271,8 +354,14 @@ pub fn from_proto(f: &pb::NetworkFile) -> Result<(Network, BuildConfig)> {
     net.outputs = n.outputs.iter().map(|&i| tid(i)).collect::<Result<_>>()?;
     net.validate()?;
 
-    let c = f.config.as_ref().ok_or_else(|| Error::user("network file has no build configuration"))?;
-    let target = TrtVersion { major: c.target_major, minor: c.target_minor };
+    let c = f
+        .config
+        .as_ref()
+        .ok_or_else(|| Error::user("network file has no build configuration"))?;
+    let target = TrtVersion {
+        major: c.target_major,
+        minor: c.target_minor,
+    };
     TrtVersion::parse(&target.to_string())?;
     let config = BuildConfig {
         target,
@@ -280,7 +369,10 @@ pub fn from_proto(f: &pb::NetworkFile) -> Result<(Network, BuildConfig)> {
         flags: c
             .flags
             .iter()
-            .map(|s| BuilderFlag::from_name(s).ok_or_else(|| Error::user(format!("unknown builder flag '{s}'"))))
+            .map(|s| {
+                BuilderFlag::from_name(s)
+                    .ok_or_else(|| Error::user(format!("unknown builder flag '{s}'")))
+            })
             .collect::<Result<_>>()?,
         workspace_bytes: c.workspace_bytes,
         profiles: c
@@ -290,7 +382,12 @@ pub fn from_proto(f: &pb::NetworkFile) -> Result<(Network, BuildConfig)> {
                 inputs: p
                     .inputs
                     .iter()
-                    .map(|s| ProfileShapes { input: s.input.clone(), min: d(&s.min), opt: d(&s.opt), max: d(&s.max) })
+                    .map(|s| ProfileShapes {
+                        input: s.input.clone(),
+                        min: d(&s.min),
+                        opt: d(&s.opt),
+                        max: d(&s.max),
+                    })
                     .collect(),
             })
             .collect(),
@@ -306,12 +403,17 @@ pub fn encode(net: &Network, config: &BuildConfig) -> Vec<u8> {
 
 /// Decodes protobuf bytes written by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<(Network, BuildConfig)> {
-    let f = pb::NetworkFile::decode(bytes).map_err(|e| Error::user(format!("not a sparseqc network file: {e}")))?;
+    let f = pb::NetworkFile::decode(bytes)
+        .map_err(|e| Error::user(format!("not a sparseqc network file: {e}")))?;
     from_proto(&f)
 }
 
 /// Writes the network file (`--emit network FILE`).
-pub fn write_network_file(path: &std::path::Path, net: &Network, config: &BuildConfig) -> Result<()> {
+pub fn write_network_file(
+    path: &std::path::Path,
+    net: &Network,
+    config: &BuildConfig,
+) -> Result<()> {
     std::fs::write(path, encode(net, config)).with_ctx(|| path.display().to_string())
 }
 

@@ -90,10 +90,17 @@ pub struct KernelInfo<'a> {
 pub fn kernel_info(net: &Network, id: LayerId) -> Option<KernelInfo<'_>> {
     let layer = net.layer(id).ok()?;
     let const_of = |input: usize| -> (KernelSource, Option<&Weights>, Option<Vec<i64>>) {
-        let src = layer.inputs.get(input).and_then(|t| net.constant_source(*t));
+        let src = layer
+            .inputs
+            .get(input)
+            .and_then(|t| net.constant_source(*t));
         match src.and_then(|lid| net.layer(lid).ok().map(|l| (lid, l))) {
             Some((lid, l)) => match &l.kind {
-                LayerKind::Constant { dims, weights } => (KernelSource::Constant(lid), Some(weights), Some(dims.clone())),
+                LayerKind::Constant { dims, weights } => (
+                    KernelSource::Constant(lid),
+                    Some(weights),
+                    Some(dims.clone()),
+                ),
                 _ => (KernelSource::NonConstant, None, None),
             },
             None => (KernelSource::NonConstant, None, None),
@@ -123,7 +130,9 @@ pub fn kernel_info(net: &Network, id: LayerId) -> Option<KernelInfo<'_>> {
                     (Some(w), Some(s)) if s.len() == 2 + p.kernel_size.len() => {
                         let r = check_2to4(w, s, 1);
                         if p.nb_groups > 1 && r == Sparse24::Yes {
-                            Sparse24::NotApplicable("grouped conv: TensorRT uses no sparse kernels".into())
+                            Sparse24::NotApplicable(
+                                "grouped conv: TensorRT uses no sparse kernels".into(),
+                            )
                         } else {
                             r
                         }
@@ -132,7 +141,12 @@ pub fn kernel_info(net: &Network, id: LayerId) -> Option<KernelInfo<'_>> {
                     _ => Sparse24::NotApplicable("kernel not constant".into()),
                 }
             };
-            Some(KernelInfo { source, weights, shape, sparse })
+            Some(KernelInfo {
+                source,
+                weights,
+                shape,
+                sparse,
+            })
         }
         LayerKind::MatrixMultiply { op1, .. } => {
             let (source, weights, shape) = const_of(1);
@@ -145,7 +159,12 @@ pub fn kernel_info(net: &Network, id: LayerId) -> Option<KernelInfo<'_>> {
                 (Some(_), _) => Sparse24::NotApplicable("operand rank < 2".into()),
                 _ => Sparse24::NotApplicable("operand not constant".into()),
             };
-            Some(KernelInfo { source, weights, shape, sparse })
+            Some(KernelInfo {
+                source,
+                weights,
+                shape,
+                sparse,
+            })
         }
         _ => None,
     }
@@ -177,13 +196,19 @@ mod tests {
         let w = kernel(8, 4, |_, p| p < 2);
         assert_eq!(check_2to4(&w, &[1, 8, 2, 2], 1), Sparse24::No);
         assert_eq!(check_2to4(&w, &[32], 0), Sparse24::Yes); // the flattened view would pass
-        // One group with a single zero fails.
+                                                             // One group with a single zero fails.
         let w = kernel(8, 1, |c, _| c == 0 || c == 4 || c == 5);
         assert_eq!(check_2to4(&w, &[1, 8, 1, 1], 1), Sparse24::No);
         // C not a multiple of 4.
         let w = kernel(6, 1, |_, _| true);
-        assert!(matches!(check_2to4(&w, &[1, 6, 1, 1], 1), Sparse24::NotApplicable(_)));
-        assert!(matches!(check_2to4(&w, &[1, 7, 1, 1], 1), Sparse24::NotApplicable(_)));
+        assert!(matches!(
+            check_2to4(&w, &[1, 6, 1, 1], 1),
+            Sparse24::NotApplicable(_)
+        ));
+        assert!(matches!(
+            check_2to4(&w, &[1, 7, 1, 1], 1),
+            Sparse24::NotApplicable(_)
+        ));
     }
 
     #[test]
@@ -198,14 +223,53 @@ mod tests {
                 }
             }
         }
-        let w = n.add_layer("w", LayerKind::Constant { dims: vec![4, 8, 3, 3], weights: Weights::Int8(q) }, &[]).unwrap();
-        let s = n.add_layer("s", LayerKind::Constant { dims: vec![4], weights: Weights::Float(vec![0.1; 4]) }, &[]).unwrap();
-        let dq = n.add_layer("dq", LayerKind::Dequantize { axis: Some(0), to_type: DataType::Float }, &[w, s]).unwrap();
-        let y = n.add_layer("conv", LayerKind::Convolution(ConvParams::new(4, &[3, 3])), &[x, dq]).unwrap();
+        let w = n
+            .add_layer(
+                "w",
+                LayerKind::Constant {
+                    dims: vec![4, 8, 3, 3],
+                    weights: Weights::Int8(q),
+                },
+                &[],
+            )
+            .unwrap();
+        let s = n
+            .add_layer(
+                "s",
+                LayerKind::Constant {
+                    dims: vec![4],
+                    weights: Weights::Float(vec![0.1; 4]),
+                },
+                &[],
+            )
+            .unwrap();
+        let dq = n
+            .add_layer(
+                "dq",
+                LayerKind::Dequantize {
+                    axis: Some(0),
+                    to_type: DataType::Float,
+                },
+                &[w, s],
+            )
+            .unwrap();
+        let y = n
+            .add_layer(
+                "conv",
+                LayerKind::Convolution(ConvParams::new(4, &[3, 3])),
+                &[x, dq],
+            )
+            .unwrap();
         let info = kernel_info(&n, n.find_layer("conv").unwrap()).unwrap();
         assert_eq!(info.source, KernelSource::Constant(LayerId(0)));
         assert_eq!(info.sparse, Sparse24::Yes);
-        let _ = n.add_layer("conv2", LayerKind::Convolution(ConvParams::new(4, &[1, 1])), &[y, x]).unwrap();
+        let _ = n
+            .add_layer(
+                "conv2",
+                LayerKind::Convolution(ConvParams::new(4, &[1, 1])),
+                &[y, x],
+            )
+            .unwrap();
         let info = kernel_info(&n, n.find_layer("conv2").unwrap()).unwrap();
         assert_eq!(info.source, KernelSource::NonConstant);
         assert!(kernel_info(&n, n.find_layer("dq").unwrap()).is_none());
@@ -216,10 +280,27 @@ mod tests {
         let mut n = Network::new("t");
         let a = n.add_input("a", DataType::Float, &[2, 8]).unwrap();
         // B is K×N = 8×2; zeros where k % 4 < 2: sparse along K (axis 0) for kNONE.
-        let b: Vec<f32> = (0..16).map(|i| if (i / 2) % 4 < 2 { 0.0 } else { 1.0 }).collect();
-        let bt = n.add_layer("b", LayerKind::Constant { dims: vec![8, 2], weights: Weights::Float(b) }, &[]).unwrap();
-        let mm = LayerKind::MatrixMultiply { op0: MatrixOperation::None, op1: MatrixOperation::None };
+        let b: Vec<f32> = (0..16)
+            .map(|i| if (i / 2) % 4 < 2 { 0.0 } else { 1.0 })
+            .collect();
+        let bt = n
+            .add_layer(
+                "b",
+                LayerKind::Constant {
+                    dims: vec![8, 2],
+                    weights: Weights::Float(b),
+                },
+                &[],
+            )
+            .unwrap();
+        let mm = LayerKind::MatrixMultiply {
+            op0: MatrixOperation::None,
+            op1: MatrixOperation::None,
+        };
         n.add_layer("mm", mm, &[a, bt]).unwrap();
-        assert_eq!(kernel_info(&n, n.find_layer("mm").unwrap()).unwrap().sparse, Sparse24::Yes);
+        assert_eq!(
+            kernel_info(&n, n.find_layer("mm").unwrap()).unwrap().sparse,
+            Sparse24::Yes
+        );
     }
 }

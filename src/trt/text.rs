@@ -36,12 +36,24 @@ pub fn weights_summary(w: &Weights, shape: Option<&[i64]>) -> String {
         Some(s) => fmt_dims(s),
         None => format!("[{}]", w.count()),
     };
-    let zeros = if w.count() == 0 { 0.0 } else { 100.0 * w.zero_count() as f64 / w.count() as f64 };
-    format!("{}{} h={} zeros={:.1}%", w.dtype(), shape, weights_hash(w), zeros)
+    let zeros = if w.count() == 0 {
+        0.0
+    } else {
+        100.0 * w.zero_count() as f64 / w.count() as f64
+    };
+    format!(
+        "{}{} h={} zeros={:.1}%",
+        w.dtype(),
+        shape,
+        weights_hash(w),
+        zeros
+    )
 }
 
 fn tensor_ref(net: &Network, t: TensorId) -> String {
-    net.tensor(t).map(|t| t.name.clone()).unwrap_or_else(|_| format!("#{}", t.0))
+    net.tensor(t)
+        .map(|t| t.name.clone())
+        .unwrap_or_else(|_| format!("#{}", t.0))
 }
 
 fn tensor_decl(net: &Network, t: TensorId) -> String {
@@ -104,7 +116,9 @@ fn params(net: &Network, id: LayerId, kind: &LayerKind) -> String {
                 Some(b) => {
                     let _ = write!(s, " bias={}", weights_summary(b, None));
                 }
-                None if net.layer(id).map(|l| l.inputs.len() > 2).unwrap_or(false) => s.push_str(" bias=input2"),
+                None if net.layer(id).map(|l| l.inputs.len() > 2).unwrap_or(false) => {
+                    s.push_str(" bias=input2")
+                }
                 None => s.push_str(" bias=none"),
             }
         }
@@ -132,12 +146,21 @@ fn params(net: &Network, id: LayerId, kind: &LayerKind) -> String {
             let _ = write!(s, " toType={to_type}");
         }
         LayerKind::Constant { dims, weights } => {
-            let _ = write!(s, "dims={} weights={}", fmt_dims(dims), weights_summary(weights, Some(dims)));
+            let _ = write!(
+                s,
+                "dims={} weights={}",
+                fmt_dims(dims),
+                weights_summary(weights, Some(dims))
+            );
         }
         LayerKind::ElementWise(op) => {
             let _ = write!(s, "op={op}");
         }
-        LayerKind::Activation { activation, alpha, beta } => {
+        LayerKind::Activation {
+            activation,
+            alpha,
+            beta,
+        } => {
             let _ = write!(s, "type={activation}");
             if activation.uses_alpha_beta() {
                 let _ = write!(s, " alpha={alpha} beta={beta}");
@@ -160,7 +183,10 @@ fn params(net: &Network, id: LayerId, kind: &LayerKind) -> String {
                 s,
                 "firstTranspose={} reshape={} secondTranspose={} zeroIsPlaceholder={}",
                 perm(&p.first_transpose),
-                p.reshape.as_deref().map(fmt_dims).unwrap_or_else(|| "none".into()),
+                p.reshape
+                    .as_deref()
+                    .map(fmt_dims)
+                    .unwrap_or_else(|| "none".into()),
                 perm(&p.second_transpose),
                 p.zero_is_placeholder
             );
@@ -168,17 +194,37 @@ fn params(net: &Network, id: LayerId, kind: &LayerKind) -> String {
         LayerKind::Concatenation { axis } => {
             let _ = write!(s, "axis={axis}");
         }
-        LayerKind::Reduce { op, axes, keep_dims } => {
+        LayerKind::Reduce {
+            op,
+            axes,
+            keep_dims,
+        } => {
             let _ = write!(s, "op={op} axes={axes:#b} keepDims={keep_dims}");
         }
         LayerKind::SoftMax { axes } => {
             let _ = write!(s, "axes={axes:#b}");
         }
-        LayerKind::Slice { start, size, stride, mode } => {
-            let _ = write!(s, "start={} size={} stride={} mode={mode}", fmt_dims(start), fmt_dims(size), fmt_dims(stride));
+        LayerKind::Slice {
+            start,
+            size,
+            stride,
+            mode,
+        } => {
+            let _ = write!(
+                s,
+                "start={} size={} stride={} mode={mode}",
+                fmt_dims(start),
+                fmt_dims(size),
+                fmt_dims(stride)
+            );
         }
         LayerKind::Padding { pre, post } => {
-            let _ = write!(s, "prePadding={} postPadding={}", fmt_dims(pre), fmt_dims(post));
+            let _ = write!(
+                s,
+                "prePadding={} postPadding={}",
+                fmt_dims(pre),
+                fmt_dims(post)
+            );
         }
         LayerKind::Identity => {}
         LayerKind::Cast { to_type } => {
@@ -201,7 +247,14 @@ pub fn network_to_text(net: &Network, config: Option<&BuildConfig>) -> String {
         let ins: Vec<String> = l.inputs.iter().map(|&t| tensor_ref(net, t)).collect();
         let outs: Vec<String> = l.outputs.iter().map(|&t| tensor_decl(net, t)).collect();
         let p = params(net, id, &l.kind);
-        let _ = write!(out, "[{i}] {} {:?} ({}) -> {}", l.kind.type_name(), l.name, ins.join(", "), outs.join(", "));
+        let _ = write!(
+            out,
+            "[{i}] {} {:?} ({}) -> {}",
+            l.kind.type_name(),
+            l.name,
+            ins.join(", "),
+            outs.join(", ")
+        );
         if !p.is_empty() {
             let _ = write!(out, " | {p}");
         }
@@ -234,7 +287,11 @@ pub fn network_to_text(net: &Network, config: Option<&BuildConfig>) -> String {
 /// One-line text form of a build configuration (flags with their header values).
 pub fn config_to_text(c: &BuildConfig) -> String {
     let flags = match c.effective_flags() {
-        Ok(f) => f.iter().map(|(f, v)| format!("{}={v}", f.name())).collect::<Vec<_>>().join(","),
+        Ok(f) => f
+            .iter()
+            .map(|(f, v)| format!("{}={v}", f.name()))
+            .collect::<Vec<_>>()
+            .join(","),
         Err(e) => format!("invalid: {e}"),
     };
     let profiles: Vec<String> = c.profiles.iter().map(|p| p.to_string()).collect();
@@ -243,7 +300,9 @@ pub fn config_to_text(c: &BuildConfig) -> String {
         c.target,
         c.is_strongly_typed(),
         flags,
-        c.workspace_bytes.map(|b| b.to_string()).unwrap_or_else(|| "default".into()),
+        c.workspace_bytes
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "default".into()),
         profiles.join(" | ")
     )
 }
