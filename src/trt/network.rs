@@ -423,7 +423,7 @@ impl Weights {
 pub struct ConvParams {
     /// `nbOutputMaps` (K).
     pub nb_output_maps: i64,
-    /// `kernelSize` (R, S) — or (D, R, S) for 3-D.
+    /// `kernelSize` (R, S) — or (D, R, S) for 3-D; TensorRT has no 1-D convolution.
     pub kernel_size: Vec<i64>,
     /// `kernelWeights`; `None` = empty weights, kernel from input 1.
     pub kernel: Option<Weights>,
@@ -1049,9 +1049,10 @@ fn check_layer(kind: &LayerKind, nb_inputs: usize) -> Result<()> {
     match kind {
         LayerKind::Convolution(p) | LayerKind::Deconvolution(p) => {
             let n = p.kernel_size.len();
-            if !(1..=3).contains(&n) {
+            if !(2..=3).contains(&n) {
                 return Err(Error::user(format!(
-                    "kernel size {} must have 1 to 3 dims",
+                    "kernel size {} must have 2 or 3 dims (TensorRT convolutions are 2-D or 3-D; \
+                     lower a 1-D convolution as 2-D with a 1xK kernel)",
                     fmt_dims(&p.kernel_size)
                 )));
             }
@@ -1114,9 +1115,9 @@ fn check_layer(kind: &LayerKind, nb_inputs: usize) -> Result<()> {
         }
         LayerKind::Pooling(p) => {
             let n = p.window.len();
-            if !(1..=3).contains(&n) || p.window.iter().any(|&w| w <= 0) {
+            if !(2..=3).contains(&n) || p.window.iter().any(|&w| w <= 0) {
                 return Err(Error::user(format!(
-                    "invalid pooling window {}",
+                    "invalid pooling window {} (TensorRT pools over 2 or 3 dims)",
                     fmt_dims(&p.window)
                 )));
             }
