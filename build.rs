@@ -1,8 +1,15 @@
 //! Compiles the .proto schemas in proto/ with prost, using protox (a pure-Rust protobuf
 //! compiler) so that no system `protoc` is needed.
+//!
+//! With `--features tensorrt` it also compiles the C++ TensorRT shim (shim/, see
+//! shim/build_shim.rs and docs/tensorrt.md).
+#[cfg(feature = "tensorrt")]
+#[path = "shim/build_shim.rs"]
+mod build_shim;
+
 fn main() {
     println!("cargo:rerun-if-changed=proto");
-    let files = ["proto/onnx.proto"];
+    let files = ["proto/onnx.proto", "proto/trt_network.proto"];
     let fds = match protox::compile(files, ["proto"]) {
         Ok(f) => f,
         Err(e) => {
@@ -28,4 +35,7 @@ fn main() {
         eprintln!("prost-build failed: {e}");
         std::process::exit(1);
     }
+
+    #[cfg(feature = "tensorrt")]
+    build_shim::build();
 }

@@ -24,3 +24,4 @@ pub mod plugin;
 pub mod util;
 pub mod engine;
 pub mod calib;
+pub mod trt;
