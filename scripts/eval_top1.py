@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N images (0 = all)")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     ap.add_argument("--batch", type=int, default=0, help="batch size (default 500 cifar10, 25 imagenet)")
+    ap.add_argument("--no-ort-opt", action="store_true",
+                    help="disable onnxruntime graph optimisations (QDQ then runs as float fake-quant)")
     ap.add_argument("--json", help="write the result as JSON to this file")
     args = ap.parse_args(argv)
 
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
         paths, labels = paths[: args.limit], labels[: args.limit]
     batch = args.batch or (500 if prep == "cifar" else 25)
 
-    sess = sqc_data.ort_session(args.model, threads=args.threads)
+    sess = sqc_data.ort_session(args.model, threads=args.threads, optimize=not args.no_ort_opt)
     inp = sess.get_inputs()[0].name
     out = sess.get_outputs()[0].name
 
