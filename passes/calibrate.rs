@@ -69,7 +69,8 @@ fn all_activations(m: &Model) -> Result<Vec<ValueId>> {
     let mut out = Vec::new();
     for id in g.topo_order()? {
         for o in g.n(id)?.outputs.iter().flatten() {
-            let float = g.v(*o)?.ty.as_ref().map(|t| t.elem == 1).unwrap_or(false);
+            // unknown types are tried too; non-float results are skipped when observed
+            let float = g.v(*o)?.ty.as_ref().map(|t| t.elem == 1 || t.elem == 0).unwrap_or(true);
             if float {
                 out.push(*o);
             }
@@ -126,7 +127,9 @@ pub fn collect_stats(
                     }
                     let outs = ms.session.run_plan(&plan, feed).map_err(|e| e.context(format!("calibration sample {i}")))?;
                     for (name, t) in names.iter().zip(outs) {
-                        acc.observe(name, t.as_f32()?)?;
+                        if let Ok(values) = t.as_f32() {
+                            acc.observe(name, values)?;
+                        }
                     }
                     pb.inc(1);
                     Ok(acc)
@@ -143,6 +146,15 @@ pub fn collect_stats(
     }
     pb.finish_and_clear();
     set.finish()
+}
+
+/// Writes a table as JSON (`.json`) or as a TensorRT calibration cache.
+fn write_table(table: &CalibTable, out: &std::path::Path) -> Result<()> {
+    if out.extension().map(|e| e == "json").unwrap_or(false) {
+        table.write_json(out)
+    } else {
+        table.write_trt_cache(out)
+    }
 }
 
 impl Pass for Calibrate {
@@ -187,6 +199,9 @@ impl Pass for Calibrate {
                     "warning: calibration cache {}: {unknown} tensor(s) unknown to the graph, {missing} needed tensor(s) missing (see the report)",
                     cache.display()
                 );
+            }
+            if let Some(out) = &ctx.calib.write_cache {
+                write_table(&table, out)?;
             }
             rep.changed = used > 0;
             rep.summary = format!("{used} scales read from {}, {unknown} unknown, {missing} missing", cache.display());
@@ -245,11 +260,7 @@ impl Pass for Calibrate {
                 Some(QuantInfo { amax: c.amax, scale: c.scale, method: method.to_string(), clipped: c.fraction_clipped });
         }
         if let Some(out) = &ctx.calib.write_cache {
-            if out.extension().map(|e| e == "json").unwrap_or(false) {
-                table.write_json(out)?;
-            } else {
-                table.write_trt_cache(out)?;
-            }
+            write_table(&table, out)?;
         }
         let n = src.len();
         rep.changed = !table.tensors.is_empty();

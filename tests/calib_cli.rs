@@ -1,0 +1,95 @@
+//! Calibration from the command line: bad inputs get clear errors before any work, and
+//! calibration caches round-trip.
+
+mod common;
+use common::*;
+
+const PRE: &str = "mean=0.485:0.456:0.406,std=0.229:0.224:0.225";
+
+fn calibrate(model: &str, calib: &str, extra: &[&str]) -> (std::process::Output, tempfile::TempDir) {
+    let d = tmpdir();
+    let out = d.path().join("o.onnx");
+    let m = testdata(model);
+    let mut args = vec![path_str(&m), "-o", path_str(&out), "--passes", "fold-bn,cleanup,calibrate", "-q"];
+    let mut owned: Vec<String> = vec!["--calib".into(), calib.into()];
+    if !calib.ends_with(".npy") && !calib.ends_with(".npz") {
+        owned.extend(["--preprocess".to_string(), PRE.to_string()]);
+    }
+    let owned_refs: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
+    args.extend(owned_refs);
+    args.extend(extra);
+    let o = sparseqc(&args);
+    (o, d)
+}
+
+fn fails_with(o: &std::process::Output, what: &str) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "expected exit 1: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(e.contains(what), "expected '{what}' in: {e}");
+}
+
+#[test]
+fn bad_calibration_inputs() {
+    let empty = tmpdir();
+    let (o, _) = calibrate("models/resnet20_bn.onnx", path_str(empty.path()), &[]);
+    fails_with(&o, path_str(empty.path()));
+
+    let corrupt = tmpdir();
+    std::fs::write(corrupt.path().join("broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let (o, _) = calibrate("models/resnet20_bn.onnx", path_str(corrupt.path()), &[]);
+    fails_with(&o, "broken.jpg");
+
+    // a 48x40 image for a 32x32 model, without resize/crop
+    let odd = testdata("calib-mini/odd");
+    let (o, _) = calibrate("models/resnet20_bn.onnx", path_str(&odd), &[]);
+    fails_with(&o, "odd.");
+
+    // an npz whose arrays do not name the model's input
+    let npz = testdata("calib-mini/arrays.npz");
+    let (o, _) = calibrate("models/resnet20_bn.onnx", path_str(&npz), &[]);
+    fails_with(&o, "input");
+
+    let missing = tmpdir();
+    let (o, _) = calibrate("models/resnet20_bn.onnx", path_str(&missing.path().join("nope")), &[]);
+    fails_with(&o, "does not exist");
+}
+
+#[test]
+fn cache_roundtrip_and_unknown_names_warn() {
+    let d = tmpdir();
+    let a = d.path().join("a.cache");
+    let npy = testdata("cifar10-mini.input.npy");
+    let (o, _) = calibrate("models/resnet20_bn.onnx", path_str(&npy), &["--write-calib-cache", path_str(&a)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&a).unwrap();
+    assert!(text.starts_with("TRT-8601-EntropyCalibration2\n"), "{text}");
+    // read it back instead of calibrating, and write it again: identical file
+    let b = d.path().join("b.cache");
+    let out = d.path().join("o.onnx");
+    let m = testdata("models/resnet20_bn.onnx");
+    let o = sparseqc(&[
+        path_str(&m), "-o", path_str(&out), "--passes", "fold-bn,cleanup,calibrate,insert-qdq", "--calib-cache", path_str(&a),
+        "--write-calib-cache", path_str(&b), "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&b).unwrap(), text, "write -> read -> write changed the cache");
+    // and a cache with a tensor the graph does not have: a warning, not a failure
+    let c = d.path().join("c.cache");
+    std::fs::write(&c, format!("{text}no_such_tensor: 3c000000\n")).unwrap();
+    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--passes", "fold-bn,cleanup,calibrate,insert-qdq", "--calib-cache", path_str(&c)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning") && stderr(&o).contains("1 tensor(s) unknown"), "{}", stderr(&o));
+    // JSON form: write then read gives the same TensorRT cache
+    let j = d.path().join("t.json");
+    let (o, _) = calibrate("models/resnet20_bn.onnx", path_str(&npy), &["--write-calib-cache", path_str(&j)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sparseqc(&[
+        path_str(&m), "-o", path_str(&out), "--passes", "fold-bn,cleanup,calibrate", "--calib-cache", path_str(&j), "--write-calib-cache", path_str(&b), "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json_text = std::fs::read_to_string(&j).unwrap();
+    let back = std::fs::read_to_string(&b).unwrap();
+    assert!(back.starts_with("TRT-") && back.lines().count() > 10, "{back}");
+    assert!(json_text.contains("\"amax\""));
+}

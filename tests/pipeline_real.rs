@@ -1,0 +1,167 @@
+//! The passes on the real ResNet-20 (testdata/), checked against onnxruntime's results
+//! recorded in testdata/cifar10-mini.expected.json (logits of 32 real CIFAR-10 test images,
+//! MinMax amax of every tensor) and against PyTorch's own BN-folded export.
+
+mod common;
+use common::*;
+use sparseqc::ir::Model;
+use sparseqc::pass::{parse_pipeline, CalibInput, PassContext, PassManager, PassReport, Registry, RunOptions};
+
+fn expected() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(testdata("cifar10-mini.expected.json")).unwrap()).unwrap()
+}
+
+fn load(name: &str) -> Model {
+    sparseqc::cli::load_model(&testdata(name), &Default::default()).unwrap().0
+}
+
+fn run(m: &mut Model, pipeline: &str, calib: CalibInput) -> Vec<PassReport> {
+    let reg = Registry::with_builtins();
+    let passes = parse_pipeline(pipeline).unwrap().iter().map(|e| reg.create(e).unwrap()).collect();
+    let mut pm = PassManager::new(passes, RunOptions { verify_each: true, ..Default::default() });
+    let mut ctx = PassContext { quiet: true, calib, ..Default::default() };
+    pm.run(m, &mut ctx).expect("pipeline runs")
+}
+
+/// Runs the model with our interpreter on the 32 images; returns logits per image.
+fn logits_exec(m: &Model) -> Vec<Vec<f32>> {
+    let ms = sparseqc::engine::ModelSession::new(m).unwrap();
+    let arr = sparseqc::calib::npy::NpyArray::open(&testdata("cifar10-mini.input.npy")).unwrap();
+    let x = arr.read_all().unwrap();
+    let out = ms.session.run_outputs(vec![sparseqc::exec::Tensor::new(vec![32, 3, 32, 32], x).unwrap()]).unwrap();
+    out[0].as_f32().unwrap().chunks(10).map(|c| c.to_vec()).collect()
+}
+
+fn rel_l2(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        num += ((x - y) as f64).powi(2);
+        den += (*x as f64).powi(2);
+    }
+    (num / den).sqrt()
+}
+
+fn expected_logits(model: &str) -> Vec<Vec<f32>> {
+    expected()["logits"][model]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+        .collect()
+}
+
+#[test]
+fn fold_bn_cleanup_on_resnet20_matches_onnxruntime_and_pytorch() {
+    let mut m = load("models/resnet20_bn.onnx");
+    let reports = run(&mut m, "fold-bn,cleanup", CalibInput::default());
+    let ops: Vec<String> = m.graph.node_ids().iter().map(|id| m.graph.node(*id).unwrap().op_type.clone()).collect();
+    assert!(!ops.iter().any(|o| o == "BatchNormalization"), "no BN left");
+    assert_eq!(reports[0].stats["folded"], 19);
+    // same logits as onnxruntime on the original, on 32 real images
+    let d = rel_l2(&expected_logits("resnet20_bn.onnx"), &logits_exec(&m));
+    assert!(d < 1e-4, "relative L2 {d}");
+    // onnxruntime on our output too
+    let orig = load("models/resnet20_bn.onnx");
+    assert!(ort_rel_diff(&orig, &m) < 1e-4);
+    // the folded weights match PyTorch's own folded export, conv by conv
+    let reference = load("models/resnet20_folded.onnx");
+    let convs = |m: &Model| -> Vec<(Vec<f32>, Vec<f32>)> {
+        let g = &m.graph;
+        g.topo_order()
+            .unwrap()
+            .into_iter()
+            .filter(|id| g.node(*id).unwrap().op_type == "Conv")
+            .map(|id| {
+                let n = g.node(id).unwrap();
+                let w = g.constant_value(n.inputs[1].unwrap()).unwrap().to_f32().unwrap();
+                let b = g.constant_value(n.inputs[2].unwrap()).unwrap().to_f32().unwrap();
+                (w, b)
+            })
+            .collect()
+    };
+    let (ours, theirs) = (convs(&m), convs(&reference));
+    assert_eq!(ours.len(), 19);
+    assert_eq!(ours.len(), theirs.len());
+    let rel = |a: &[f32], b: &[f32]| -> f64 {
+        let n: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
+        n / b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt()
+    };
+    for (i, ((wa, ba), (wb, bb))) in ours.iter().zip(&theirs).enumerate() {
+        assert!(rel(wa, wb) < 1e-5, "conv {i} weights differ: {}", rel(wa, wb));
+        assert!(rel(ba, bb) < 1e-5, "conv {i} bias differs: {}", rel(ba, bb));
+    }
+}
+
+#[test]
+fn fold_bn_cleanup_is_idempotent_and_snapshotted() {
+    let mut m = load("models/resnet20_bn.onnx");
+    run(&mut m, "fold-bn,cleanup", CalibInput::default());
+    let once = sparseqc::text::print(&m, &Default::default()).unwrap();
+    let reports = run(&mut m, "fold-bn,cleanup", CalibInput::default());
+    let twice = sparseqc::text::print(&m, &Default::default()).unwrap();
+    assert_eq!(once, twice, "second run changed the model");
+    assert!(reports.iter().all(|r| !r.changed), "second run reports changes");
+    insta::assert_snapshot!("resnet20_folded_clean", once);
+    // PyTorch's folded export: after one run, running again changes nothing
+    let mut r = load("models/resnet20_folded.onnx");
+    run(&mut r, "fold-bn,cleanup", CalibInput::default());
+    let a = sparseqc::text::print(&r, &Default::default()).unwrap();
+    run(&mut r, "fold-bn,cleanup", CalibInput::default());
+    assert_eq!(a, sparseqc::text::print(&r, &Default::default()).unwrap());
+}
+
+#[test]
+fn print_is_deterministic_and_a_parse_fixed_point() {
+    for name in ["models/resnet20_bn.onnx", "models/resnet20_folded.onnx"] {
+        let m = load(name);
+        let a = sparseqc::text::print(&m, &Default::default()).unwrap();
+        let b = sparseqc::text::print(&load(name), &Default::default()).unwrap();
+        assert_eq!(a, b, "printing twice");
+        let back = sparseqc::text::parse(&a).unwrap();
+        assert_eq!(a, sparseqc::text::print(&back, &Default::default()).unwrap(), "print -> parse -> print");
+    }
+    insta::assert_snapshot!("resnet20_bn_text", sparseqc::text::print(&load("models/resnet20_bn.onnx"), &Default::default()).unwrap());
+}
+
+#[test]
+fn max_calibration_equals_onnxruntime_minmax() {
+    // the same input tensors onnxruntime saw (no JPEG decoder in between)
+    let mut m = load("models/resnet20_folded.onnx");
+    let calib = CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
+    run(&mut m, "cleanup,calibrate{method=max,tensors=all}", calib);
+    let exp = expected();
+    let amax = exp["amax"]["resnet20_folded.onnx"]["amax"].as_object().unwrap();
+    let mut compared = 0;
+    for (name, v) in amax {
+        let Some(id) = m.graph.value_by_name(name) else { continue };
+        let Some(q) = &m.graph.value(id).unwrap().quant else { continue };
+        let want = v.as_f64().unwrap();
+        let rel = ((q.amax as f64) - want).abs() / want.max(1e-12);
+        assert!(rel < 1e-4, "{name}: ours {} onnxruntime {want} (rel {rel})", q.amax);
+        compared += 1;
+    }
+    assert!(compared >= 40, "compared only {compared} tensors");
+}
+
+#[test]
+fn calibration_is_thread_count_independent_and_entropy_clips() {
+    let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
+    let scales = |threads: usize, method: &str| -> Vec<(String, f32)> {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut m = load("models/resnet20_bn.onnx");
+            run(&mut m, &format!("fold-bn,cleanup,calibrate{{method={method}}}"), calib());
+            let mut v: Vec<(String, f32)> =
+                m.graph.value_ids().filter_map(|id| m.graph.value(id).unwrap().quant.as_ref().map(|q| (m.graph.name_of(id).to_string(), q.amax))).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        })
+    };
+    let e1 = scales(1, "entropy");
+    let e2 = scales(2, "entropy");
+    assert_eq!(e1, e2, "entropy scales depend on the thread count");
+    let mx = scales(2, "max");
+    for ((n, e), (_, x)) in e1.iter().zip(&mx) {
+        assert!(e <= x, "{n}: entropy amax {e} > max amax {x}");
+    }
+}
