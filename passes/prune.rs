@@ -38,6 +38,10 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("permute", OptionKind::Bool, "false", "permute input channels to keep more magnitude"),
     OptionSpec::new("prune", OptionKind::Bool, "true", "zero the weights (false: only permute)"),
     OptionSpec::new("method", OptionKind::Str, "magnitude", "magnitude | obs (reconstruction from calibration data)"),
+    OptionSpec::new("samples", OptionKind::Int, "256", "obs: calibration samples used for the Hessians"),
+    OptionSpec::new("damp", OptionKind::Float, "0.01", "obs: dampening, relative to the mean Hessian diagonal"),
+    OptionSpec::new("bias-correct", OptionKind::Bool, "true", "obs: fold each layer's output mean shift into its bias"),
+    OptionSpec::new("correct-target", OptionKind::Bool, "true", "obs: reconstruct the original network's output from the pruned input"),
 ];
 
 pub struct Prune {
@@ -48,6 +52,10 @@ pub struct Prune {
     pub permute: bool,
     pub prune: bool,
     pub method: String,
+    pub obs_samples: usize,
+    pub obs_damp: f64,
+    pub bias_correct: bool,
+    pub obs_correct: bool,
 }
 
 impl Prune {
@@ -64,6 +72,10 @@ impl Prune {
             permute: o.bool("permute", false)?,
             prune: o.bool("prune", true)?,
             method,
+            obs_samples: o.int("samples", 256)?.max(1) as usize,
+            obs_damp: o.float("damp", 0.01)?,
+            bias_correct: o.bool("bias-correct", true)?,
+            obs_correct: o.bool("correct-target", true)?,
         })
     }
 }
