@@ -7,8 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// The pipeline run when `--passes` is not given.
-pub const DEFAULT_PIPELINE: &str = "fold-bn,cleanup,prune-2of4,calibrate,insert-qdq";
+/// The pipeline run when `--passes` is not given and calibration data is (pruning
+/// reconstructs each layer from that data).
+pub const DEFAULT_PIPELINE: &str = "fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq";
+/// The default pipeline when only a calibration cache is given (no data to reconstruct from).
+pub const DEFAULT_PIPELINE_CACHE: &str = "fold-bn,cleanup,prune-2of4,calibrate,insert-qdq";
 /// The default pipeline with `--dense`.
 pub const DENSE_PIPELINE: &str = "fold-bn,cleanup,calibrate,insert-qdq";
 
@@ -20,7 +23,8 @@ Compile a trained ONNX model into a sparse (2:4) INT8 model for NVIDIA TensorRT.
 sparseqc imports the model into an IR and runs a pipeline of passes over it:
   fold-bn      fold BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul
   cleanup      Constant nodes to initializers, constant folding, dead code, Identity removal
-  prune-2of4   zero 2 of every 4 weights along the input channels (TensorRT's sparse rule)
+  prune-2of4   zero 2 of every 4 weights along the input channels (TensorRT's sparse rule),
+               reconstructing each layer from the calibration data (method=obs)
   calibrate    run the float model on your data and annotate activation scales
   insert-qdq   insert Q/DQ nodes by TensorRT's explicit-quantization placement rules
 Then it writes the result as ONNX (-o model.onnx), for trtexec/onnxruntime/Netron, or as a
@@ -133,7 +137,8 @@ pub struct CompileArgs {
     #[arg(short = 'o', long = "output", required = true, value_name = "OUT")]
     pub output: Option<PathBuf>,
     /// The pass pipeline, e.g. 'fold-bn,prune-2of4{min-channels=64},calibrate{method=entropy},insert-qdq'.
-    /// `none` runs no pass. Default: fold-bn,cleanup,prune-2of4,calibrate,insert-qdq.
+    /// `none` runs no pass. Default: fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq
+    /// (magnitude pruning when only --calib-cache is given; no pruning with --dense).
     #[arg(long, value_name = "PIPELINE")]
     pub passes: Option<String>,
     /// Dense INT8: the default pipeline without prune-2of4.
@@ -310,7 +315,13 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
                      e.g. --passes fold-bn,cleanup,prune-2of4",
                 ));
             }
-            if a.dense { DENSE_PIPELINE.to_string() } else { DEFAULT_PIPELINE.to_string() }
+            if a.dense {
+                DENSE_PIPELINE.to_string()
+            } else if a.calib.is_some() {
+                DEFAULT_PIPELINE.to_string()
+            } else {
+                DEFAULT_PIPELINE_CACHE.to_string()
+            }
         }
     };
     let reg = registry_with_plugins(&a.plugins)?;
