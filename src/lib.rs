@@ -19,4 +19,5 @@ pub mod backend;
 pub mod cli;
 pub mod inspect;
 pub mod plugin;
+pub mod testing;
 pub mod util;
