@@ -693,8 +693,13 @@ pub fn check_qdq(model: &Model, layer_pattern: &str) -> Result<Vec<Violation>> {
                 continue;
             };
             let Some((dq_id, dq)) = g.producer_node(v).filter(|(_, p)| p.op_type == "DequantizeLinear") else {
-                let by = g.producer_node(v).map(|(_, p)| format!("by {}", p.describe())).unwrap_or_else(|| "by no node".into());
-                msgs.push(format!("{role} '{}' does not come from a DequantizeLinear (produced {by})", g.name_of(v)));
+                let from = match (g.producer_node(v), g.value(v).map(|x| x.producer)) {
+                    (Some((_, p)), _) => format!("it comes from {}", p.describe()),
+                    (None, Some(crate::ir::Producer::GraphInput)) => "it is a graph input".to_string(),
+                    (None, Some(crate::ir::Producer::Initializer)) => "it is a float constant".to_string(),
+                    _ => "it has no producer".to_string(),
+                };
+                msgs.push(format!("{role} '{}' does not come from a DequantizeLinear ({from})", g.name_of(v)));
                 continue;
             };
             check_zero_point(g, dq_id, role, &mut msgs);
