@@ -318,7 +318,7 @@ impl StampInfo {
         }
         Err(Error::user(format!(
             "refusing to load plugin {}: it was not built against this sparseqc, and calling into it could crash:\n  - {}\n\
-             Rebuild the plugin against this sparseqc (sparseqc {}, {}, {}), e.g. `cargo build --release` in the plugin's crate \
+             Rebuild the plugin against this sparseqc (sparseqc {}, {}, {}), e.g. `cargo build` in the plugin's crate \
              with its sparseqc dependency pointing at this sparseqc's source.",
             path.display(),
             d.join("\n  - "),
