@@ -459,7 +459,7 @@ impl fmt::Display for FunctionDiff {
 }
 
 /// Runs `before` and `after` on `inputs` with `engine` and compares every output:
-/// elements match when `|a - b| <= tol * max(1, |a|)` (NaN matches NaN).
+/// elements match when equal (NaN matches NaN) or when `|a - b| <= tol * max(1, |a|)`.
 pub fn compare_function(before: &Model, after: &Model, inputs: &[Tensor], tol: f64, engine: &dyn Engine) -> Result<FunctionDiff> {
     let res = engine.run(&[before, after], inputs)?;
     let (a, b) = (&res[0], &res[1]);
@@ -482,15 +482,17 @@ pub fn compare_function(before: &Model, after: &Model, inputs: &[Tensor], tol: f
             d.problem = Some(format!("shape {:?} became {:?}", x.shape, y.shape));
         } else {
             for (i, (&p, &q)) in x.values.iter().zip(y.values.iter()).enumerate() {
-                if p.is_nan() && q.is_nan() {
+                if (p.is_nan() && q.is_nan()) || p == q {
                     continue;
                 }
+                // NaN on one side only (or inf - inf) is the largest difference there is
                 let diff = (p - q).abs();
+                let diff = if diff.is_nan() { f64::INFINITY } else { diff };
                 let ok = diff <= tol * p.abs().max(1.0);
                 if !ok {
                     d.mismatches += 1;
                 }
-                if !(diff <= d.max_abs) {
+                if diff > d.max_abs || d.worst.is_none() {
                     d.max_abs = diff;
                     d.worst = Some((i, p, q));
                 }
