@@ -822,6 +822,47 @@ mod tests {
         assert_eq!(bad, 0);
     }
 
+    /// Returns fixed outputs: model 0 gets `a`, model 1 gets `b`.
+    struct Fixed {
+        a: Vec<Output>,
+        b: Vec<Output>,
+    }
+    impl Engine for Fixed {
+        fn name(&self) -> String {
+            "fixed".into()
+        }
+        fn run(&self, _models: &[&Model], _inputs: &[Tensor]) -> Result<Vec<Vec<Output>>> {
+            Ok(vec![self.a.clone(), self.b.clone()])
+        }
+    }
+    fn out(name: &str, shape: &[usize], values: &[f64]) -> Output {
+        Output { name: name.into(), shape: shape.to_vec(), dtype: "float32".into(), values: values.to_vec() }
+    }
+
+    #[test]
+    fn comparison_rules() {
+        let m = crate::text::parse("<ir_version: 8, opset_import: [\"\" : 17]> g (float[1] x) => (float[1] y) <> { y = Identity (x) }")
+            .unwrap();
+        let cmp = |a: &[f64], b: &[f64], tol: f64| {
+            let e = Fixed { a: vec![out("y", &[a.len()], a)], b: vec![out("y", &[b.len()], b)] };
+            compare_function(&m, &m, &[], tol, &e).unwrap()
+        };
+        let inf = f64::INFINITY;
+        assert!(cmp(&[1.0, f64::NAN, inf, -inf], &[1.0, f64::NAN, inf, -inf], 0.0).is_same());
+        assert!(cmp(&[100.0, 0.5], &[100.0 + 5e-5, 0.5 + 1e-7], 1e-6).is_same(), "relative above 1");
+        let d = cmp(&[0.5, 1.0, 2.0], &[0.5, f64::NAN, 2.5], 1e-6);
+        assert!(!d.is_same());
+        assert_eq!(d.outputs[0].mismatches, 2);
+        assert_eq!(d.outputs[0].worst.map(|w| w.0), Some(1), "NaN on one side is the worst");
+        assert!(d.to_string().contains("2 of 3 elements differ"), "{d}");
+        assert!(!cmp(&[inf], &[-inf], 1.0).is_same());
+        let e = Fixed { a: vec![out("y", &[2], &[0.0, 0.0])], b: vec![out("y", &[1, 2], &[0.0, 0.0])] };
+        let d = compare_function(&m, &m, &[], 1.0, &e).unwrap();
+        assert!(!d.is_same() && d.to_string().contains("shape [2] became [1, 2]"), "{d}");
+        let e = Fixed { a: vec![out("y", &[1], &[0.0])], b: vec![] };
+        assert!(!compare_function(&m, &m, &[], 1.0, &e).unwrap().is_same());
+    }
+
     #[test]
     fn report_lines_are_stable() {
         let mut r = PassReport::new("p");
