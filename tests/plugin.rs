@@ -177,8 +177,7 @@ fn plugin_with_another_abi_version_is_refused() {
 
 #[test]
 fn a_library_that_is_not_a_plugin_is_refused() {
-    // the test binary's own folder holds other shared objects only by chance; make one
-    // that is a file but not a library, and use a missing path
+    // a file that is not a library at all, and a missing path
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("libfake.so");
     std::fs::write(&fake, b"\x7fELF but not really").unwrap();
@@ -190,6 +189,16 @@ fn a_library_that_is_not_a_plugin_is_refused() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("plugin /nonexistent/libx.so does not exist"));
     assert!(!out.exists());
+    // a real shared library without the entry point (the C math library, where it is)
+    let libm = ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6", "/usr/lib64/libm.so.6"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    if let Some(libm) = libm {
+        let o = run(&["passes", "--plugin", libm]);
+        assert_eq!(o.status.code(), Some(1));
+        let e = text(&o.stderr);
+        assert!(e.contains(&format!("cannot load plugin {libm}: it is not a sparseqc plugin (no 'sparseqc_plugin_v1' symbol")), "{e}");
+    }
 }
 
 /// Runs a pipeline whose last pass fails; returns stderr after checking that the
