@@ -21,8 +21,8 @@ use crate::pass::{OptionKind, OptionSpec, Pass, PassContext, PassOptions, PassRe
 use std::collections::HashMap;
 
 pub const NAME: &str = "insert-qdq";
-/// Node annotation: keep this layer in float (`true`).
-pub const KEEP_FLOAT: &str = "sparseqc.keep-float";
+/// Node annotation: keep this layer in float (`true`); shared with plugins.
+pub use crate::pass::KEEP_FLOAT;
 
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("exclude", OptionKind::Str, "", "layers kept float: name globs or op:Type, separated by |"),

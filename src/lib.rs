@@ -21,6 +21,7 @@ pub mod backend;
 pub mod cli;
 pub mod inspect;
 pub mod plugin;
+pub mod testing;
 pub mod util;
 pub mod engine;
 pub mod calib;

@@ -23,6 +23,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// Node annotation (see [`crate::ir::Node::set_annotation`]) asking `insert-qdq` to keep
+/// the node in float: value `"true"`. Set by the `keep-float` example plugin
+/// (passes/keep-float) or by any pass that decides a layer must not be quantized.
+pub const KEEP_FLOAT: &str = "sparseqc.keep-float";
+
 /// A graph transformation.
 pub trait Pass: Send {
     /// The name used in pipelines (`fold-bn`).
