@@ -39,8 +39,11 @@
 //! }
 //! ```
 
+#[cfg(test)]
+mod bench;
 pub mod cache;
 pub mod data;
+pub mod jpeg;
 pub mod methods;
 pub mod npy;
 pub mod resize;

@@ -1,6 +1,7 @@
 """Regenerates the synthetic calibration fixtures in this folder (run from anywhere):
 
-    python make.py
+    python make.py          # everything
+    python make.py jpeg     # only jpeg/ and ref_jpeg.npz (leaves the other files untouched)
 
 Needs numpy and pillow. Everything is drawn from a fixed seed, so the files only change if
 numpy's or PIL's encoders change. The reference tensors are what a typical onnxruntime/PIL
@@ -16,6 +17,12 @@ script computes:  np.asarray(img.convert("RGB"), np.float32) / 255, (x - mean) /
   ref_odd_small.npy   [1,3,15,18] f32: odd.png resized to 18x15 (WxH) exactly, scale 1/255 only.
   ref_oddjpg_crop.npy [1,3,24,24] f32: odd.jpg, resize=32, crop=24.
   ref_up.npy      [1,3,45,70] f32: img/d.png upscaled to 70x45 (WxH), scale 1/255 only.
+  jpeg/           JPEG variants for the decoder's exactness test, odd sizes so that chroma
+                  upsampling meets image edges: 4:4:4 baseline (q90), 4:2:2 progressive, 4:2:0
+                  progressive + optimized Huffman tables, 4:2:0 baseline q100, greyscale, CMYK
+                  (Pillow writes Adobe-inverted CMYK).
+  ref_jpeg.npz    uint8 [H,W,3] per jpeg/ file (member = file stem): Pillow's
+                  np.asarray(Image.open(f).convert("RGB")), the decoder's exact target.
   arrays.npz      np.savez: x f32 [5,3,4,4], y i64 [5] (stored entries)
   arrays_z.npz    np.savez_compressed: same arrays (deflate)
   f64.npy, u8.npy, i64.npy, fortran.npy, be.npy  small arrays of those kinds
@@ -104,5 +111,35 @@ def main():
     np.save(os.path.join(HERE, "be.npy"), np.ones((2, 2), ">f4"))
 
 
+def make_jpeg():
+    rng = np.random.default_rng(20250301)
+    os.makedirs(os.path.join(HERE, "jpeg"), exist_ok=True)
+    variants = [
+        ("s444", (23, 17), dict(quality=90, subsampling=0)),
+        ("s422p", (30, 21), dict(quality=80, subsampling=1, progressive=True)),
+        ("s420p", (27, 19), dict(quality=75, subsampling=2, progressive=True, optimize=True)),
+        ("s420q100", (21, 26), dict(quality=100, subsampling=2)),
+        ("gray", (19, 22), dict(quality=85)),
+        ("cmyk", (18, 15), dict(quality=85)),
+    ]
+    refs = {}
+    for name, (w, h), kw in variants:
+        img = picture(rng, w, h)
+        if name == "gray":
+            img = img.convert("L")
+        elif name == "cmyk":
+            img = img.convert("CMYK")
+        path = os.path.join(HERE, "jpeg", name + ".jpg")
+        img.save(path, **kw)
+        refs[name] = np.asarray(Image.open(path).convert("RGB"), np.uint8)
+    np.savez(os.path.join(HERE, "ref_jpeg.npz"), **refs)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["jpeg"]:
+        make_jpeg()
+    else:
+        main()
+        make_jpeg()
