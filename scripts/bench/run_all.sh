@@ -65,6 +65,7 @@ for m in $models; do
       "$SPARSEQC" "$in" -o "$OUT/$m.sqc-rt.onnx" --passes ''
   # 2. BN folding + clean-up
   run "$py" "$here/onnxsim_run.py" "$in" "$OUT/$m.sim.onnx"
+  run "$py" "$here/onnxoptimizer_run.py" "$in" "$OUT/$m.onnxopt.onnx"
   [[ $have_sqc == 1 ]] && run measure --tool sparseqc_fold --key "model=$(basename "$in")" -- \
       "$SPARSEQC" "$in" -o "$OUT/$m.sqc-fold.onnx" --passes 'fold-bn,cleanup'
   # 3. 2:4 pruning
@@ -89,7 +90,7 @@ fi
 
 if [[ $do_eval == 1 && " $models " == *" r20 "* ]]; then
   echo "## top-1, ResNet-20, CIFAR-10 test (10,000)" >&2
-  for f in "$(model_path r20)" "$OUT"/r20.{sim,prune,ortq,sqc-fold,sqc-prune,sqc-int8}.onnx; do
+  for f in "$(model_path r20)" "$OUT"/r20.{sim,onnxopt,prune,ortq,sqc-fold,sqc-prune,sqc-int8}.onnx; do
     [[ -f "$f" ]] || continue
     acc="$("$py" scripts/eval_top1.py "$f" --dataset cifar10 --split test 2>/dev/null)"
     # QDQ models also as float fake-quant (onnxruntime's int8 kernels saturate on AVX2 without VNNI)
