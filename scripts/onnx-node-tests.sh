@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prints the folder holding the ONNX backend node test models
 # (onnx/backend/test/data/node/*/model.onnx, ~1,700 of them).
-# onnx >= 1.22 no longer ships them in its wheel, so this takes them from the onnx 1.21.0
+# onnx 1.23 no longer ships them in its wheel, so this takes them from the onnx 1.22.0
 # wheel on PyPI (downloaded once with pip, unpacked under target/).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -9,7 +9,7 @@ dest="$root/target/onnx-node-tests"
 if [ ! -f "$dest/.complete" ]; then
   py="$root/.venv/bin/python"; [ -x "$py" ] || py=python3
   tmp="$(mktemp -d)"
-  "$py" -m pip download -q --no-deps --only-binary :all: -d "$tmp" onnx==1.21.0 >&2
+  "$py" -m pip download -q --no-deps --only-binary :all: -d "$tmp" onnx==1.22.0 >&2
   rm -rf "$dest"; mkdir -p "$dest"
   "$py" - "$tmp" "$dest" <<'PY'
 import glob, sys, zipfile
