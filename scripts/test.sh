@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-venv.sh
+.venv/bin/python scripts/selftest.py
 cargo test --locked "$@"

@@ -60,32 +60,37 @@ for m in $models; do
   read -r cdir cset <<<"$(calib_of "$m")"
   # 1. protobuf round trip
   run "$py" "$here/onnx_roundtrip.py" "$in" "$OUT/$m.rt.onnx"
-  # TODO(lead): exact flags for a pass-less round trip
   [[ $have_sqc == 1 ]] && run measure --tool sparseqc_roundtrip --key "model=$(basename "$in")" -- \
-      "$SPARSEQC" "$in" -o "$OUT/$m.sqc-rt.onnx" --passes ''
+      "$SPARSEQC" "$in" -o "$OUT/$m.sqc-rt.onnx" --passes none -q
   # 2. BN folding + clean-up
   run "$py" "$here/onnxsim_run.py" "$in" "$OUT/$m.sim.onnx"
   run "$py" "$here/onnxoptimizer_run.py" "$in" "$OUT/$m.onnxopt.onnx"
   [[ $have_sqc == 1 ]] && run measure --tool sparseqc_fold --key "model=$(basename "$in")" -- \
-      "$SPARSEQC" "$in" -o "$OUT/$m.sqc-fold.onnx" --passes 'fold-bn,cleanup'
+      "$SPARSEQC" "$in" -o "$OUT/$m.sqc-fold.onnx" --passes 'fold-bn,cleanup' -q
   # 3. 2:4 pruning
   run "$here/polygraphy_prune.sh" "$in" "$OUT/$m.prune.onnx"
   [[ $have_sqc == 1 ]] && run measure --tool sparseqc_prune --key "model=$(basename "$in")" -- \
-      "$SPARSEQC" "$in" -o "$OUT/$m.sqc-prune.onnx" --passes 'fold-bn,cleanup,prune-2of4'
+      "$SPARSEQC" "$in" -o "$OUT/$m.sqc-prune.onnx" --passes 'prune-2of4{min-channels=4,min-params=0}' -q
   # 4. INT8 QDQ (calibration on the calib split)
   run "$py" "$here/ort_quantize.py" "$in" "$OUT/$m.ortq.onnx" --calib "$cdir" --dataset "$cset" --method minmax
   run "$py" "$here/ort_quantize.py" "$in" --calib-only --calib "$cdir" --dataset "$cset" --method minmax
-  # TODO(lead): exact calibration/preprocess flags
-  [[ $have_sqc == 1 ]] && run measure --tool sparseqc_int8 --key "model=$(basename "$in")" -- \
-      "$SPARSEQC" "$in" -o "$OUT/$m.sqc-int8.onnx" --passes 'fold-bn,cleanup,calibrate,insert-qdq' \
-      --calib "$cdir" --preprocess "$cset"
+  norm='mean=0.485:0.456:0.406,std=0.229:0.224:0.225'
+  if [[ $cset == imagenet ]]; then pre="resize=256,crop=224,$norm"; else pre="$norm"; fi
+  [[ $have_sqc == 1 ]] && run measure --tool sparseqc_calibrate --key "model=$(basename "$in")" -- \
+      "$SPARSEQC" "$in" -o "$OUT/$m.sqc-cal.onnx" --passes 'fold-bn,cleanup,calibrate{method=max}' \
+      --calib "$cdir" --preprocess "$pre" -q
+  [[ $have_sqc == 1 ]] && run measure --tool sparseqc_dense_int8 --key "model=$(basename "$in")" -- \
+      "$SPARSEQC" "$in" -o "$OUT/$m.sqc-int8.onnx" --dense --calib "$cdir" --preprocess "$pre" -q
+  [[ $have_sqc == 1 ]] && run measure --tool sparseqc_default_pipeline --key "model=$(basename "$in")" -- \
+      "$SPARSEQC" "$in" -o "$OUT/$m.sqc-sparse-int8.onnx" --passes 'fold-bn,cleanup,prune-2of4,calibrate,insert-qdq' \
+      --calib "$cdir" --preprocess "$pre" -q
 done
 
 if [[ $big == 1 ]]; then
   in="$(model_path r50big)"
   run "$py" "$here/onnx_roundtrip.py" "$in" "$OUT/r50big.rt.onnx"
   [[ $have_sqc == 1 ]] && run measure --tool sparseqc_roundtrip --key "model=$(basename "$in")" -- \
-      "$SPARSEQC" "$in" -o "$OUT/r50big.sqc-rt.onnx" --passes ''
+      "$SPARSEQC" "$in" -o "$OUT/r50big.sqc-rt.onnx" --passes none -q
 fi
 
 if [[ $do_eval == 1 && " $models " == *" r20 "* ]]; then
