@@ -42,6 +42,7 @@ const ATTR_SECOND_TRANSPOSE: i32 = 12;
 const ATTR_ZERO_IS_PLACEHOLDER: i32 = 13;
 const ATTR_SOFTMAX_AXES: i32 = 14;
 const ATTR_SLICE_MODE: i32 = 15;
+const ATTR_SLICE_AXES: i32 = 16;
 
 /// Must equal SQC_SHIM_ABI_VERSION in shim/trt_shim.h.
 const SHIM_ABI_VERSION: i32 = 1;
@@ -499,10 +500,13 @@ fn replay(
                 }
                 LayerKind::Concatenation { axis } => set_int(ATTR_AXIS, i64::from(*axis))?,
                 LayerKind::SoftMax { axes } => set_int(ATTR_SOFTMAX_AXES, i64::from(*axes))?,
-                LayerKind::Slice { mode, .. }
-                    if *mode != super::network::SampleMode::StrictBounds =>
-                {
-                    set_int(ATTR_SLICE_MODE, i64::from(mode.value()))?;
+                LayerKind::Slice { mode, axes, .. } => {
+                    if *mode != super::network::SampleMode::StrictBounds {
+                        set_int(ATTR_SLICE_MODE, i64::from(mode.value()))?;
+                    }
+                    if let Some(a) = axes {
+                        set_dims(ATTR_SLICE_AXES, a)?;
+                    }
                 }
                 _ => {}
             }
