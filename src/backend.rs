@@ -5,8 +5,8 @@ use crate::cli::CompileArgs;
 use crate::error::{Error, Result};
 use crate::ir::{Dim, Model};
 use crate::trt::{
-    build_engine, check_available, lower, lower_network, network_to_text, write_network_file, LowerOptions,
-    OptimizationProfile, Severity, SparsityReport, TrtVersion,
+    build_engine, check_available, lower, lower_network, network_to_text, write_network_file,
+    LowerOptions, OptimizationProfile, Severity, SparsityReport, TrtVersion,
 };
 use std::path::Path;
 
@@ -44,7 +44,12 @@ pub fn lower_options(a: &CompileArgs) -> Result<LowerOptions> {
     if let Some(s) = &a.shapes {
         OptimizationProfile::parse(s)?;
     }
-    Ok(LowerOptions { target, strongly_typed: None, workspace_mib: Some(a.workspace), shapes: a.shapes.clone() })
+    Ok(LowerOptions {
+        target,
+        strongly_typed: None,
+        workspace_mib: Some(a.workspace),
+        shapes: a.shapes.clone(),
+    })
 }
 
 /// Refuses a `.plan` output up front (before any pass runs or anything is written) when no
@@ -108,7 +113,11 @@ pub fn build_plan(model: &Model, out: &Path, a: &CompileArgs) -> Result<PlanSumm
     if !quiet {
         eprint!("{}", build.sparsity);
     }
-    Ok(PlanSummary { bytes: build.plan.len(), layers: net.layers().len(), sparsity: build.sparsity })
+    Ok(PlanSummary {
+        bytes: build.plan.len(),
+        layers: net.layers().len(),
+        sparsity: build.sparsity,
+    })
 }
 
 /// Writes the lowered network and its build configuration (`--emit network FILE`).

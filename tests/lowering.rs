@@ -12,26 +12,45 @@
 mod common;
 
 use sparseqc::ir::Model;
-use sparseqc::pass::{parse_pipeline, CalibInput, PassContext, PassManager, PassReport, Registry, RunOptions};
+use sparseqc::pass::{
+    parse_pipeline, CalibInput, PassContext, PassManager, PassReport, Registry, RunOptions,
+};
 use sparseqc::trt::{
-    kernel_info, lower, lower_network, network_to_text, read_network_file, DataType, LayerKind, LowerOptions,
-    MatrixOperation, Network, SampleMode, Sparse24, TrtVersion, Weights,
+    kernel_info, lower, lower_network, network_to_text, read_network_file, DataType, LayerKind,
+    LowerOptions, MatrixOperation, Network, SampleMode, Sparse24, TrtVersion, Weights,
 };
 
 const R20_SHAPES: &str = "input:1x3x32x32,8x3x32x32,32x3x32x32";
 
 fn run_pipeline(model: &mut Model, pipeline: &str, calib: CalibInput) -> Vec<PassReport> {
     let reg = Registry::with_builtins();
-    let passes = parse_pipeline(pipeline).unwrap().iter().map(|e| reg.create(e).unwrap()).collect();
-    let mut pm = PassManager::new(passes, RunOptions { verify_each: true, ..Default::default() });
-    let mut ctx = PassContext { quiet: true, calib, ..Default::default() };
+    let passes = parse_pipeline(pipeline)
+        .unwrap()
+        .iter()
+        .map(|e| reg.create(e).unwrap())
+        .collect();
+    let mut pm = PassManager::new(
+        passes,
+        RunOptions {
+            verify_each: true,
+            ..Default::default()
+        },
+    );
+    let mut ctx = PassContext {
+        quiet: true,
+        calib,
+        ..Default::default()
+    };
     pm.run(model, &mut ctx).expect("pipeline runs")
 }
 
 /// ResNet-20 after the default pipeline, scales from the committed calibration table.
 fn resnet20_int8() -> (Model, Vec<PassReport>) {
-    let (mut m, _) =
-        sparseqc::cli::load_model(&common::testdata("models/resnet20_bn.onnx"), &Default::default()).unwrap();
+    let (mut m, _) = sparseqc::cli::load_model(
+        &common::testdata("models/resnet20_bn.onnx"),
+        &Default::default(),
+    )
+    .unwrap();
     let calib = CalibInput {
         cache: Some(common::testdata("calib/resnet20_bn.calib-mini.max.json")),
         ..Default::default()
@@ -41,7 +60,11 @@ fn resnet20_int8() -> (Model, Vec<PassReport>) {
 }
 
 fn opts(shapes: &str) -> LowerOptions {
-    LowerOptions { shapes: Some(shapes.into()), workspace_mib: Some(1024), ..Default::default() }
+    LowerOptions {
+        shapes: Some(shapes.into()),
+        workspace_mib: Some(1024),
+        ..Default::default()
+    }
 }
 
 // ---------- a MobileNetV2-shaped model in the text form ----------
@@ -62,9 +85,20 @@ fn mobilenet_mini() -> String {
     let mut inits = String::from("  float[] zero = [0.0],\n  float[] six = [6.0],\n");
     let mut body = String::new();
     let mut seed = 100;
-    let mut conv = |name: &str, x: &str, cin: usize, cout: usize, k: usize, stride: usize, group: usize, relu6: bool| -> String {
+    let mut conv = |name: &str,
+                    x: &str,
+                    cin: usize,
+                    cout: usize,
+                    k: usize,
+                    stride: usize,
+                    group: usize,
+                    relu6: bool|
+     -> String {
         seed += 10;
-        inits.push_str(&format!("  float[{cout},{},{k},{k}] {name}.w = {{random: {seed}}},\n", cin / group));
+        inits.push_str(&format!(
+            "  float[{cout},{},{k},{k}] {name}.w = {{random: {seed}}},\n",
+            cin / group
+        ));
         inits.push_str(&bn(&format!("{name}.bn"), cout, seed + 1));
         let pad = k / 2;
         body.push_str(&format!(
@@ -74,7 +108,9 @@ fn mobilenet_mini() -> String {
             "  [{name}.bn] {name}.y = BatchNormalization ({name}.c, {name}.bn.s, {name}.bn.b, {name}.bn.m, {name}.bn.v)\n"
         ));
         if relu6 {
-            body.push_str(&format!("  [{name}.relu6] {name}.r = Clip ({name}.y, zero, six)\n"));
+            body.push_str(&format!(
+                "  [{name}.relu6] {name}.r = Clip ({name}.y, zero, six)\n"
+            ));
             format!("{name}.r")
         } else {
             format!("{name}.y")
@@ -102,7 +138,10 @@ fn mobilenet_mini() -> String {
             "  [b2.expand]",
             &format!("  [b1.add] b1.out = Add ({stem}, b1.project.y)\n  [b2.expand]"),
         )
-        .replace("  [head]", "  [b3.add] b3.out = Add (b2.project.y, b3.project.y)\n  [head]");
+        .replace(
+            "  [head]",
+            "  [b3.add] b3.out = Add (b2.project.y, b3.project.y)\n  [head]",
+        );
     let body = format!(
         "{body}  [gap] pooled = GlobalAveragePool (head.r)\n  [flatten] flat = Flatten <axis = 1> (pooled)\n  [classifier] logits = Gemm <transB = 1> (flat, fc.w, fc.b)\n"
     );
@@ -112,7 +151,8 @@ fn mobilenet_mini() -> String {
 }
 
 fn mobilenet_int8() -> (Model, Vec<PassReport>) {
-    let mut m = sparseqc::text::parse(&mobilenet_mini()).expect("the MobileNetV2-shaped model parses");
+    let mut m =
+        sparseqc::text::parse(&mobilenet_mini()).expect("the MobileNetV2-shaped model parses");
     let calib = CalibInput {
         source: Some(common::testdata("calib-mini/img")),
         preprocess: Some("mean=0.485:0.456:0.406,std=0.229:0.224:0.225".into()),
@@ -131,16 +171,38 @@ fn resnet20_network_snapshot() {
     let (m, _) = resnet20_int8();
     let (net, cfg) = lower(&m, &opts(R20_SHAPES)).unwrap();
     // the option-A shortcut: strided slices with axes (the batch is dynamic) and a channel pad
-    let slice = net.layers().iter().find(|l| l.name == "/layer2/layer2.0/shortcut/Slice").unwrap();
+    let slice = net
+        .layers()
+        .iter()
+        .find(|l| l.name == "/layer2/layer2.0/shortcut/Slice")
+        .unwrap();
     assert_eq!(
         slice.kind,
-        LayerKind::Slice { start: vec![0], size: vec![16], stride: vec![2], mode: SampleMode::StrictBounds, axes: Some(vec![2]) }
+        LayerKind::Slice {
+            start: vec![0],
+            size: vec![16],
+            stride: vec![2],
+            mode: SampleMode::StrictBounds,
+            axes: Some(vec![2])
+        }
     );
-    let pad = net.layers().iter().find(|l| matches!(l.kind, LayerKind::Padding { .. })).unwrap();
-    assert_eq!(pad.kind, LayerKind::Padding { pre: vec![8, 0], post: vec![8, 0] });
+    let pad = net
+        .layers()
+        .iter()
+        .find(|l| matches!(l.kind, LayerKind::Padding { .. }))
+        .unwrap();
+    assert_eq!(
+        pad.kind,
+        LayerKind::Padding {
+            pre: vec![8, 0],
+            post: vec![8, 0]
+        }
+    );
     // the Shape -> Gather -> Unsqueeze -> Concat -> Reshape sub-graph is one static reshape
     let rs = net.layers().iter().find(|l| l.name == "/Reshape").unwrap();
-    assert!(matches!(&rs.kind, LayerKind::Shuffle(s) if s.reshape == Some(vec![0, -1]) && s.zero_is_placeholder));
+    assert!(
+        matches!(&rs.kind, LayerKind::Shuffle(s) if s.reshape == Some(vec![0, -1]) && s.zero_is_placeholder)
+    );
     insta::assert_snapshot!("resnet20_network", network_to_text(&net, Some(&cfg)));
 }
 
@@ -153,14 +215,40 @@ fn mobilenet_mini_network_snapshot() {
     let dw = net.layers().iter().find(|l| l.name == "b2.dw").unwrap();
     match &dw.kind {
         LayerKind::Convolution(p) => {
-            assert_eq!((p.nb_groups, p.stride.clone(), p.kernel.is_none()), (64, vec![2, 2], true));
+            assert_eq!(
+                (p.nb_groups, p.stride.clone(), p.kernel.is_none()),
+                (64, vec![2, 2], true)
+            );
         }
         k => panic!("b2.dw lowered to {k:?}"),
     }
-    let relu6 = net.layers().iter().find(|l| l.name == "b1.expand.relu6").unwrap();
-    assert_eq!(relu6.kind, LayerKind::Activation { activation: sparseqc::trt::ActivationType::Clip, alpha: 0.0, beta: 6.0 });
-    let summary: Vec<String> = reps.iter().map(|r| format!("{}: {}", r.pass, r.summary.split(" in ").next().unwrap_or(""))).collect();
-    insta::assert_snapshot!("mobilenet_mini_network", format!("{}\n{text}", summary.join("\n")));
+    let relu6 = net
+        .layers()
+        .iter()
+        .find(|l| l.name == "b1.expand.relu6")
+        .unwrap();
+    assert_eq!(
+        relu6.kind,
+        LayerKind::Activation {
+            activation: sparseqc::trt::ActivationType::Clip,
+            alpha: 0.0,
+            beta: 6.0
+        }
+    );
+    let summary: Vec<String> = reps
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {}",
+                r.pass,
+                r.summary.split(" in ").next().unwrap_or("")
+            )
+        })
+        .collect();
+    insta::assert_snapshot!(
+        "mobilenet_mini_network",
+        format!("{}\n{text}", summary.join("\n"))
+    );
 }
 
 // ---------- invariants of the lowered networks ----------
@@ -168,19 +256,35 @@ fn mobilenet_mini_network_snapshot() {
 /// Every layer the prune pass pruned is a Convolution/MatrixMultiply whose kernel (the
 /// Constant behind its Q/DQ) satisfies TensorRT's 2:4 rule in the network.
 fn assert_pruned_weights_2of4(net: &Network, reps: &[PassReport]) -> usize {
-    let prune = reps.iter().find(|r| r.pass == "prune-2of4").expect("prune ran");
-    let pruned: Vec<&str> =
-        prune.items.iter().filter(|i| i.action.contains("pruned")).map(|i| i.node.as_str()).collect();
+    let prune = reps
+        .iter()
+        .find(|r| r.pass == "prune-2of4")
+        .expect("prune ran");
+    let pruned: Vec<&str> = prune
+        .items
+        .iter()
+        .filter(|i| i.action.contains("pruned"))
+        .map(|i| i.node.as_str())
+        .collect();
     assert!(!pruned.is_empty(), "nothing was pruned: {:?}", prune.items);
     for name in &pruned {
-        let id = net.find_layer(name).unwrap_or_else(|| panic!("no layer named {name}"));
+        let id = net
+            .find_layer(name)
+            .unwrap_or_else(|| panic!("no layer named {name}"));
         let info = kernel_info(net, id).unwrap_or_else(|| panic!("{name} has no kernel"));
         assert!(
             matches!(info.source, sparseqc::trt::KernelSource::Constant(_)),
             "{name}: kernel not traced to a constant"
         );
-        assert_eq!(info.sparse, Sparse24::Yes, "{name}: pruned in the IR but not 2:4 in the network");
-        assert_eq!(info.weights.map(|w| w.zero_count() * 2 >= w.count()), Some(true));
+        assert_eq!(
+            info.sparse,
+            Sparse24::Yes,
+            "{name}: pruned in the IR but not 2:4 in the network"
+        );
+        assert_eq!(
+            info.weights.map(|w| w.zero_count() * 2 >= w.count()),
+            Some(true)
+        );
     }
     pruned.len()
 }
@@ -196,15 +300,39 @@ fn assert_qdq_scales_match(m: &Model, net: &Network) -> usize {
             continue;
         }
         let x = n.inputs[0].unwrap();
-        let Some(q) = g.value(x).unwrap().quant.as_ref() else { continue }; // weights: per channel, no annotation
-        let lid = net.find_layer(&n.name).unwrap_or_else(|| panic!("no layer for {}", n.name));
+        let Some(q) = g.value(x).unwrap().quant.as_ref() else {
+            continue;
+        }; // weights: per channel, no annotation
+        let lid = net
+            .find_layer(&n.name)
+            .unwrap_or_else(|| panic!("no layer for {}", n.name));
         let layer = net.layer(lid).unwrap();
-        assert!(matches!(layer.kind, LayerKind::Quantize { axis: None, to_type: DataType::Int8 }), "{}", n.name);
+        assert!(
+            matches!(
+                layer.kind,
+                LayerKind::Quantize {
+                    axis: None,
+                    to_type: DataType::Int8
+                }
+            ),
+            "{}",
+            n.name
+        );
         let scale_layer = net.layer(net.producer(layer.inputs[1]).unwrap()).unwrap();
         match &scale_layer.kind {
-            LayerKind::Constant { dims, weights: Weights::Float(v) } => {
+            LayerKind::Constant {
+                dims,
+                weights: Weights::Float(v),
+            } => {
                 assert!(dims.is_empty(), "{}: per-tensor scale must be 0-D", n.name);
-                assert_eq!(v[0].to_bits(), q.scale.to_bits(), "{}: network scale {} vs annotation {}", n.name, v[0], q.scale);
+                assert_eq!(
+                    v[0].to_bits(),
+                    q.scale.to_bits(),
+                    "{}: network scale {} vs annotation {}",
+                    n.name,
+                    v[0],
+                    q.scale
+                );
             }
             k => panic!("{}: scale comes from {k:?}", n.name),
         }
@@ -230,7 +358,11 @@ fn resnet20_pruned_weights_stay_2of4_and_scales_match() {
     // shared by the conv reading it and the residual Add it skips to)
     assert_eq!(assert_qdq_scales_match(&m, &net), 22);
     // and the per-channel weight Q/DQ kept their axis 0
-    let wq = net.layers().iter().filter(|l| matches!(l.kind, LayerKind::Quantize { axis: Some(0), .. })).count();
+    let wq = net
+        .layers()
+        .iter()
+        .filter(|l| matches!(l.kind, LayerKind::Quantize { axis: Some(0), .. }))
+        .count();
     assert_eq!(wq, 20);
 }
 
@@ -244,10 +376,20 @@ fn mobilenet_mini_pruned_weights_stay_2of4_and_scales_match() {
 
 #[test]
 fn int8_weights_lower_to_int8_constants_through_dq() {
-    let (mut m, _) =
-        sparseqc::cli::load_model(&common::testdata("models/resnet20_bn.onnx"), &Default::default()).unwrap();
-    let calib = CalibInput { cache: Some(common::testdata("calib/resnet20_bn.calib-mini.max.json")), ..Default::default() };
-    let reps = run_pipeline(&mut m, "fold-bn,cleanup,prune-2of4,calibrate,insert-qdq{weights=int8}", calib);
+    let (mut m, _) = sparseqc::cli::load_model(
+        &common::testdata("models/resnet20_bn.onnx"),
+        &Default::default(),
+    )
+    .unwrap();
+    let calib = CalibInput {
+        cache: Some(common::testdata("calib/resnet20_bn.calib-mini.max.json")),
+        ..Default::default()
+    };
+    let reps = run_pipeline(
+        &mut m,
+        "fold-bn,cleanup,prune-2of4,calibrate,insert-qdq{weights=int8}",
+        calib,
+    );
     let net = lower_network(&m).unwrap();
     let id = net.find_layer("/layer1/layer1.0/conv1/Conv").unwrap();
     let info = kernel_info(&net, id).unwrap();
@@ -265,13 +407,20 @@ fn model(opset: u32, inputs: &str, outputs: &str, inits: &str, body: &str) -> Mo
 }
 
 fn layer<'a>(net: &'a Network, name: &str) -> &'a LayerKind {
-    &net.layer(net.find_layer(name).unwrap_or_else(|| panic!("no layer {name}:\n{}", network_to_text(net, None))))
-        .unwrap()
-        .kind
+    &net.layer(
+        net.find_layer(name)
+            .unwrap_or_else(|| panic!("no layer {name}:\n{}", network_to_text(net, None))),
+    )
+    .unwrap()
+    .kind
 }
 
 fn dims(net: &Network, tensor: &str) -> Vec<i64> {
-    net.tensor(net.find_tensor(tensor).unwrap()).unwrap().dims.clone().unwrap()
+    net.tensor(net.find_tensor(tensor).unwrap())
+        .unwrap()
+        .dims
+        .clone()
+        .unwrap()
 }
 
 fn conv_params(net: &Network, name: &str) -> sparseqc::trt::ConvParams {
@@ -294,13 +443,25 @@ fn conv_auto_pad_same_upper_and_lower() {
     );
     let net = lower_network(&m).unwrap();
     let up = conv_params(&net, "up");
-    assert_eq!((up.pre_padding, up.post_padding, up.stride), (vec![0, 0], vec![1, 1], vec![2, 2]));
+    assert_eq!(
+        (up.pre_padding, up.post_padding, up.stride),
+        (vec![0, 0], vec![1, 1], vec![2, 2])
+    );
     let low = conv_params(&net, "low");
-    assert_eq!((low.pre_padding, low.post_padding), (vec![1, 1], vec![0, 0]));
+    assert_eq!(
+        (low.pre_padding, low.post_padding),
+        (vec![1, 1], vec![0, 0])
+    );
     assert_eq!(dims(&net, "u"), vec![1, 8, 4, 4]);
     assert!(matches!(up.kernel, Some(Weights::Float(ref v)) if v.len() == 8 * 4 * 9));
     // VALID: no padding at all
-    let m = model(13, "float[1,4,8,8] x", "float[1,8,3,3] y", "  float[8,4,3,3] w = {random: 1}", "  [v] y = Conv <auto_pad = \"VALID\", strides = [2, 2], pads = [1, 1, 1, 1]> (x, w)\n");
+    let m = model(
+        13,
+        "float[1,4,8,8] x",
+        "float[1,8,3,3] y",
+        "  float[8,4,3,3] w = {random: 1}",
+        "  [v] y = Conv <auto_pad = \"VALID\", strides = [2, 2], pads = [1, 1, 1, 1]> (x, w)\n",
+    );
     let net = lower_network(&m).unwrap();
     assert_eq!(conv_params(&net, "v").pre_padding, vec![0, 0]);
     assert_eq!(dims(&net, "y"), vec![1, 8, 3, 3]);
@@ -308,9 +469,20 @@ fn conv_auto_pad_same_upper_and_lower() {
 
 #[test]
 fn conv_same_padding_needs_known_spatial_dims() {
-    let m = model(13, "float[1,4,H,W] x", "float[1,8,H,W] y", "  float[8,4,3,3] w = {random: 1}", "  [c] y = Conv <auto_pad = \"SAME_UPPER\"> (x, w)\n");
+    let m = model(
+        13,
+        "float[1,4,H,W] x",
+        "float[1,8,H,W] y",
+        "  float[8,4,3,3] w = {random: 1}",
+        "  [c] y = Conv <auto_pad = \"SAME_UPPER\"> (x, w)\n",
+    );
     let e = lower_network(&m).unwrap_err().to_string();
-    assert!(e.contains("node 'c' (Conv)") && e.contains("auto_pad=SAME_UPPER") && e.contains("[1,4,-1,-1]"), "{e}");
+    assert!(
+        e.contains("node 'c' (Conv)")
+            && e.contains("auto_pad=SAME_UPPER")
+            && e.contains("[1,4,-1,-1]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -326,7 +498,10 @@ fn conv_asymmetric_pads_strides_dilations_groups_bias() {
     let p = conv_params(&net, "c");
     assert_eq!(p.pre_padding, vec![0, 1]);
     assert_eq!(p.post_padding, vec![2, 3]);
-    assert_eq!((p.stride, p.dilation, p.nb_groups, p.nb_output_maps), (vec![2, 3], vec![2, 1], 4, 8));
+    assert_eq!(
+        (p.stride, p.dilation, p.nb_groups, p.nb_output_maps),
+        (vec![2, 3], vec![2, 1], 4, 8)
+    );
     assert!(matches!(p.bias, Some(Weights::Float(ref v)) if v.len() == 8));
     // (10 + 0 + 2 - 5) / 2 + 1 = 4 ; (10 + 1 + 3 - 3) / 3 + 1 = 4
     assert_eq!(dims(&net, "y"), vec![-1, 8, 4, 4]);
@@ -344,7 +519,10 @@ fn conv_transpose_output_padding() {
     let net = lower_network(&m).unwrap();
     let p = conv_params(&net, "d");
     assert!(matches!(layer(&net, "d"), LayerKind::Deconvolution(_)));
-    assert_eq!((p.nb_output_maps, p.nb_groups, p.pre_padding, p.post_padding), (6, 2, vec![1, 1], vec![0, 0]));
+    assert_eq!(
+        (p.nb_output_maps, p.nb_groups, p.pre_padding, p.post_padding),
+        (6, 2, vec![1, 1], vec![0, 0])
+    );
     // 2 * 4 + 1 + 3 - 2 = 10
     assert_eq!(dims(&net, "y"), vec![1, 6, 10, 10]);
 }
@@ -361,26 +539,64 @@ fn gemm_alpha_beta_and_transposes() {
     let net = lower_network(&m).unwrap();
     assert_eq!(
         layer(&net, "fc"),
-        &LayerKind::MatrixMultiply { op0: MatrixOperation::Transpose, op1: MatrixOperation::Transpose }
+        &LayerKind::MatrixMultiply {
+            op0: MatrixOperation::Transpose,
+            op1: MatrixOperation::Transpose
+        }
     );
     let konst = |n: &str| match layer(&net, n) {
-        LayerKind::Constant { dims, weights: Weights::Float(v) } => (dims.clone(), v.clone()),
+        LayerKind::Constant {
+            dims,
+            weights: Weights::Float(v),
+        } => (dims.clone(), v.clone()),
         k => panic!("{k:?}"),
     };
     assert_eq!(konst("fc/alpha"), (vec![1, 1], vec![0.5]));
     assert_eq!(konst("fc/beta"), (vec![1, 1], vec![2.0]));
     assert_eq!(konst("c").0, vec![1, 5]); // C raised to rank 2 for the broadcast
-    assert!(matches!(layer(&net, "fc/scale_alpha"), LayerKind::ElementWise(sparseqc::trt::ElementWiseOperation::Prod)));
-    assert!(matches!(layer(&net, "fc/scale_beta"), LayerKind::ElementWise(sparseqc::trt::ElementWiseOperation::Prod)));
+    assert!(matches!(
+        layer(&net, "fc/scale_alpha"),
+        LayerKind::ElementWise(sparseqc::trt::ElementWiseOperation::Prod)
+    ));
+    assert!(matches!(
+        layer(&net, "fc/scale_beta"),
+        LayerKind::ElementWise(sparseqc::trt::ElementWiseOperation::Prod)
+    ));
     let bias = net.find_layer("fc/bias").unwrap();
-    assert!(matches!(net.layer(bias).unwrap().kind, LayerKind::ElementWise(sparseqc::trt::ElementWiseOperation::Sum)));
-    assert_eq!(net.tensor(net.layer(bias).unwrap().outputs[0]).unwrap().name, "y");
+    assert!(matches!(
+        net.layer(bias).unwrap().kind,
+        LayerKind::ElementWise(sparseqc::trt::ElementWiseOperation::Sum)
+    ));
+    assert_eq!(
+        net.tensor(net.layer(bias).unwrap().outputs[0])
+            .unwrap()
+            .name,
+        "y"
+    );
     assert_eq!(dims(&net, "y"), vec![-1, 5]);
     // alpha = beta = 1 and no C: one MatrixMultiply writing y
-    let m = model(13, "float[N,6] a", "float[N,5] y", "  float[6,5] b = {random: 1}", "  [fc] y = Gemm (a, b)\n");
+    let m = model(
+        13,
+        "float[N,6] a",
+        "float[N,5] y",
+        "  float[6,5] b = {random: 1}",
+        "  [fc] y = Gemm (a, b)\n",
+    );
     let net = lower_network(&m).unwrap();
-    assert_eq!(net.layers().iter().filter(|l| !matches!(l.kind, LayerKind::Constant { .. })).count(), 1);
-    assert_eq!(layer(&net, "fc"), &LayerKind::MatrixMultiply { op0: MatrixOperation::None, op1: MatrixOperation::None });
+    assert_eq!(
+        net.layers()
+            .iter()
+            .filter(|l| !matches!(l.kind, LayerKind::Constant { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(
+        layer(&net, "fc"),
+        &LayerKind::MatrixMultiply {
+            op0: MatrixOperation::None,
+            op1: MatrixOperation::None
+        }
+    );
 }
 
 #[test]
@@ -417,24 +633,62 @@ fn clip_bounds_from_inputs_and_attributes() {
     );
     let net = lower_network(&m).unwrap();
     let act = |n: &str| match layer(&net, n) {
-        LayerKind::Activation { activation, alpha, beta } => (*activation, *alpha, *beta),
+        LayerKind::Activation {
+            activation,
+            alpha,
+            beta,
+        } => (*activation, *alpha, *beta),
         k => panic!("{k:?}"),
     };
-    assert_eq!(act("c6"), (sparseqc::trt::ActivationType::Clip, f32::MIN, 6.0));
-    assert_eq!(act("c2"), (sparseqc::trt::ActivationType::Clip, -1.5, f32::MAX));
+    assert_eq!(
+        act("c6"),
+        (sparseqc::trt::ActivationType::Clip, f32::MIN, 6.0)
+    );
+    assert_eq!(
+        act("c2"),
+        (sparseqc::trt::ActivationType::Clip, -1.5, f32::MAX)
+    );
     // opset 6: min/max are attributes; ReLU6 = kCLIP alpha 0 beta 6
-    let m = model(6, "float[1,4] x", "float[1,4] a", "", "  [r6] a = Clip <min = 0.0, max = 6.0> (x)\n");
+    let m = model(
+        6,
+        "float[1,4] x",
+        "float[1,4] a",
+        "",
+        "  [r6] a = Clip <min = 0.0, max = 6.0> (x)\n",
+    );
     let net = lower_network(&m).unwrap();
     assert_eq!(
         layer(&net, "r6"),
-        &LayerKind::Activation { activation: sparseqc::trt::ActivationType::Clip, alpha: 0.0, beta: 6.0 }
+        &LayerKind::Activation {
+            activation: sparseqc::trt::ActivationType::Clip,
+            alpha: 0.0,
+            beta: 6.0
+        }
     );
     // non-constant bounds and min > max are refused
-    let m = model(13, "float[1,4] x, float[] lo", "float[1,4] a", "", "  [c] a = Clip (x, lo)\n");
+    let m = model(
+        13,
+        "float[1,4] x, float[] lo",
+        "float[1,4] a",
+        "",
+        "  [c] a = Clip (x, lo)\n",
+    );
     let e = lower_network(&m).unwrap_err().to_string();
-    assert!(e.contains("node 'c' (Clip)") && e.contains("must be a constant"), "{e}");
-    let m = model(6, "float[1,4] x", "float[1,4] a", "", "  [c] a = Clip <min = 2.0, max = 1.0> (x)\n");
-    assert!(lower_network(&m).unwrap_err().to_string().contains("min <= max"));
+    assert!(
+        e.contains("node 'c' (Clip)") && e.contains("must be a constant"),
+        "{e}"
+    );
+    let m = model(
+        6,
+        "float[1,4] x",
+        "float[1,4] a",
+        "",
+        "  [c] a = Clip <min = 2.0, max = 1.0> (x)\n",
+    );
+    assert!(lower_network(&m)
+        .unwrap_err()
+        .to_string()
+        .contains("min <= max"));
 }
 
 #[test]
@@ -486,16 +740,38 @@ fn pad_and_slice() {
         "  [ps] a = Pad (x, sp)\n  [pc] b = Pad (x, cp)\n  [sl] c = Slice (x, st, en, ax, steps)\n  [sf] d = Slice (x2, st, en, ax, steps)\n",
     );
     let net = lower_network(&m).unwrap();
-    assert_eq!(layer(&net, "ps"), &LayerKind::Padding { pre: vec![1, 0], post: vec![2, 0] });
+    assert_eq!(
+        layer(&net, "ps"),
+        &LayerKind::Padding {
+            pre: vec![1, 0],
+            post: vec![2, 0]
+        }
+    );
     assert_eq!(dims(&net, "a"), vec![-1, 4, 9, 6]);
-    assert!(matches!(layer(&net, "pc/to_last"), LayerKind::Shuffle(s) if s.first_transpose == Some(vec![0, 2, 1, 3])));
-    assert_eq!(layer(&net, "pc/pad"), &LayerKind::Padding { pre: vec![2, 0], post: vec![2, 0] });
-    assert!(matches!(layer(&net, "pc"), LayerKind::Shuffle(s) if s.first_transpose == Some(vec![0, 2, 1, 3])));
+    assert!(
+        matches!(layer(&net, "pc/to_last"), LayerKind::Shuffle(s) if s.first_transpose == Some(vec![0, 2, 1, 3]))
+    );
+    assert_eq!(
+        layer(&net, "pc/pad"),
+        &LayerKind::Padding {
+            pre: vec![2, 0],
+            post: vec![2, 0]
+        }
+    );
+    assert!(
+        matches!(layer(&net, "pc"), LayerKind::Shuffle(s) if s.first_transpose == Some(vec![0, 2, 1, 3]))
+    );
     assert_eq!(dims(&net, "b"), vec![-1, 8, 6, 6]);
     // H: 1..6 step 2 -> 1, 3, 5 ; W: from 5 down to (exclusive) 0 step -3 -> 5, 2
     assert_eq!(
         layer(&net, "sl"),
-        &LayerKind::Slice { start: vec![1, 5], size: vec![3, 2], stride: vec![2, -3], mode: SampleMode::StrictBounds, axes: Some(vec![2, 3]) }
+        &LayerKind::Slice {
+            start: vec![1, 5],
+            size: vec![3, 2],
+            stride: vec![2, -3],
+            mode: SampleMode::StrictBounds,
+            axes: Some(vec![2, 3])
+        }
     );
     assert_eq!(dims(&net, "c"), vec![-1, 4, 3, 2]);
     // all dims known: a full-rank slice, no axes
@@ -510,11 +786,29 @@ fn pad_and_slice() {
         }
     );
     // non-zero padding values and other modes are refused
-    let m = model(13, "float[1,4,6,6] x", "float[1,4,9,6] a", "  int64[8] sp = [0, 0, 1, 0, 0, 0, 2, 0],\n  float[] v = [1.0]", "  [p] a = Pad (x, sp, v)\n");
+    let m = model(
+        13,
+        "float[1,4,6,6] x",
+        "float[1,4,9,6] a",
+        "  int64[8] sp = [0, 0, 1, 0, 0, 0, 2, 0],\n  float[] v = [1.0]",
+        "  [p] a = Pad (x, sp, v)\n",
+    );
     let e = lower_network(&m).unwrap_err().to_string();
-    assert!(e.contains("node 'p' (Pad)") && e.contains("padding value 1"), "{e}");
-    let m = model(13, "float[1,4,6,6] x", "float[1,4,9,6] a", "  int64[8] sp = [0, 0, 1, 0, 0, 0, 2, 0]", "  [p] a = Pad <mode = \"reflect\"> (x, sp)\n");
-    assert!(lower_network(&m).unwrap_err().to_string().contains("mode='reflect'"));
+    assert!(
+        e.contains("node 'p' (Pad)") && e.contains("padding value 1"),
+        "{e}"
+    );
+    let m = model(
+        13,
+        "float[1,4,6,6] x",
+        "float[1,4,9,6] a",
+        "  int64[8] sp = [0, 0, 1, 0, 0, 0, 2, 0]",
+        "  [p] a = Pad <mode = \"reflect\"> (x, sp)\n",
+    );
+    assert!(lower_network(&m)
+        .unwrap_err()
+        .to_string()
+        .contains("mode='reflect'"));
 }
 
 #[test]
@@ -529,28 +823,53 @@ fn pooling_and_global_pooling() {
     let net = lower_network(&m).unwrap();
     match layer(&net, "avg") {
         LayerKind::Pooling(p) => {
-            assert_eq!((p.window.clone(), p.stride.clone(), p.pre_padding.clone()), (vec![3, 3], vec![2, 2], vec![1, 1]));
+            assert_eq!(
+                (p.window.clone(), p.stride.clone(), p.pre_padding.clone()),
+                (vec![3, 3], vec![2, 2], vec![1, 1])
+            );
             assert!(!p.average_count_excludes_padding);
         }
         k => panic!("{k:?}"),
     }
     match layer(&net, "max") {
-        LayerKind::Pooling(p) => assert_eq!((p.stride.clone(), p.pre_padding.clone()), (vec![2, 2], vec![0, 0])),
+        LayerKind::Pooling(p) => assert_eq!(
+            (p.stride.clone(), p.pre_padding.clone()),
+            (vec![2, 2], vec![0, 0])
+        ),
         k => panic!("{k:?}"),
     }
     assert_eq!(
         layer(&net, "gap"),
-        &LayerKind::Reduce { op: sparseqc::trt::ReduceOperation::Avg, axes: 0b1100, keep_dims: true }
+        &LayerKind::Reduce {
+            op: sparseqc::trt::ReduceOperation::Avg,
+            axes: 0b1100,
+            keep_dims: true
+        }
     );
     assert_eq!(dims(&net, "a"), vec![-1, 4, 4, 4]);
     assert_eq!(dims(&net, "b"), vec![-1, 4, 3, 3]);
     // default strides of ONNX pooling are 1 (TensorRT's default would be the window)
-    let m = model(13, "float[1,4,7,7] x", "float[1,4,5,5] a", "", "  [m] a = MaxPool <kernel_shape = [3, 3]> (x)\n");
+    let m = model(
+        13,
+        "float[1,4,7,7] x",
+        "float[1,4,5,5] a",
+        "",
+        "  [m] a = MaxPool <kernel_shape = [3, 3]> (x)\n",
+    );
     let net = lower_network(&m).unwrap();
     assert!(matches!(layer(&net, "m"), LayerKind::Pooling(p) if p.stride == vec![1, 1]));
     // ceil_mode that changes the output size is refused
-    let m = model(13, "float[1,4,6,6] x", "float[1,4,3,3] a", "", "  [m] a = MaxPool <kernel_shape = [3, 3], strides = [2, 2], ceil_mode = 1> (x)\n");
-    assert!(lower_network(&m).unwrap_err().to_string().contains("ceil_mode=1"));
+    let m = model(
+        13,
+        "float[1,4,6,6] x",
+        "float[1,4,3,3] a",
+        "",
+        "  [m] a = MaxPool <kernel_shape = [3, 3], strides = [2, 2], ceil_mode = 1> (x)\n",
+    );
+    assert!(lower_network(&m)
+        .unwrap_err()
+        .to_string()
+        .contains("ceil_mode=1"));
 }
 
 #[test]
@@ -563,11 +882,32 @@ fn qdq_per_tensor_and_per_channel() {
         "  [xq] q = QuantizeLinear (x, xs, xz)\n  [xdq] d = DequantizeLinear (q, xs, xz)\n  [wdq] w = DequantizeLinear <axis = 0> (wq, ws, wz)\n  [conv] y = Conv (d, w)\n",
     );
     let net = lower_network(&m).unwrap();
-    assert_eq!(layer(&net, "xq"), &LayerKind::Quantize { axis: None, to_type: DataType::Int8 });
-    assert_eq!(layer(&net, "xdq"), &LayerKind::Dequantize { axis: None, to_type: DataType::Float });
-    assert_eq!(layer(&net, "wdq"), &LayerKind::Dequantize { axis: Some(0), to_type: DataType::Float });
+    assert_eq!(
+        layer(&net, "xq"),
+        &LayerKind::Quantize {
+            axis: None,
+            to_type: DataType::Int8
+        }
+    );
+    assert_eq!(
+        layer(&net, "xdq"),
+        &LayerKind::Dequantize {
+            axis: None,
+            to_type: DataType::Float
+        }
+    );
+    assert_eq!(
+        layer(&net, "wdq"),
+        &LayerKind::Dequantize {
+            axis: Some(0),
+            to_type: DataType::Float
+        }
+    );
     assert_eq!(dims(&net, "q"), vec![-1, 4, 4, 4]);
-    assert_eq!(net.tensor(net.find_tensor("q").unwrap()).unwrap().dtype, Some(DataType::Int8));
+    assert_eq!(
+        net.tensor(net.find_tensor("q").unwrap()).unwrap().dtype,
+        Some(DataType::Int8)
+    );
     // the kernel is the DQ output, as input 1
     let conv = net.layer(net.find_layer("conv").unwrap()).unwrap();
     assert_eq!(net.tensor(conv.inputs[1]).unwrap().name, "w");
@@ -577,11 +917,26 @@ fn qdq_per_tensor_and_per_channel() {
     let xdq = net.layer(net.find_layer("xdq").unwrap()).unwrap();
     assert_eq!(xq.inputs[1], xdq.inputs[1]);
     // a non-zero zero point is refused
-    let m = model(13, "float[4] x", "float[4] y", "  float[] s = [0.1],\n  int8[] z = [3]", "  [q] a = QuantizeLinear (x, s, z)\n  [dq] y = DequantizeLinear (a, s, z)\n");
+    let m = model(
+        13,
+        "float[4] x",
+        "float[4] y",
+        "  float[] s = [0.1],\n  int8[] z = [3]",
+        "  [q] a = QuantizeLinear (x, s, z)\n  [dq] y = DequantizeLinear (a, s, z)\n",
+    );
     let e = lower_network(&m).unwrap_err().to_string();
-    assert!(e.contains("node 'q' (QuantizeLinear)") && e.contains("zero point 3"), "{e}");
+    assert!(
+        e.contains("node 'q' (QuantizeLinear)") && e.contains("zero point 3"),
+        "{e}"
+    );
     // so is a missing one (ONNX then quantizes to UINT8)
-    let m = model(13, "float[4] x", "float[4] y", "  float[] s = [0.1]", "  [q] a = QuantizeLinear (x, s)\n  [dq] y = DequantizeLinear (a, s)\n");
+    let m = model(
+        13,
+        "float[4] x",
+        "float[4] y",
+        "  float[] s = [0.1]",
+        "  [q] a = QuantizeLinear (x, s)\n  [dq] y = DequantizeLinear (a, s)\n",
+    );
     assert!(lower_network(&m).unwrap_err().to_string().contains("UINT8"));
 }
 
@@ -596,7 +951,12 @@ fn elementwise_broadcast_and_other_ops() {
     );
     let net = lower_network(&m).unwrap();
     use sparseqc::trt::ElementWiseOperation as E;
-    for (n, op) in [("add", E::Sum), ("sub", E::Sub), ("mul", E::Prod), ("div", E::Div)] {
+    for (n, op) in [
+        ("add", E::Sum),
+        ("sub", E::Sub),
+        ("mul", E::Prod),
+        ("div", E::Div),
+    ] {
         assert_eq!(layer(&net, n), &LayerKind::ElementWise(op));
     }
     // the constant gets a leading 1; the rank-3 input is reshaped to rank 4
@@ -604,20 +964,41 @@ fn elementwise_broadcast_and_other_ops() {
         LayerKind::Constant { dims, .. } => assert_eq!(dims, &vec![1, 4, 1, 1]),
         k => panic!("{k:?}"),
     }
-    assert!(matches!(layer(&net, "sub/rank4"), LayerKind::Shuffle(s) if s.reshape == Some(vec![1, 4, 1, 1])));
-    assert!(matches!(layer(&net, "tr"), LayerKind::Shuffle(s) if s.first_transpose == Some(vec![0, 2, 3, 1])));
+    assert!(
+        matches!(layer(&net, "sub/rank4"), LayerKind::Shuffle(s) if s.reshape == Some(vec![1, 4, 1, 1]))
+    );
+    assert!(
+        matches!(layer(&net, "tr"), LayerKind::Shuffle(s) if s.first_transpose == Some(vec![0, 2, 3, 1]))
+    );
     assert_eq!(dims(&net, "t"), vec![-1, 3, 3, 4]);
     assert_eq!(layer(&net, "cat"), &LayerKind::Concatenation { axis: 1 });
     assert_eq!(dims(&net, "c"), vec![-1, 8, 3, 3]);
     assert_eq!(layer(&net, "soft"), &LayerKind::SoftMax { axes: 0b10 });
-    assert!(matches!(layer(&net, "sig"), LayerKind::Activation { activation: sparseqc::trt::ActivationType::Sigmoid, .. }));
-    assert_eq!(layer(&net, "cast"), &LayerKind::Cast { to_type: DataType::Half });
+    assert!(matches!(
+        layer(&net, "sig"),
+        LayerKind::Activation {
+            activation: sparseqc::trt::ActivationType::Sigmoid,
+            ..
+        }
+    ));
+    assert_eq!(
+        layer(&net, "cast"),
+        &LayerKind::Cast {
+            to_type: DataType::Half
+        }
+    );
 }
 
 #[test]
 fn identity_outputs_and_names() {
     // an output that is an input (through Identity) gets its own Identity layer
-    let m = model(13, "float[2] x", "float[2] y", "", "  [id] y = Identity (x)\n");
+    let m = model(
+        13,
+        "float[2] x",
+        "float[2] y",
+        "",
+        "  [id] y = Identity (x)\n",
+    );
     let net = lower_network(&m).unwrap();
     assert_eq!(net.layers().len(), 1);
     assert_eq!(net.tensor(net.outputs()[0]).unwrap().name, "y");
@@ -626,29 +1007,70 @@ fn identity_outputs_and_names() {
 
 #[test]
 fn unsupported_op_or_attribute_stops_before_tensorrt() {
-    let m = model(13, "float[1,4,8,8] x", "float[1,4,8,8] y", "", "  [norm1] y = LRN <size = 3> (x)\n");
+    let m = model(
+        13,
+        "float[1,4,8,8] x",
+        "float[1,4,8,8] y",
+        "",
+        "  [norm1] y = LRN <size = 3> (x)\n",
+    );
     let e = lower(&m, &LowerOptions::default()).unwrap_err();
     let s = e.to_string();
-    assert!(s.contains("node 'norm1' (LRN)") && s.contains("op 'LRN' is not supported") && s.contains("supported: Add"), "{s}");
+    assert!(
+        s.contains("node 'norm1' (LRN)")
+            && s.contains("op 'LRN' is not supported")
+            && s.contains("supported: Add"),
+        "{s}"
+    );
     assert_eq!(e.kind, sparseqc::ErrorKind::User);
     // an attribute the lowering does not know
-    let m = model(13, "float[1,4,8,8] x", "float[1,4,8,8] y", "", "  [mp] y = MaxPool <kernel_shape = [1, 1], dilations = [2, 2]> (x)\n");
+    let m = model(
+        13,
+        "float[1,4,8,8] x",
+        "float[1,4,8,8] y",
+        "",
+        "  [mp] y = MaxPool <kernel_shape = [1, 1], dilations = [2, 2]> (x)\n",
+    );
     let s = lower_network(&m).unwrap_err().to_string();
-    assert!(s.contains("node 'mp' (MaxPool)") && s.contains("dilations"), "{s}");
-    let m = model(13, "float[1,4,8,8] x", "float[1,4,8,8] y", "", "  [sm] y = Softmax <axis = 1, bogus = 2> (x)\n");
+    assert!(
+        s.contains("node 'mp' (MaxPool)") && s.contains("dilations"),
+        "{s}"
+    );
+    let m = model(
+        13,
+        "float[1,4,8,8] x",
+        "float[1,4,8,8] y",
+        "",
+        "  [sm] y = Softmax <axis = 1, bogus = 2> (x)\n",
+    );
     let s = lower_network(&m).unwrap_err().to_string();
     assert!(s.contains("attribute 'bogus' is not supported"), "{s}");
     // other domains
-    let m = model(13, "float[1,4] x", "float[1,4] y", "", "  [c] y = com.microsoft.Gelu (x)\n");
+    let m = model(
+        13,
+        "float[1,4] x",
+        "float[1,4] y",
+        "",
+        "  [c] y = com.microsoft.Gelu (x)\n",
+    );
     assert!(lower_network(&m).is_err());
 }
 
 #[test]
 fn dynamic_inputs_need_shapes() {
-    let m = model(13, "float[N,4] x", "float[N,4] y", "", "  [r] y = Relu (x)\n");
+    let m = model(
+        13,
+        "float[N,4] x",
+        "float[N,4] y",
+        "",
+        "  [r] y = Relu (x)\n",
+    );
     let e = lower(&m, &LowerOptions::default()).unwrap_err();
     let s = e.to_string();
-    assert!(s.contains("input 'x' has dynamic dimensions [-1,4]") && s.contains("--shapes x:1x4"), "{s}");
+    assert!(
+        s.contains("input 'x' has dynamic dimensions [-1,4]") && s.contains("--shapes x:1x4"),
+        "{s}"
+    );
     let (net, cfg) = lower(&m, &opts("x:1x4,8x4,16x4")).unwrap();
     assert_eq!(net.tensor(net.inputs()[0]).unwrap().dims, Some(vec![-1, 4]));
     assert_eq!(cfg.profiles[0].inputs[0].max, vec![16, 4]);
@@ -659,16 +1081,42 @@ fn dynamic_inputs_need_shapes() {
 
 #[test]
 fn build_config_per_version() {
-    let m = model(13, "float[1,4] x", "float[1,4] y", "", "  [r] y = Relu (x)\n");
-    let (_, c11) = lower(&m, &LowerOptions { workspace_mib: Some(256), ..Default::default() }).unwrap();
+    let m = model(
+        13,
+        "float[1,4] x",
+        "float[1,4] y",
+        "",
+        "  [r] y = Relu (x)\n",
+    );
+    let (_, c11) = lower(
+        &m,
+        &LowerOptions {
+            workspace_mib: Some(256),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(c11.is_strongly_typed());
-    assert_eq!(c11.effective_flags().unwrap(), vec![(sparseqc::trt::BuilderFlag::kSPARSE_WEIGHTS, 7)]);
+    assert_eq!(
+        c11.effective_flags().unwrap(),
+        vec![(sparseqc::trt::BuilderFlag::kSPARSE_WEIGHTS, 7)]
+    );
     assert_eq!(c11.workspace_bytes, Some(256 << 20));
-    let (_, c10) = lower(&m, &LowerOptions { target: TrtVersion::V10, ..Default::default() }).unwrap();
+    let (_, c10) = lower(
+        &m,
+        &LowerOptions {
+            target: TrtVersion::V10,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(!c10.is_strongly_typed());
     assert_eq!(
         c10.effective_flags().unwrap(),
-        vec![(sparseqc::trt::BuilderFlag::kSPARSE_WEIGHTS, 7), (sparseqc::trt::BuilderFlag::kINT8, 1)]
+        vec![
+            (sparseqc::trt::BuilderFlag::kSPARSE_WEIGHTS, 7),
+            (sparseqc::trt::BuilderFlag::kINT8, 1)
+        ]
     );
 }
 
@@ -701,10 +1149,19 @@ fn plan_without_tensorrt_fails_cleanly_and_writes_nothing() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "one message:\n{err}");
     assert!(err.starts_with("error: "), "{err}");
-    for needle in ["TensorRT", "libnvinfer", "-o model.onnx", "trtexec --onnx=model.onnx --sparsity=enable"] {
+    for needle in [
+        "TensorRT",
+        "libnvinfer",
+        "-o model.onnx",
+        "trtexec --onnx=model.onnx --sparsity=enable",
+    ] {
         assert!(err.contains(needle), "'{needle}' missing from: {err}");
     }
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "something was written");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "something was written"
+    );
 }
 
 #[test]
@@ -740,7 +1197,10 @@ fn emit_network_and_print_network() {
     // the network printed from the written INT8 model is the one in the file
     let p = common::sparseqc(&["print", "--network", out.to_str().unwrap()]);
     assert!(p.status.success(), "{}", common::stderr(&p));
-    assert_eq!(String::from_utf8_lossy(&p.stdout), network_to_text(&net, None));
+    assert_eq!(
+        String::from_utf8_lossy(&p.stdout),
+        network_to_text(&net, None)
+    );
     // and the in-process lowering gives the same network
     let (m, _) = resnet20_int8();
     assert_eq!(lower_network(&m).unwrap(), net);

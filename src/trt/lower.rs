@@ -166,7 +166,9 @@ pub fn lower_network(model: &Model) -> Result<Network> {
         lw.node(&cx)?;
     }
     lw.outputs()?;
-    lw.net.validate().map_err(|e| e.context("lowering to TensorRT"))?;
+    lw.net
+        .validate()
+        .map_err(|e| e.context("lowering to TensorRT"))?;
     Ok(lw.net)
 }
 
@@ -313,6 +315,9 @@ fn norm_axis(a: i64, rank: usize) -> Option<usize> {
     (0..r).contains(&a).then_some(a as usize)
 }
 
+/// (strides, dilations, pre-padding, post-padding) of a Conv or pooling window.
+type WindowAttrs = (Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>);
+
 /// Output size of a sliding window along one axis (floor or ceil mode).
 fn window_out(d: i64, k: i64, s: i64, dil: i64, pre: i64, post: i64, ceil: bool) -> i64 {
     let span = d + pre + post - ((k - 1) * dil + 1);
@@ -447,7 +452,9 @@ impl<'a> Lowerer<'a> {
     }
 
     fn layer_name(&mut self, base: &str, main: bool) -> String {
-        let taken = |s: &Self, c: &str| s.used_layers.contains(c) || (!main && s.reserved_layers.contains(c));
+        let taken = |s: &Self, c: &str| {
+            s.used_layers.contains(c) || (!main && s.reserved_layers.contains(c))
+        };
         let mut name = base.to_string();
         let mut i = 1;
         while taken(self, &name) {
@@ -463,7 +470,9 @@ impl<'a> Lowerer<'a> {
             Out::Value(v) => (v.to_string(), false),
             Out::Aux(s) => (s, true),
         };
-        let taken = |s: &Self, c: &str| s.used_tensors.contains(c) || (aux && s.reserved_tensors.contains(c));
+        let taken = |s: &Self, c: &str| {
+            s.used_tensors.contains(c) || (aux && s.reserved_tensors.contains(c))
+        };
         let mut name = base.clone();
         let mut i = 1;
         while taken(self, &name) {
@@ -495,7 +504,8 @@ impl<'a> Lowerer<'a> {
             .net
             .add_layer_with_output(lname, kind, inputs, tname)
             .map_err(|e| cx.wrap(e))?;
-        self.net.set_tensor_info(id, Some(dtype), Some(trt_dims(&dims)))?;
+        self.net
+            .set_tensor_info(id, Some(dtype), Some(trt_dims(&dims)))?;
         Ok(Tv { id, dims, dtype })
     }
 
@@ -538,7 +548,8 @@ impl<'a> Lowerer<'a> {
             }
             let ctx = || format!("lowering to TensorRT: input '{}'", val.name);
             let ty = val.ty.as_ref().ok_or_else(|| {
-                Error::user("has no declared type; TensorRT inputs need a type and a shape").context(ctx())
+                Error::user("has no declared type; TensorRT inputs need a type and a shape")
+                    .context(ctx())
             })?;
             let dtype = trt_dtype(ty.elem).ok_or_else(|| {
                 Error::user(format!(
@@ -555,7 +566,9 @@ impl<'a> Lowerer<'a> {
                 dims.push(match d {
                     Dim::Known(k) if *k >= 0 => D::K(*k),
                     Dim::Known(k) => {
-                        return Err(Error::user(format!("has a negative dimension {k}")).context(ctx()))
+                        return Err(
+                            Error::user(format!("has a negative dimension {k}")).context(ctx())
+                        )
                     }
                     Dim::Param(p) => match self.syms.get(p) {
                         Some(s) => D::S(*s),
@@ -596,8 +609,9 @@ impl<'a> Lowerer<'a> {
                 None => return Err(Error::internal(format!("output '{name}' was not lowered"))),
             };
             let t = self.net.tensor(tv.id)?;
-            let needs_copy =
-                t.name != name || self.net.inputs().contains(&tv.id) || self.net.outputs().contains(&tv.id);
+            let needs_copy = t.name != name
+                || self.net.inputs().contains(&tv.id)
+                || self.net.outputs().contains(&tv.id);
             let id = if needs_copy {
                 let lname = self.layer_name(&format!("{name}/output"), false);
                 let tname = self.tensor_name(Out::Value(&name));
@@ -605,7 +619,8 @@ impl<'a> Lowerer<'a> {
                     .net
                     .add_layer_with_output(lname, LayerKind::Identity, &[tv.id], tname)
                     .map_err(|e| e.context(ctx()))?;
-                self.net.set_tensor_info(id, Some(tv.dtype), Some(trt_dims(&tv.dims)))?;
+                self.net
+                    .set_tensor_info(id, Some(tv.dtype), Some(trt_dims(&tv.dims)))?;
                 id
             } else {
                 tv.id
@@ -628,7 +643,10 @@ impl<'a> Lowerer<'a> {
         if self.const_tensor(v).is_some() {
             return Ok(Some((v, Val::C(v))));
         }
-        Err(cx.err(format!("input '{}' was not lowered (internal order error)", self.g.name_of(v))))
+        Err(cx.err(format!(
+            "input '{}' was not lowered (internal order error)",
+            self.g.name_of(v)
+        )))
     }
 
     fn req(&self, cx: &Cx, i: usize, what: &str) -> Result<(ValueId, Val)> {
@@ -712,7 +730,10 @@ impl<'a> Lowerer<'a> {
                 if t.dims().len() > 1 || !matches!(t.dtype(), 6 | 7) {
                     return None;
                 }
-                Some((t.to_i64().ok()?.into_iter().map(D::K).collect(), t.dims().is_empty()))
+                Some((
+                    t.to_i64().ok()?.into_iter().map(D::K).collect(),
+                    t.dims().is_empty(),
+                ))
             }
             Val::T(_) => None,
         }
@@ -746,10 +767,19 @@ impl<'a> Lowerer<'a> {
         let lname = self.layer_name(&tname, false);
         let id = self
             .net
-            .add_layer_with_output(lname, LayerKind::Constant { dims: dims.clone(), weights }, &[], tname)
+            .add_layer_with_output(
+                lname,
+                LayerKind::Constant {
+                    dims: dims.clone(),
+                    weights,
+                },
+                &[],
+                tname,
+            )
             .map_err(|e| cx.wrap(e))?;
         let d: Vec<D> = dims.iter().map(|&x| D::K(x)).collect();
-        self.net.set_tensor_info(id, Some(dtype), Some(dims.clone()))?;
+        self.net
+            .set_tensor_info(id, Some(dtype), Some(dims.clone()))?;
         let tv = Tv { id, dims: d, dtype };
         self.const_cache.insert((v, dims), tv.clone());
         Ok(tv)
@@ -760,7 +790,10 @@ impl<'a> Lowerer<'a> {
         let tv = match val {
             Val::T(t) => t.clone(),
             Val::C(c) => {
-                let own = self.const_tensor(*c).map(|t| t.dims().to_vec()).unwrap_or_default();
+                let own = self
+                    .const_tensor(*c)
+                    .map(|t| t.dims().to_vec())
+                    .unwrap_or_default();
                 let mut dims = own.clone();
                 if let Some(r) = rank {
                     while dims.len() < r {
@@ -778,20 +811,32 @@ impl<'a> Lowerer<'a> {
                         fmt_d(dims)
                     ))
                 })?;
-                let cdims = if *scalar { vec![] } else { vec![ints.len() as i64] };
+                let cdims = if *scalar {
+                    vec![]
+                } else {
+                    vec![ints.len() as i64]
+                };
                 let tname = self.tensor_name(Out::Aux(format!("{}/const", self.g.name_of(*v))));
                 let lname = self.layer_name(&tname, false);
                 let id = self
                     .net
                     .add_layer_with_output(
                         lname,
-                        LayerKind::Constant { dims: cdims.clone(), weights: Weights::Int64(ints) },
+                        LayerKind::Constant {
+                            dims: cdims.clone(),
+                            weights: Weights::Int64(ints),
+                        },
                         &[],
                         tname,
                     )
                     .map_err(|e| cx.wrap(e))?;
-                self.net.set_tensor_info(id, Some(DataType::Int64), Some(cdims.clone()))?;
-                Tv { id, dims: cdims.into_iter().map(D::K).collect(), dtype: DataType::Int64 }
+                self.net
+                    .set_tensor_info(id, Some(DataType::Int64), Some(cdims.clone()))?;
+                Tv {
+                    id,
+                    dims: cdims.into_iter().map(D::K).collect(),
+                    dtype: DataType::Int64,
+                }
             }
         };
         match rank {
@@ -805,7 +850,15 @@ impl<'a> Lowerer<'a> {
                     zero_is_placeholder: zp,
                     ..Default::default()
                 });
-                self.add(cx, Some(&format!("rank{r}")), kind, &[tv.id], Out::Aux(format!("{base}/rank{r}")), out, tv.dtype)
+                self.add(
+                    cx,
+                    Some(&format!("rank{r}")),
+                    kind,
+                    &[tv.id],
+                    Out::Aux(format!("{base}/rank{r}")),
+                    out,
+                    tv.dtype,
+                )
             }
             _ => Ok(tv),
         }
@@ -860,14 +913,14 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    /// Spatial attributes shared by Conv and pooling: (strides, dilations, pre, post).
+    /// Spatial attributes shared by Conv and pooling.
     fn window_attrs(
         &self,
         cx: &Cx,
         x: &[D],
         kernel: &[i64],
         dilations_ok: bool,
-    ) -> Result<(Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>)> {
+    ) -> Result<WindowAttrs> {
         let n = cx.n;
         let sp = kernel.len();
         let get = |name: &str, default: i64, len: usize, min: i64| -> Result<Vec<i64>> {
@@ -882,7 +935,9 @@ impl<'a> Lowerer<'a> {
         let strides = get("strides", 1, sp, 1)?;
         let dil = get("dilations", 1, sp, 1)?;
         if !dilations_ok && dil.iter().any(|&d| d != 1) {
-            return Err(cx.err(format!("attribute dilations={dil:?} is not supported (only 1)")));
+            return Err(cx.err(format!(
+                "attribute dilations={dil:?} is not supported (only 1)"
+            )));
         }
         let pads = get("pads", 0, 2 * sp, 0)?;
         let auto = n.attr_s("auto_pad").unwrap_or_else(|| "NOTSET".into());
@@ -923,10 +978,16 @@ impl<'a> Lowerer<'a> {
     }
 
     /// A kernel (weight) input: inline weights for a constant, else a tensor with known dims.
-    fn kernel_input(&mut self, cx: &Cx, w: &(ValueId, Val)) -> Result<(Vec<i64>, Option<Weights>, Option<Tv>)> {
+    fn kernel_input(
+        &mut self,
+        cx: &Cx,
+        w: &(ValueId, Val),
+    ) -> Result<(Vec<i64>, Option<Weights>, Option<Tv>)> {
         match &w.1 {
             Val::C(c) => {
-                let t = self.const_tensor(*c).ok_or_else(|| Error::internal("constant vanished"))?;
+                let t = self
+                    .const_tensor(*c)
+                    .ok_or_else(|| Error::internal("constant vanished"))?;
                 if t.dtype() != 1 {
                     return Err(cx.err(format!(
                         "weight '{}' of type {} must be float (or come through DequantizeLinear)",
@@ -934,7 +995,11 @@ impl<'a> Lowerer<'a> {
                         crate::ir::tensor::dtype_name(t.dtype())
                     )));
                 }
-                Ok((t.dims().to_vec(), Some(Weights::Float(t.to_f32().map_err(|e| cx.wrap(e))?)), None))
+                Ok((
+                    t.dims().to_vec(),
+                    Some(Weights::Float(t.to_f32().map_err(|e| cx.wrap(e))?)),
+                    None,
+                ))
             }
             _ => {
                 let tv = self.tensor(cx, w, None)?;
@@ -952,7 +1017,14 @@ impl<'a> Lowerer<'a> {
     }
 
     fn conv(&mut self, cx: &Cx) -> Result<()> {
-        cx.check_attrs(&["auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"])?;
+        cx.check_attrs(&[
+            "auto_pad",
+            "dilations",
+            "group",
+            "kernel_shape",
+            "pads",
+            "strides",
+        ])?;
         let xv = self.req(cx, 0, "X")?;
         let x = self.tensor(cx, &xv, None)?;
         let wv = self.req(cx, 1, "W")?;
@@ -974,12 +1046,17 @@ impl<'a> Lowerer<'a> {
         let ks = wd[2..].to_vec();
         if let Some(k) = cx.n.attr_ints("kernel_shape") {
             if k != ks.as_slice() {
-                return Err(cx.err(format!("kernel_shape {k:?} differs from the weight's {ks:?}")));
+                return Err(cx.err(format!(
+                    "kernel_shape {k:?} differs from the weight's {ks:?}"
+                )));
             }
         }
         let group = cx.n.attr_i("group").unwrap_or(1);
         if group < 1 || wd[0] % group != 0 {
-            return Err(cx.err(format!("group={group} does not divide the {} output channels", wd[0])));
+            return Err(cx.err(format!(
+                "group={group} does not divide the {} output channels",
+                wd[0]
+            )));
         }
         if let D::K(c) = x.dims[1] {
             if c != wd[1] * group {
@@ -1004,7 +1081,9 @@ impl<'a> Lowerer<'a> {
         if let Some(bv) = self.input(cx, 2)? {
             match (&bv.1, &wt) {
                 (Val::C(c), _) => {
-                    let b = self.const_tensor(*c).ok_or_else(|| Error::internal("constant vanished"))?;
+                    let b = self
+                        .const_tensor(*c)
+                        .ok_or_else(|| Error::internal("constant vanished"))?;
                     if b.dtype() != 1 {
                         return Err(cx.err("the bias must be a float tensor"));
                     }
@@ -1014,11 +1093,9 @@ impl<'a> Lowerer<'a> {
                     let b = self.tensor(cx, &bv, None)?;
                     inputs.push(b.id);
                 }
-                (_, None) => {
-                    return Err(cx.err(
-                        "a bias computed at run time with constant (inline) weights is not supported",
-                    ))
-                }
+                (_, None) => return Err(cx.err(
+                    "a bias computed at run time with constant (inline) weights is not supported",
+                )),
             }
         }
         let mut dims = vec![x.dims[0], D::K(wd[0])];
@@ -1027,7 +1104,10 @@ impl<'a> Lowerer<'a> {
                 D::K(d) => {
                     let o = window_out(d, ks[i], strides[i], dil[i], pre[i], post[i], false);
                     if o <= 0 {
-                        return Err(cx.err(format!("the output would be empty (input dims {})", fmt_d(&x.dims))));
+                        return Err(cx.err(format!(
+                            "the output would be empty (input dims {})",
+                            fmt_d(&x.dims)
+                        )));
                     }
                     D::K(o)
                 }
@@ -1035,7 +1115,15 @@ impl<'a> Lowerer<'a> {
             });
         }
         let out = self.out_name(cx, 0)?;
-        let y = self.add(cx, None, LayerKind::Convolution(p), &inputs, Out::Value(&out), dims, x.dtype)?;
+        let y = self.add(
+            cx,
+            None,
+            LayerKind::Convolution(p),
+            &inputs,
+            Out::Value(&out),
+            dims,
+            x.dtype,
+        )?;
         self.set(cx, 0, Val::T(y));
         Ok(())
     }
@@ -1071,16 +1159,24 @@ impl<'a> Lowerer<'a> {
         let ks = wd[2..].to_vec();
         if let Some(k) = cx.n.attr_ints("kernel_shape") {
             if k != ks.as_slice() {
-                return Err(cx.err(format!("kernel_shape {k:?} differs from the weight's {ks:?}")));
+                return Err(cx.err(format!(
+                    "kernel_shape {k:?} differs from the weight's {ks:?}"
+                )));
             }
         }
         let group = cx.n.attr_i("group").unwrap_or(1);
         if group < 1 || wd[0] % group != 0 {
-            return Err(cx.err(format!("group={group} does not divide the {} input channels", wd[0])));
+            return Err(cx.err(format!(
+                "group={group} does not divide the {} input channels",
+                wd[0]
+            )));
         }
         if let D::K(c) = x.dims[1] {
             if c != wd[0] {
-                return Err(cx.err(format!("input has {c} channels, the weight expects {}", wd[0])));
+                return Err(cx.err(format!(
+                    "input has {c} channels, the weight expects {}",
+                    wd[0]
+                )));
             }
         }
         let k_out = wd[1] * group;
@@ -1088,7 +1184,9 @@ impl<'a> Lowerer<'a> {
             match cx.n.attr_ints(name) {
                 None => Ok(vec![default; len]),
                 Some(v) if v.len() == len && v.iter().all(|&x| x >= min) => Ok(v.to_vec()),
-                Some(v) => Err(cx.err(format!("attribute {name}={v:?} must have {len} values >= {min}"))),
+                Some(v) => Err(cx.err(format!(
+                    "attribute {name}={v:?} must have {len} values >= {min}"
+                ))),
             }
         };
         let strides = get("strides", 1, sp, 1)?;
@@ -1111,7 +1209,9 @@ impl<'a> Lowerer<'a> {
                             fmt_d(&x.dims)
                         )));
                     };
-                    let total = (strides[i] * (d - 1) + opad[i] + (ks[i] - 1) * dil[i] + 1 - d * strides[i]).max(0);
+                    let total = (strides[i] * (d - 1) + opad[i] + (ks[i] - 1) * dil[i] + 1
+                        - d * strides[i])
+                        .max(0);
                     if auto == "SAME_UPPER" {
                         pre[i] = total / 2;
                         post[i] = total - total / 2;
@@ -1149,25 +1249,40 @@ impl<'a> Lowerer<'a> {
         if let Some(bv) = self.input(cx, 2)? {
             match &bv.1 {
                 Val::C(c) => {
-                    let b = self.const_tensor(*c).ok_or_else(|| Error::internal("constant vanished"))?;
+                    let b = self
+                        .const_tensor(*c)
+                        .ok_or_else(|| Error::internal("constant vanished"))?;
                     p.bias = Some(Weights::Float(b.to_f32().map_err(|e| cx.wrap(e))?));
                 }
                 _ if wt.is_some() => {
                     let b = self.tensor(cx, &bv, None)?;
                     inputs.push(b.id);
                 }
-                _ => return Err(cx.err("a bias computed at run time with constant weights is not supported")),
+                _ => {
+                    return Err(cx
+                        .err("a bias computed at run time with constant weights is not supported"))
+                }
             }
         }
         let mut dims = vec![x.dims[0], D::K(k_out)];
         for i in 0..sp {
             dims.push(match x.dims[2 + i] {
-                D::K(d) => D::K(strides[i] * (d - 1) + opad[i] + (ks[i] - 1) * dil[i] + 1 - pre[i] - post[i]),
+                D::K(d) => D::K(
+                    strides[i] * (d - 1) + opad[i] + (ks[i] - 1) * dil[i] + 1 - pre[i] - post[i],
+                ),
                 D::S(_) => self.fresh(),
             });
         }
         let out = self.out_name(cx, 0)?;
-        let y = self.add(cx, None, LayerKind::Deconvolution(p), &inputs, Out::Value(&out), dims, x.dtype)?;
+        let y = self.add(
+            cx,
+            None,
+            LayerKind::Deconvolution(p),
+            &inputs,
+            Out::Value(&out),
+            dims,
+            x.dtype,
+        )?;
         self.set(cx, 0, Val::T(y));
         Ok(())
     }
@@ -1179,7 +1294,10 @@ impl<'a> Lowerer<'a> {
         self.add(
             cx,
             Some(what),
-            LayerKind::Constant { dims: dims.clone(), weights: Weights::Float(vec![v]) },
+            LayerKind::Constant {
+                dims: dims.clone(),
+                weights: Weights::Float(vec![v]),
+            },
             &[],
             out,
             dims.into_iter().map(D::K).collect(),
@@ -1205,8 +1323,16 @@ impl<'a> Lowerer<'a> {
                 fmt_d(&b.dims)
             )));
         }
-        let (m, ka) = if ta { (a.dims[1], a.dims[0]) } else { (a.dims[0], a.dims[1]) };
-        let (kb, nn) = if tb { (b.dims[1], b.dims[0]) } else { (b.dims[0], b.dims[1]) };
+        let (m, ka) = if ta {
+            (a.dims[1], a.dims[0])
+        } else {
+            (a.dims[0], a.dims[1])
+        };
+        let (kb, nn) = if tb {
+            (b.dims[1], b.dims[0])
+        } else {
+            (b.dims[0], b.dims[1])
+        };
         if let (D::K(p), D::K(q)) = (ka, kb) {
             if p != q {
                 return Err(cx.err(format!("inner dimensions differ: {p} vs {q}")));
@@ -1216,12 +1342,25 @@ impl<'a> Lowerer<'a> {
         let out = self.out_name(cx, 0)?;
         let dims = vec![m, nn];
         let last_is_mm = alpha == 1.0 && c.is_none();
-        let op = |t: bool| if t { MatrixOperation::Transpose } else { MatrixOperation::None };
-        let mm_out = if last_is_mm { Out::Value(&out) } else { Out::Aux(format!("{out}/matmul")) };
+        let op = |t: bool| {
+            if t {
+                MatrixOperation::Transpose
+            } else {
+                MatrixOperation::None
+            }
+        };
+        let mm_out = if last_is_mm {
+            Out::Value(&out)
+        } else {
+            Out::Aux(format!("{out}/matmul"))
+        };
         let mut y = self.add(
             cx,
             None,
-            LayerKind::MatrixMultiply { op0: op(ta), op1: op(tb) },
+            LayerKind::MatrixMultiply {
+                op0: op(ta),
+                op1: op(tb),
+            },
             &[a.id, b.id],
             mm_out,
             dims.clone(),
@@ -1229,22 +1368,54 @@ impl<'a> Lowerer<'a> {
         )?;
         if alpha != 1.0 {
             let s = self.scalar_const(cx, "alpha", alpha, 2)?;
-            let o = if c.is_none() { Out::Value(&out) } else { Out::Aux(format!("{out}/alpha_ab")) };
-            y = self.add(cx, Some("scale_alpha"), LayerKind::ElementWise(ElementWiseOperation::Prod), &[y.id, s.id], o, dims.clone(), a.dtype)?;
+            let o = if c.is_none() {
+                Out::Value(&out)
+            } else {
+                Out::Aux(format!("{out}/alpha_ab"))
+            };
+            y = self.add(
+                cx,
+                Some("scale_alpha"),
+                LayerKind::ElementWise(ElementWiseOperation::Prod),
+                &[y.id, s.id],
+                o,
+                dims.clone(),
+                a.dtype,
+            )?;
         }
         if let Some(cv) = c {
             let ct = self.tensor(cx, &cv, Some(2))?;
             if ct.dims.len() != 2 {
-                return Err(cx.err(format!("C has dims {}, expected at most 2-D", fmt_d(&ct.dims))));
+                return Err(cx.err(format!(
+                    "C has dims {}, expected at most 2-D",
+                    fmt_d(&ct.dims)
+                )));
             }
-            broadcast(&dims, &ct.dims).map_err(|m| cx.err(format!("C does not broadcast to [M, N]: {m}")))?;
+            broadcast(&dims, &ct.dims)
+                .map_err(|m| cx.err(format!("C does not broadcast to [M, N]: {m}")))?;
             let mut cb = ct;
             if beta != 1.0 {
                 let s = self.scalar_const(cx, "beta", beta, 2)?;
                 let cdims = cb.dims.clone();
-                cb = self.add(cx, Some("scale_beta"), LayerKind::ElementWise(ElementWiseOperation::Prod), &[cb.id, s.id], Out::Aux(format!("{out}/beta_c")), cdims, a.dtype)?;
+                cb = self.add(
+                    cx,
+                    Some("scale_beta"),
+                    LayerKind::ElementWise(ElementWiseOperation::Prod),
+                    &[cb.id, s.id],
+                    Out::Aux(format!("{out}/beta_c")),
+                    cdims,
+                    a.dtype,
+                )?;
             }
-            y = self.add(cx, Some("bias"), LayerKind::ElementWise(ElementWiseOperation::Sum), &[y.id, cb.id], Out::Value(&out), dims, a.dtype)?;
+            y = self.add(
+                cx,
+                Some("bias"),
+                LayerKind::ElementWise(ElementWiseOperation::Sum),
+                &[y.id, cb.id],
+                Out::Value(&out),
+                dims,
+                a.dtype,
+            )?;
         }
         self.set(cx, 0, Val::T(y));
         Ok(())
@@ -1256,12 +1427,15 @@ impl<'a> Lowerer<'a> {
         let bv = self.req(cx, 1, "B")?;
         let (ra, rb) = (self.dims_of(&av.1).len(), self.dims_of(&bv.1).len());
         if ra < 2 || rb < 2 {
-            return Err(cx.err("1-D operands are not supported (only matrices and batches of matrices)"));
+            return Err(
+                cx.err("1-D operands are not supported (only matrices and batches of matrices)")
+            );
         }
         let r = ra.max(rb);
         let a = self.tensor(cx, &av, Some(r))?;
         let b = self.tensor(cx, &bv, Some(r))?;
-        let batch = broadcast(&a.dims[..r - 2], &b.dims[..r - 2]).map_err(|m| cx.err(format!("batch dims: {m}")))?;
+        let batch = broadcast(&a.dims[..r - 2], &b.dims[..r - 2])
+            .map_err(|m| cx.err(format!("batch dims: {m}")))?;
         if let (D::K(p), D::K(q)) = (a.dims[r - 1], b.dims[r - 2]) {
             if p != q {
                 return Err(cx.err(format!("inner dimensions differ: {p} vs {q}")));
@@ -1274,7 +1448,10 @@ impl<'a> Lowerer<'a> {
         let y = self.add(
             cx,
             None,
-            LayerKind::MatrixMultiply { op0: MatrixOperation::None, op1: MatrixOperation::None },
+            LayerKind::MatrixMultiply {
+                op0: MatrixOperation::None,
+                op1: MatrixOperation::None,
+            },
             &[a.id, b.id],
             Out::Value(&out),
             dims,
@@ -1352,7 +1529,10 @@ impl<'a> Lowerer<'a> {
         }
         let x = self.tensor(cx, &xv, None)?;
         if !quant && x.dtype != DataType::Int8 {
-            return Err(cx.err(format!("the input is {}, TensorRT dequantizes INT8", x.dtype)));
+            return Err(cx.err(format!(
+                "the input is {}, TensorRT dequantizes INT8",
+                x.dtype
+            )));
         }
         if quant && !matches!(x.dtype, DataType::Float | DataType::Half | DataType::BF16) {
             return Err(cx.err(format!("the input is {}, expected a float tensor", x.dtype)));
@@ -1360,11 +1540,18 @@ impl<'a> Lowerer<'a> {
         let per_channel = scales.len() > 1 || sdims.len() == 1 && sdims[0] != 1;
         let (axis, scale_dims) = if per_channel {
             if sdims.len() != 1 {
-                return Err(cx.err(format!("the scale has dims {}; expected a scalar or 1-D", fmt_dims(&sdims))));
+                return Err(cx.err(format!(
+                    "the scale has dims {}; expected a scalar or 1-D",
+                    fmt_dims(&sdims)
+                )));
             }
             let a = n.attr_i("axis").unwrap_or(1);
-            let ax = norm_axis(a, x.dims.len())
-                .ok_or_else(|| cx.err(format!("axis {a} is out of range for dims {}", fmt_d(&x.dims))))?;
+            let ax = norm_axis(a, x.dims.len()).ok_or_else(|| {
+                cx.err(format!(
+                    "axis {a} is out of range for dims {}",
+                    fmt_d(&x.dims)
+                ))
+            })?;
             if let D::K(c) = x.dims[ax] {
                 if c != sdims[0] {
                     return Err(cx.err(format!(
@@ -1380,9 +1567,21 @@ impl<'a> Lowerer<'a> {
         let s = self.materialize(cx, sc, Some(scale_dims))?;
         let out = self.out_name(cx, 0)?;
         let (kind, dtype) = if quant {
-            (LayerKind::Quantize { axis, to_type: DataType::Int8 }, DataType::Int8)
+            (
+                LayerKind::Quantize {
+                    axis,
+                    to_type: DataType::Int8,
+                },
+                DataType::Int8,
+            )
         } else {
-            (LayerKind::Dequantize { axis, to_type: DataType::Float }, DataType::Float)
+            (
+                LayerKind::Dequantize {
+                    axis,
+                    to_type: DataType::Float,
+                },
+                DataType::Float,
+            )
         };
         let dims = x.dims.clone();
         let y = self.add(cx, None, kind, &[x.id, s.id], Out::Value(&out), dims, dtype)?;
@@ -1402,31 +1601,58 @@ impl<'a> Lowerer<'a> {
 
     fn activation(&mut self, cx: &Cx) -> Result<()> {
         cx.check_attrs(&[])?;
-        let activation = if cx.n.op_type == "Relu" { ActivationType::Relu } else { ActivationType::Sigmoid };
-        self.unary(cx, LayerKind::Activation { activation, alpha: 0.0, beta: 0.0 })
+        let activation = if cx.n.op_type == "Relu" {
+            ActivationType::Relu
+        } else {
+            ActivationType::Sigmoid
+        };
+        self.unary(
+            cx,
+            LayerKind::Activation {
+                activation,
+                alpha: 0.0,
+                beta: 0.0,
+            },
+        )
     }
 
     fn clip(&mut self, cx: &Cx) -> Result<()> {
         let (lo, hi) = if self.opset < 11 {
             cx.check_attrs(&["min", "max"])?;
-            (cx.n.attr_f("min").unwrap_or(f32::MIN), cx.n.attr_f("max").unwrap_or(f32::MAX))
+            (
+                cx.n.attr_f("min").unwrap_or(f32::MIN),
+                cx.n.attr_f("max").unwrap_or(f32::MAX),
+            )
         } else {
             cx.check_attrs(&[])?;
             let bound = |s: &Self, i: usize, what: &str, default: f32| -> Result<f32> {
                 match s.const_floats(cx, i, what)? {
                     None => Ok(default),
                     Some((_, v)) if v.len() == 1 => Ok(v[0]),
-                    Some((d, _)) => Err(cx.err(format!("{what} must be a scalar, has dims {}", fmt_dims(&d)))),
+                    Some((d, _)) => Err(cx.err(format!(
+                        "{what} must be a scalar, has dims {}",
+                        fmt_dims(&d)
+                    ))),
                 }
             };
-            (bound(self, 1, "min", f32::MIN)?, bound(self, 2, "max", f32::MAX)?)
+            (
+                bound(self, 1, "min", f32::MIN)?,
+                bound(self, 2, "max", f32::MAX)?,
+            )
         };
         if lo.is_nan() || hi.is_nan() || lo > hi {
             return Err(cx.err(format!(
                 "bounds min={lo} max={hi} are not supported (need min <= max)"
             )));
         }
-        self.unary(cx, LayerKind::Activation { activation: ActivationType::Clip, alpha: lo, beta: hi })
+        self.unary(
+            cx,
+            LayerKind::Activation {
+                activation: ActivationType::Clip,
+                alpha: lo,
+                beta: hi,
+            },
+        )
     }
 
     fn elementwise(&mut self, cx: &Cx) -> Result<()> {
@@ -1439,10 +1665,9 @@ impl<'a> Lowerer<'a> {
         };
         let av = self.req(cx, 0, "A")?;
         let bv = self.req(cx, 1, "B")?;
-        if matches!(av.1, Val::S { .. }) || matches!(bv.1, Val::S { .. }) {
-            if self.ints_of(&av.1).is_none() || self.ints_of(&bv.1).is_none() {
-                return Err(cx.err("arithmetic on shapes computed at run time is not supported"));
-            }
+        let shape_arith = matches!(av.1, Val::S { .. }) || matches!(bv.1, Val::S { .. });
+        if shape_arith && (self.ints_of(&av.1).is_none() || self.ints_of(&bv.1).is_none()) {
+            return Err(cx.err("arithmetic on shapes computed at run time is not supported"));
         }
         let r = self.dims_of(&av.1).len().max(self.dims_of(&bv.1).len());
         let a = self.tensor(cx, &av, Some(r))?;
@@ -1450,10 +1675,23 @@ impl<'a> Lowerer<'a> {
         if a.dtype != b.dtype {
             return Err(cx.err(format!("operand types differ: {} and {}", a.dtype, b.dtype)));
         }
-        let dims = broadcast(&a.dims, &b.dims)
-            .map_err(|m| cx.err(format!("{} and {} do not broadcast: {m}", fmt_d(&a.dims), fmt_d(&b.dims))))?;
+        let dims = broadcast(&a.dims, &b.dims).map_err(|m| {
+            cx.err(format!(
+                "{} and {} do not broadcast: {m}",
+                fmt_d(&a.dims),
+                fmt_d(&b.dims)
+            ))
+        })?;
         let out = self.out_name(cx, 0)?;
-        let y = self.add(cx, None, LayerKind::ElementWise(op), &[a.id, b.id], Out::Value(&out), dims, a.dtype)?;
+        let y = self.add(
+            cx,
+            None,
+            LayerKind::ElementWise(op),
+            &[a.id, b.id],
+            Out::Value(&out),
+            dims,
+            a.dtype,
+        )?;
         self.set(cx, 0, Val::T(y));
         Ok(())
     }
@@ -1461,18 +1699,33 @@ impl<'a> Lowerer<'a> {
     fn pool(&mut self, cx: &Cx) -> Result<()> {
         let max = cx.n.op_type == "MaxPool";
         if max {
-            cx.check_attrs(&["auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"])?;
+            cx.check_attrs(&[
+                "auto_pad",
+                "ceil_mode",
+                "dilations",
+                "kernel_shape",
+                "pads",
+                "storage_order",
+                "strides",
+            ])?;
             cx.check_outputs(self.g, 1)?;
         } else {
-            cx.check_attrs(&["auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides"])?;
+            cx.check_attrs(&[
+                "auto_pad",
+                "ceil_mode",
+                "count_include_pad",
+                "dilations",
+                "kernel_shape",
+                "pads",
+                "strides",
+            ])?;
         }
         let xv = self.req(cx, 0, "X")?;
         let x = self.tensor(cx, &xv, None)?;
-        let ks = cx
-            .n
-            .attr_ints("kernel_shape")
-            .ok_or_else(|| cx.err("attribute kernel_shape is missing"))?
-            .to_vec();
+        let ks =
+            cx.n.attr_ints("kernel_shape")
+                .ok_or_else(|| cx.err("attribute kernel_shape is missing"))?
+                .to_vec();
         let sp = ks.len();
         if !(2..=3).contains(&sp) || x.dims.len() != sp + 2 || ks.iter().any(|&k| k < 1) {
             return Err(cx.err(format!(
@@ -1508,13 +1761,29 @@ impl<'a> Lowerer<'a> {
                 D::S(_) => self.fresh(),
             });
         }
-        let mut p = PoolingParams::new(if max { PoolingType::Max } else { PoolingType::Average }, &ks);
+        let mut p = PoolingParams::new(
+            if max {
+                PoolingType::Max
+            } else {
+                PoolingType::Average
+            },
+            &ks,
+        );
         p.stride = strides;
         p.pre_padding = pre;
         p.post_padding = post;
-        p.average_count_excludes_padding = max || cx.n.attr_i("count_include_pad").unwrap_or(0) == 0;
+        p.average_count_excludes_padding =
+            max || cx.n.attr_i("count_include_pad").unwrap_or(0) == 0;
         let out = self.out_name(cx, 0)?;
-        let y = self.add(cx, None, LayerKind::Pooling(p), &[x.id], Out::Value(&out), dims, x.dtype)?;
+        let y = self.add(
+            cx,
+            None,
+            LayerKind::Pooling(p),
+            &[x.id],
+            Out::Value(&out),
+            dims,
+            x.dtype,
+        )?;
         self.set(cx, 0, Val::T(y));
         Ok(())
     }
@@ -1528,11 +1797,27 @@ impl<'a> Lowerer<'a> {
             return Err(cx.err(format!("input dims {} need rank 3 or more", fmt_d(&x.dims))));
         }
         let axes = (2..r).fold(0u32, |m, a| m | (1 << a));
-        let op = if cx.n.op_type == "GlobalAveragePool" { ReduceOperation::Avg } else { ReduceOperation::Max };
+        let op = if cx.n.op_type == "GlobalAveragePool" {
+            ReduceOperation::Avg
+        } else {
+            ReduceOperation::Max
+        };
         let mut dims = x.dims[..2].to_vec();
         dims.extend(std::iter::repeat(D::K(1)).take(r - 2));
         let out = self.out_name(cx, 0)?;
-        let y = self.add(cx, None, LayerKind::Reduce { op, axes, keep_dims: true }, &[x.id], Out::Value(&out), dims, x.dtype)?;
+        let y = self.add(
+            cx,
+            None,
+            LayerKind::Reduce {
+                op,
+                axes,
+                keep_dims: true,
+            },
+            &[x.id],
+            Out::Value(&out),
+            dims,
+            x.dtype,
+        )?;
         self.set(cx, 0, Val::T(y));
         Ok(())
     }
@@ -1540,7 +1825,11 @@ impl<'a> Lowerer<'a> {
     /// A Shuffle that reshapes `x` to `out` dims.
     fn reshape_to(&mut self, cx: &Cx, x: &Tv, out: Vec<D>) -> Result<Tv> {
         let (spec, zp) = reshape_spec(&x.dims, &out).map_err(|m| cx.err(m))?;
-        let kind = LayerKind::Shuffle(ShuffleParams { reshape: Some(spec), zero_is_placeholder: zp, ..Default::default() });
+        let kind = LayerKind::Shuffle(ShuffleParams {
+            reshape: Some(spec),
+            zero_is_placeholder: zp,
+            ..Default::default()
+        });
         let name = self.out_name(cx, 0)?;
         self.add(cx, None, kind, &[x.id], Out::Value(&name), out, x.dtype)
     }
@@ -1564,7 +1853,10 @@ impl<'a> Lowerer<'a> {
         let a = cx.n.attr_i("axis").unwrap_or(1);
         let a = if a < 0 { a + r as i64 } else { a };
         if !(0..=r as i64).contains(&a) {
-            return Err(cx.err(format!("axis {} is out of range for rank {r}", cx.n.attr_i("axis").unwrap_or(1))));
+            return Err(cx.err(format!(
+                "axis {} is out of range for rank {r}",
+                cx.n.attr_i("axis").unwrap_or(1)
+            )));
         }
         let a = a as usize;
         let lead = self.product(&x.dims[..a]);
@@ -1596,7 +1888,11 @@ impl<'a> Lowerer<'a> {
         for (i, e) in entries.iter().enumerate() {
             match *e {
                 D::K(0) if !allowzero => {
-                    let d = *x.dims.get(i).ok_or_else(|| cx.err(format!("shape entry {i} copies a dimension the input lacks")))?;
+                    let d = *x.dims.get(i).ok_or_else(|| {
+                        cx.err(format!(
+                            "shape entry {i} copies a dimension the input lacks"
+                        ))
+                    })?;
                     out.push(Some(d));
                     spec.push(0);
                     placeholder = true;
@@ -1634,7 +1930,9 @@ impl<'a> Lowerer<'a> {
             }
         }
         if placeholder && literal_zero {
-            return Err(cx.err("allowzero=1 with both literal zeros and copied dimensions is not supported"));
+            return Err(cx.err(
+                "allowzero=1 with both literal zeros and copied dimensions is not supported",
+            ));
         }
         if let Some(i) = infer_at {
             if out[i].is_none() {
@@ -1677,7 +1975,11 @@ impl<'a> Lowerer<'a> {
         let out: Vec<D> = out.into_iter().map(|d| d.unwrap_or(D::K(0))).collect();
         if let (Some(a), Some(b)) = (known_volume(&x.dims), known_volume(&out)) {
             if a != b {
-                return Err(cx.err(format!("cannot reshape {} ({a} values) to {} ({b})", fmt_d(&x.dims), fmt_d(&out))));
+                return Err(cx.err(format!(
+                    "cannot reshape {} ({a} values) to {} ({b})",
+                    fmt_d(&x.dims),
+                    fmt_d(&out)
+                )));
             }
         }
         let kind = LayerKind::Shuffle(ShuffleParams {
@@ -1701,7 +2003,11 @@ impl<'a> Lowerer<'a> {
             None => (0..r as i64).rev().collect(),
         };
         let mut seen = vec![false; r];
-        if perm.len() != r || !perm.iter().all(|&p| (0..r as i64).contains(&p) && !std::mem::replace(&mut seen[p as usize], true)) {
+        if perm.len() != r
+            || !perm.iter().all(|&p| {
+                (0..r as i64).contains(&p) && !std::mem::replace(&mut seen[p as usize], true)
+            })
+        {
             return Err(cx.err(format!("perm {perm:?} is not a permutation of {r} axes")));
         }
         let dims = perm.iter().map(|&p| x.dims[p as usize]).collect();
@@ -1718,7 +2024,9 @@ impl<'a> Lowerer<'a> {
 
     fn concat(&mut self, cx: &Cx) -> Result<()> {
         cx.check_attrs(&["axis"])?;
-        let a = cx.n.attr_i("axis").ok_or_else(|| cx.err("attribute axis is missing"))?;
+        let a =
+            cx.n.attr_i("axis")
+                .ok_or_else(|| cx.err("attribute axis is missing"))?;
         let mut ins = Vec::new();
         for i in 0..cx.n.inputs.len() {
             if let Some(v) = self.input(cx, i)? {
@@ -1733,7 +2041,10 @@ impl<'a> Lowerer<'a> {
             let mut dims = Vec::new();
             for (v, val) in &ins {
                 let (d, scalar) = self.shape_like(val).ok_or_else(|| {
-                    cx.err(format!("input '{}' cannot be concatenated with a shape", self.g.name_of(*v)))
+                    cx.err(format!(
+                        "input '{}' cannot be concatenated with a shape",
+                        self.g.name_of(*v)
+                    ))
                 })?;
                 if scalar {
                     return Err(cx.err("Concat of scalars is invalid"));
@@ -1743,11 +2054,19 @@ impl<'a> Lowerer<'a> {
             if norm_axis(a, 1) != Some(0) {
                 return Err(cx.err(format!("axis {a} is invalid for 1-D shapes")));
             }
-            self.set(cx, 0, Val::S { dims, scalar: false });
+            self.set(
+                cx,
+                0,
+                Val::S {
+                    dims,
+                    scalar: false,
+                },
+            );
             return Ok(());
         }
         let r = self.dims_of(&ins[0].1).len();
-        let ax = norm_axis(a, r).ok_or_else(|| cx.err(format!("axis {a} is out of range for rank {r}")))?;
+        let ax = norm_axis(a, r)
+            .ok_or_else(|| cx.err(format!("axis {a} is out of range for rank {r}")))?;
         let mut ts = Vec::new();
         for v in &ins {
             let t = self.tensor(cx, v, None)?;
@@ -1770,7 +2089,15 @@ impl<'a> Lowerer<'a> {
         };
         let ids: Vec<TensorId> = ts.iter().map(|t| t.id).collect();
         let out = self.out_name(cx, 0)?;
-        let y = self.add(cx, None, LayerKind::Concatenation { axis: ax as i32 }, &ids, Out::Value(&out), dims, ts[0].dtype)?;
+        let y = self.add(
+            cx,
+            None,
+            LayerKind::Concatenation { axis: ax as i32 },
+            &ids,
+            Out::Value(&out),
+            dims,
+            ts[0].dtype,
+        )?;
         self.set(cx, 0, Val::T(y));
         Ok(())
     }
@@ -1782,20 +2109,32 @@ impl<'a> Lowerer<'a> {
         let r = self.dims_of(&xv.1).len();
         let (pads, value, axes) = if self.opset < 11 {
             cx.check_attrs(&["mode", "pads", "value"])?;
-            let p = n.attr_ints("pads").ok_or_else(|| cx.err("attribute pads is missing"))?.to_vec();
+            let p = n
+                .attr_ints("pads")
+                .ok_or_else(|| cx.err("attribute pads is missing"))?
+                .to_vec();
             (p, n.attr_f("value").unwrap_or(0.0), None)
         } else {
             cx.check_attrs(&["mode"])?;
-            let p = self.const_ints(cx, 1, "pads")?.ok_or_else(|| cx.err("input 1 (pads) is missing"))?;
+            let p = self
+                .const_ints(cx, 1, "pads")?
+                .ok_or_else(|| cx.err("input 1 (pads) is missing"))?;
             let v = match self.const_floats(cx, 2, "constant_value")? {
                 None => 0.0,
                 Some((_, v)) if v.len() == 1 => v[0],
-                Some((d, _)) => return Err(cx.err(format!("constant_value must be a scalar, has dims {}", fmt_dims(&d)))),
+                Some((d, _)) => {
+                    return Err(cx.err(format!(
+                        "constant_value must be a scalar, has dims {}",
+                        fmt_dims(&d)
+                    )))
+                }
             };
             (p, v, self.const_ints(cx, 3, "axes")?)
         };
         if mode != "constant" {
-            return Err(cx.err(format!("mode='{mode}' is not supported (only constant zero padding)")));
+            return Err(cx.err(format!(
+                "mode='{mode}' is not supported (only constant zero padding)"
+            )));
         }
         if value != 0.0 {
             return Err(cx.err(format!(
@@ -1806,7 +2145,10 @@ impl<'a> Lowerer<'a> {
             None => (0..r).collect(),
             Some(a) => a
                 .iter()
-                .map(|&x| norm_axis(x, r).ok_or_else(|| cx.err(format!("axis {x} is out of range for rank {r}"))))
+                .map(|&x| {
+                    norm_axis(x, r)
+                        .ok_or_else(|| cx.err(format!("axis {x} is out of range for rank {r}")))
+                })
                 .collect::<Result<_>>()?,
         };
         if pads.len() != 2 * axes.len() {
@@ -1836,7 +2178,9 @@ impl<'a> Lowerer<'a> {
                     D::K(d) => {
                         let o = d + pre[i] + post[i];
                         if o < 0 {
-                            return Err(cx.err(format!("negative padding removes more than dimension {i} holds")));
+                            return Err(cx.err(format!(
+                                "negative padding removes more than dimension {i} holds"
+                            )));
                         }
                         D::K(o)
                     }
@@ -1851,7 +2195,13 @@ impl<'a> Lowerer<'a> {
         let nchunks = chunks.len();
         for (ci, chunk) in chunks.into_iter().enumerate() {
             let last = ci + 1 == nchunks;
-            let step = |s: &str| if nchunks == 1 { s.to_string() } else { format!("{s}{ci}") };
+            let step = |s: &str| {
+                if nchunks == 1 {
+                    s.to_string()
+                } else {
+                    format!("{s}{ci}")
+                }
+            };
             let tail: Vec<usize> = match chunk.as_slice() {
                 [a] if *a + 2 >= r => vec![r - 2, r - 1],
                 [a] => vec![*a, r - 1],
@@ -1861,7 +2211,15 @@ impl<'a> Lowerer<'a> {
             perm.extend(&tail);
             let identity = perm.iter().enumerate().all(|(i, &p)| i == p);
             // dims in the original axis order once this chunk is padded
-            let after: Vec<D> = (0..r).map(|a| if chunk.contains(&a) { dims[a] } else { cur.dims[a] }).collect();
+            let after: Vec<D> = (0..r)
+                .map(|a| {
+                    if chunk.contains(&a) {
+                        dims[a]
+                    } else {
+                        cur.dims[a]
+                    }
+                })
+                .collect();
             if !identity {
                 let tdims: Vec<D> = perm.iter().map(|&p| cur.dims[p]).collect();
                 let k = LayerKind::Shuffle(ShuffleParams {
@@ -1870,14 +2228,35 @@ impl<'a> Lowerer<'a> {
                     ..Default::default()
                 });
                 let o = Out::Aux(format!("{out_name}/{}", step("to_last")));
-                cur = self.add(cx, Some(&step("to_last")), k, &[cur.id], o, tdims, cur.dtype)?;
+                cur = self.add(
+                    cx,
+                    Some(&step("to_last")),
+                    k,
+                    &[cur.id],
+                    o,
+                    tdims,
+                    cur.dtype,
+                )?;
             }
-            let side = |a: usize| if chunk.contains(&a) { (pre[a], post[a]) } else { (0, 0) };
+            let side = |a: usize| {
+                if chunk.contains(&a) {
+                    (pre[a], post[a])
+                } else {
+                    (0, 0)
+                }
+            };
             let (p0, p1) = (side(tail[0]), side(tail[1]));
             let pdims: Vec<D> = perm.iter().map(|&p| after[p]).collect();
-            let kind = LayerKind::Padding { pre: vec![p0.0, p1.0], post: vec![p0.1, p1.1] };
+            let kind = LayerKind::Padding {
+                pre: vec![p0.0, p1.0],
+                post: vec![p0.1, p1.1],
+            };
             let final_here = last && identity;
-            let o = if final_here { Out::Value(&out_name) } else { Out::Aux(format!("{out_name}/{}", step("pad"))) };
+            let o = if final_here {
+                Out::Value(&out_name)
+            } else {
+                Out::Aux(format!("{out_name}/{}", step("pad")))
+            };
             let suffix = (!final_here).then(|| step("pad"));
             cur = self.add(cx, suffix.as_deref(), kind, &[cur.id], o, pdims, cur.dtype)?;
             if !identity {
@@ -1890,7 +2269,11 @@ impl<'a> Lowerer<'a> {
                     zero_is_placeholder: true,
                     ..Default::default()
                 });
-                let o = if last { Out::Value(&out_name) } else { Out::Aux(format!("{out_name}/{}", step("back"))) };
+                let o = if last {
+                    Out::Value(&out_name)
+                } else {
+                    Out::Aux(format!("{out_name}/{}", step("back")))
+                };
                 let suffix = (!last).then(|| step("back"));
                 cur = self.add(cx, suffix.as_deref(), k, &[cur.id], o, after, cur.dtype)?;
             }
@@ -1904,14 +2287,29 @@ impl<'a> Lowerer<'a> {
         let xv = self.req(cx, 0, "data")?;
         let (starts, ends, axes, steps) = if self.opset < 10 {
             cx.check_attrs(&["starts", "ends", "axes"])?;
-            let s = n.attr_ints("starts").ok_or_else(|| cx.err("attribute starts is missing"))?.to_vec();
-            let e = n.attr_ints("ends").ok_or_else(|| cx.err("attribute ends is missing"))?.to_vec();
+            let s = n
+                .attr_ints("starts")
+                .ok_or_else(|| cx.err("attribute starts is missing"))?
+                .to_vec();
+            let e = n
+                .attr_ints("ends")
+                .ok_or_else(|| cx.err("attribute ends is missing"))?
+                .to_vec();
             (s, e, n.attr_ints("axes").map(|a| a.to_vec()), None)
         } else {
             cx.check_attrs(&[])?;
-            let s = self.const_ints(cx, 1, "starts")?.ok_or_else(|| cx.err("input 1 (starts) is missing"))?;
-            let e = self.const_ints(cx, 2, "ends")?.ok_or_else(|| cx.err("input 2 (ends) is missing"))?;
-            (s, e, self.const_ints(cx, 3, "axes")?, self.const_ints(cx, 4, "steps")?)
+            let s = self
+                .const_ints(cx, 1, "starts")?
+                .ok_or_else(|| cx.err("input 1 (starts) is missing"))?;
+            let e = self
+                .const_ints(cx, 2, "ends")?
+                .ok_or_else(|| cx.err("input 2 (ends) is missing"))?;
+            (
+                s,
+                e,
+                self.const_ints(cx, 3, "axes")?,
+                self.const_ints(cx, 4, "steps")?,
+            )
         };
         let in_dims = self.dims_of(&xv.1);
         let r = in_dims.len();
@@ -1919,11 +2317,18 @@ impl<'a> Lowerer<'a> {
             None => (0..starts.len()).collect(),
             Some(a) => a
                 .iter()
-                .map(|&x| norm_axis(x, r).ok_or_else(|| cx.err(format!("axis {x} is out of range for rank {r}"))))
+                .map(|&x| {
+                    norm_axis(x, r)
+                        .ok_or_else(|| cx.err(format!("axis {x} is out of range for rank {r}")))
+                })
                 .collect::<Result<_>>()?,
         };
         let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
-        if starts.len() != axes.len() || ends.len() != axes.len() || steps.len() != axes.len() || axes.len() > r {
+        if starts.len() != axes.len()
+            || ends.len() != axes.len()
+            || steps.len() != axes.len()
+            || axes.len() > r
+        {
             return Err(cx.err("starts, ends, axes and steps must have the same length"));
         }
         let mut seen = vec![false; r];
@@ -1952,18 +2357,36 @@ impl<'a> Lowerer<'a> {
             } else {
                 let s = s.clamp(0, d - 1);
                 let e = e.clamp(-1, d - 1);
-                (s, if s > e { (s - e + (-step) - 1) / (-step) } else { 0 })
+                (
+                    s,
+                    if s > e {
+                        (s - e + (-step) - 1) / (-step)
+                    } else {
+                        0
+                    },
+                )
             };
             spec.push((ax, start, size, step));
         }
-        if let Val::S { dims: sd, scalar: false } = &xv.1 {
+        if let Val::S {
+            dims: sd,
+            scalar: false,
+        } = &xv.1
+        {
             // slicing a shape vector
             let mut out = Vec::new();
             let (_, start, size, step) = spec[0];
             for k in 0..size {
                 out.push(sd[(start + k * step) as usize]);
             }
-            self.set(cx, 0, Val::S { dims: out, scalar: false });
+            self.set(
+                cx,
+                0,
+                Val::S {
+                    dims: out,
+                    scalar: false,
+                },
+            );
             return Ok(());
         }
         let x = self.tensor(cx, &xv, None)?;
@@ -1981,7 +2404,13 @@ impl<'a> Lowerer<'a> {
                 size[ax] = z;
                 stride[ax] = st;
             }
-            LayerKind::Slice { start, size, stride, mode: SampleMode::StrictBounds, axes: None }
+            LayerKind::Slice {
+                start,
+                size,
+                stride,
+                mode: SampleMode::StrictBounds,
+                axes: None,
+            }
         } else {
             let mut spec = spec.clone();
             spec.sort();
@@ -2005,7 +2434,8 @@ impl<'a> Lowerer<'a> {
         let r = self.dims_of(&xv.1).len();
         let default = if self.opset < 13 { 1 } else { -1 };
         let a = cx.n.attr_i("axis").unwrap_or(default);
-        let ax = norm_axis(a, r).ok_or_else(|| cx.err(format!("axis {a} is out of range for rank {r}")))?;
+        let ax = norm_axis(a, r)
+            .ok_or_else(|| cx.err(format!("axis {a} is out of range for rank {r}")))?;
         if self.opset < 13 && ax + 1 != r {
             return Err(cx.err(format!(
                 "before opset 13 Softmax normalizes over all axes from {ax} on (flattened); only the last axis is supported"
@@ -2016,7 +2446,9 @@ impl<'a> Lowerer<'a> {
 
     fn cast(&mut self, cx: &Cx) -> Result<()> {
         cx.check_attrs(&["to", "saturate", "round_mode"])?;
-        let to = cx.n.attr_i("to").ok_or_else(|| cx.err("attribute to is missing"))? as i32;
+        let to =
+            cx.n.attr_i("to")
+                .ok_or_else(|| cx.err("attribute to is missing"))? as i32;
         let xv = self.req(cx, 0, "input")?;
         if let Val::S { .. } = xv.1 {
             if matches!(to, 6 | 7) {
@@ -2025,7 +2457,10 @@ impl<'a> Lowerer<'a> {
             }
         }
         let dt = trt_dtype(to).ok_or_else(|| {
-            cx.err(format!("cast to {} is not supported", crate::ir::tensor::dtype_name(to)))
+            cx.err(format!(
+                "cast to {} is not supported",
+                crate::ir::tensor::dtype_name(to)
+            ))
         })?;
         let x = self.tensor(cx, &xv, None)?;
         if x.dtype == dt {
@@ -2034,18 +2469,25 @@ impl<'a> Lowerer<'a> {
         }
         let out = self.out_name(cx, 0)?;
         let dims = x.dims.clone();
-        let y = self.add(cx, None, LayerKind::Cast { to_type: dt }, &[x.id], Out::Value(&out), dims, dt)?;
+        let y = self.add(
+            cx,
+            None,
+            LayerKind::Cast { to_type: dt },
+            &[x.id],
+            Out::Value(&out),
+            dims,
+            dt,
+        )?;
         self.set(cx, 0, Val::T(y));
         Ok(())
     }
 
     fn constant(&mut self, cx: &Cx) -> Result<()> {
         cx.check_attrs(&["value"])?;
-        let t = cx
-            .n
-            .attr("value")
-            .and_then(|a| a.t.clone())
-            .ok_or_else(|| cx.err("only a tensor 'value' is supported"))?;
+        let t =
+            cx.n.attr("value")
+                .and_then(|a| a.t.clone())
+                .ok_or_else(|| cx.err("only a tensor 'value' is supported"))?;
         let Some(Some(o)) = cx.n.outputs.first() else {
             return Ok(());
         };
@@ -2066,14 +2508,24 @@ impl<'a> Lowerer<'a> {
         let s = fix(cx.n.attr_i("start").unwrap_or(0));
         let e = fix(cx.n.attr_i("end").unwrap_or(r));
         let dims = if s < e { d[s..e].to_vec() } else { vec![] };
-        self.set(cx, 0, Val::S { dims, scalar: false });
+        self.set(
+            cx,
+            0,
+            Val::S {
+                dims,
+                scalar: false,
+            },
+        );
         Ok(())
     }
 
     fn gather(&mut self, cx: &Cx) -> Result<()> {
         cx.check_attrs(&["axis"])?;
         let (dv, data) = self.req(cx, 0, "data")?;
-        let Some((d, false)) = self.shape_like(&data).filter(|_| matches!(data, Val::S { .. })) else {
+        let Some((d, false)) = self
+            .shape_like(&data)
+            .filter(|_| matches!(data, Val::S { .. }))
+        else {
             return Err(cx.err(format!(
                 "Gather is supported on shapes only (Shape → Gather), and '{}' is not one",
                 self.g.name_of(dv)
@@ -2090,10 +2542,14 @@ impl<'a> Lowerer<'a> {
         let len = d.len() as i64;
         let mut out = Vec::new();
         for i in idx {
-            let D::K(i) = i else { return Err(cx.err("the indices must be a constant")) };
+            let D::K(i) = i else {
+                return Err(cx.err("the indices must be a constant"));
+            };
             let j = if i < 0 { i + len } else { i };
             if !(0..len).contains(&j) {
-                return Err(cx.err(format!("index {i} is out of range for a shape of {len} dims")));
+                return Err(cx.err(format!(
+                    "index {i} is out of range for a shape of {len} dims"
+                )));
             }
             out.push(d[j as usize]);
         }
@@ -2114,13 +2570,24 @@ impl<'a> Lowerer<'a> {
         if let Val::S { dims, scalar } = &xv.1 {
             let ok = match (&axes, un, scalar) {
                 (Some(a), true, true) => a.len() == 1 && norm_axis(a[0], 1) == Some(0),
-                (a, false, false) => dims.len() == 1 && a.as_ref().map_or(true, |a| a.len() == 1 && norm_axis(a[0], 1) == Some(0)),
+                (a, false, false) => {
+                    dims.len() == 1
+                        && a.as_ref()
+                            .map_or(true, |a| a.len() == 1 && norm_axis(a[0], 1) == Some(0))
+                }
                 _ => false,
             };
             if !ok {
                 return Err(cx.err("only scalar <-> 1-element vector is supported for shapes"));
             }
-            self.set(cx, 0, Val::S { dims: dims.clone(), scalar: !*scalar });
+            self.set(
+                cx,
+                0,
+                Val::S {
+                    dims: dims.clone(),
+                    scalar: !*scalar,
+                },
+            );
             return Ok(());
         }
         let x = self.tensor(cx, &xv, None)?;
@@ -2130,7 +2597,9 @@ impl<'a> Lowerer<'a> {
             let orank = r + axes.len();
             let mut ax: Vec<usize> = axes
                 .iter()
-                .map(|&a| norm_axis(a, orank).ok_or_else(|| cx.err(format!("axis {a} is out of range"))))
+                .map(|&a| {
+                    norm_axis(a, orank).ok_or_else(|| cx.err(format!("axis {a} is out of range")))
+                })
                 .collect::<Result<_>>()?;
             ax.sort();
             ax.dedup();
@@ -2138,26 +2607,44 @@ impl<'a> Lowerer<'a> {
                 return Err(cx.err("repeated axes"));
             }
             let mut it = x.dims.iter();
-            (0..orank).map(|i| if ax.contains(&i) { D::K(1) } else { *it.next().unwrap_or(&D::K(1)) }).collect()
+            (0..orank)
+                .map(|i| {
+                    if ax.contains(&i) {
+                        D::K(1)
+                    } else {
+                        *it.next().unwrap_or(&D::K(1))
+                    }
+                })
+                .collect()
         } else {
             let ax: Vec<usize> = match axes {
                 Some(a) => a
                     .iter()
-                    .map(|&v| norm_axis(v, r).ok_or_else(|| cx.err(format!("axis {v} is out of range"))))
+                    .map(|&v| {
+                        norm_axis(v, r).ok_or_else(|| cx.err(format!("axis {v} is out of range")))
+                    })
                     .collect::<Result<_>>()?,
                 None => {
                     if x.dims.iter().any(|d| matches!(d, D::S(_))) {
-                        return Err(cx.err("Squeeze without axes needs every dimension known at build time"));
+                        return Err(cx.err(
+                            "Squeeze without axes needs every dimension known at build time",
+                        ));
                     }
                     (0..r).filter(|&i| x.dims[i] == D::K(1)).collect()
                 }
             };
             for &a in &ax {
                 if x.dims[a] != D::K(1) {
-                    return Err(cx.err(format!("axis {a} has size {}, not 1", fmt_d(&x.dims[a..=a]))));
+                    return Err(cx.err(format!(
+                        "axis {a} has size {}, not 1",
+                        fmt_d(&x.dims[a..=a])
+                    )));
                 }
             }
-            (0..r).filter(|i| !ax.contains(i)).map(|i| x.dims[i]).collect()
+            (0..r)
+                .filter(|i| !ax.contains(i))
+                .map(|i| x.dims[i])
+                .collect()
         };
         let y = self.reshape_to(cx, &x, out)?;
         self.set(cx, 0, Val::T(y));
@@ -2179,10 +2666,19 @@ mod tests {
     #[test]
     fn reshape_spec_placeholders_and_infer() {
         let n = D::S(1);
-        assert_eq!(reshape_spec(&[n, D::K(64), D::K(1), D::K(1)], &[n, D::K(64)]), Ok((vec![0, 64], true)));
-        assert_eq!(reshape_spec(&[n, D::K(4)], &[D::K(1), n, D::K(4)]), Ok((vec![1, -1, 4], true)));
+        assert_eq!(
+            reshape_spec(&[n, D::K(64), D::K(1), D::K(1)], &[n, D::K(64)]),
+            Ok((vec![0, 64], true))
+        );
+        assert_eq!(
+            reshape_spec(&[n, D::K(4)], &[D::K(1), n, D::K(4)]),
+            Ok((vec![1, -1, 4], true))
+        );
         assert!(reshape_spec(&[n, D::S(2)], &[D::K(1), n, D::S(2)]).is_err());
-        assert_eq!(reshape_spec(&[D::K(2)], &[D::K(0), D::K(2)]), Ok((vec![0, 2], false)));
+        assert_eq!(
+            reshape_spec(&[D::K(2)], &[D::K(0), D::K(2)]),
+            Ok((vec![0, 2], false))
+        );
         assert!(reshape_spec(&[n, D::K(0)], &[n, D::K(0)]).is_err());
     }
 
@@ -2192,7 +2688,10 @@ mod tests {
         assert_eq!(window_out(32, 3, 2, 1, 1, 1, false), 16);
         assert_eq!(window_out(5, 2, 2, 1, 0, 0, false), 2);
         assert_eq!(window_out(5, 2, 2, 1, 0, 0, true), 3);
-        assert_eq!(broadcast(&[D::K(1), D::K(3)], &[D::K(2), D::K(1)]), Ok(vec![D::K(2), D::K(3)]));
+        assert_eq!(
+            broadcast(&[D::K(1), D::K(3)], &[D::K(2), D::K(1)]),
+            Ok(vec![D::K(2), D::K(3)])
+        );
         assert!(broadcast(&[D::K(2)], &[D::K(3)]).is_err());
         assert_eq!(broadcast(&[D::S(4)], &[D::K(1)]), Ok(vec![D::S(4)]));
     }

@@ -884,10 +884,13 @@ mod tests {
     /// the slice axes of the option-A shortcut and the kernels as DQ outputs.
     #[test]
     fn lowered_resnet20_replays_through_the_shim() {
-        use crate::pass::{parse_pipeline, CalibInput, PassContext, PassManager, Registry, RunOptions};
+        use crate::pass::{
+            parse_pipeline, CalibInput, PassContext, PassManager, Registry, RunOptions,
+        };
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
         let (mut m, _) =
-            crate::cli::load_model(&root.join("models/resnet20_bn.onnx"), &Default::default()).unwrap();
+            crate::cli::load_model(&root.join("models/resnet20_bn.onnx"), &Default::default())
+                .unwrap();
         let reg = Registry::with_builtins();
         let passes = parse_pipeline(crate::cli::DEFAULT_PIPELINE)
             .unwrap()
@@ -924,21 +927,33 @@ mod tests {
         assert_eq!(count("network.addSlice("), 4);
         assert_eq!(count("network.addPaddingNd("), 2);
         assert_eq!(count("network.addMatrixMultiply("), 1);
-        let named = |n: &str| calls.iter().filter(|c| c.starts_with(&format!("{n}."))).cloned().collect::<Vec<_>>();
+        let named = |n: &str| {
+            calls
+                .iter()
+                .filter(|c| c.starts_with(&format!("{n}.")))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         assert!(
-            named("/layer2/layer2.0/shortcut/Slice").contains(&"/layer2/layer2.0/shortcut/Slice.setAxes([2])".to_string()),
+            named("/layer2/layer2.0/shortcut/Slice")
+                .contains(&"/layer2/layer2.0/shortcut/Slice.setAxes([2])".to_string()),
             "{:?}",
             named("/layer2/layer2.0/shortcut/Slice")
         );
-        assert!(named("/layer1/layer1.0/conv1/Conv")
-            .contains(&"/layer1/layer1.0/conv1/Conv.setInput(1, layer1.0.conv1.weight_dequantized)".to_string()));
+        assert!(named("/layer1/layer1.0/conv1/Conv").contains(
+            &"/layer1/layer1.0/conv1/Conv.setInput(1, layer1.0.conv1.weight_dequantized)"
+                .to_string()
+        ));
         assert!(calls.contains(&"network.addInput(\"input\", 0, [-1,3,32,32])".to_string()));
         assert!(calls.contains(&"network.markOutput(logits)".to_string()));
         assert!(calls.contains(&"config.setMemoryPoolLimit(0, 536870912)".to_string()));
         // every layer was named, in definition order
         let names: Vec<&str> = calls
             .iter()
-            .filter_map(|c| c.strip_prefix("layer").and_then(|r| r.split_once(".setName(\"")))
+            .filter_map(|c| {
+                c.strip_prefix("layer")
+                    .and_then(|r| r.split_once(".setName(\""))
+            })
             .map(|(_, n)| n.trim_end_matches("\")"))
             .collect();
         let expect: Vec<&str> = net.layers().iter().map(|l| l.name.as_str()).collect();
