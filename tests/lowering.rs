@@ -1205,3 +1205,37 @@ fn emit_network_and_print_network() {
     let (m, _) = resnet20_int8();
     assert_eq!(lower_network(&m).unwrap(), net);
 }
+
+#[test]
+fn absurd_attributes_are_errors_or_sizes_not_panics() {
+    let big = i64::MAX;
+    let cases = [
+        format!("  [c] y = Conv <dilations = [{big}, {big}], strides = [{big}, 1]> (x, w)\n"),
+        format!("  [c] y = Conv <auto_pad = \"SAME_LOWER\", dilations = [{big}, 2], strides = [{big}, {big}]> (x, w)\n"),
+        format!("  [c] y = ConvTranspose <strides = [{big}, {big}], output_padding = [{big}, 0]> (x, w)\n"),
+        format!("  [c] y = MaxPool <kernel_shape = [{big}, 1], strides = [{big}, {big}], pads = [{big}, 0, {big}, 0]> (x)\n"),
+        "  [c] y = Slice (x, st, en, ax, stepmin)\n".to_string(),
+        "  [c] y = Slice (e, st, en, ax, stepmin)\n".to_string(),
+        "  [c] y = Unsqueeze (x, nine)\n".to_string(),
+        "  [c] y = Softmax <axis = 40> (x)\n".to_string(),
+        "  [c] y = Flatten <axis = 9> (x)\n".to_string(),
+    ];
+    for body in &cases {
+        let m = model(
+            13,
+            "float[1,4,6,6] x, float[1,4,0,6] e",
+            "float[1,4,6,6] y",
+            &format!(
+                "  float[4,4,3,3] w = {{random: 1}},\n  int64[1] st = [{}],\n  int64[1] en = [{}],\n  int64[1] ax = [2],\n  int64[1] stepmin = [{}],\n  int64[5] nine = [0, 1, 2, 3, 4]",
+                i64::MAX,
+                i64::MIN,
+                i64::MIN
+            ),
+            body,
+        );
+        // either a network or an error naming the node; never a panic
+        if let Err(e) = lower_network(&m) {
+            assert!(e.to_string().contains("node 'c'"), "{body}: {e}");
+        }
+    }
+}

@@ -320,15 +320,32 @@ type WindowAttrs = (Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>);
 
 /// Output size of a sliding window along one axis (floor or ceil mode).
 fn window_out(d: i64, k: i64, s: i64, dil: i64, pre: i64, post: i64, ceil: bool) -> i64 {
-    let span = d + pre + post - ((k - 1) * dil + 1);
+    // saturating: absurd attribute values give absurd sizes, never an overflow
+    let span = d
+        .saturating_add(pre)
+        .saturating_add(post)
+        .saturating_sub(extent(k, dil));
     if span < 0 {
         return 0;
     }
     if ceil {
-        (span + s - 1) / s + 1
+        span.saturating_add(s - 1) / s + 1
     } else {
         span / s + 1
     }
+}
+
+/// The output size of a transposed convolution before cropping:
+/// s * (d - 1) + output_padding + (k - 1) * dil + 1.
+fn deconv_full(d: i64, s: i64, opad: i64, k: i64, dil: i64) -> i64 {
+    s.saturating_mul(d - 1)
+        .saturating_add(opad)
+        .saturating_add(extent(k, dil))
+}
+
+/// The extent of a dilated kernel: (k - 1) * dil + 1.
+fn extent(k: i64, dil: i64) -> i64 {
+    k.saturating_sub(1).saturating_mul(dil).saturating_add(1)
 }
 
 /// Broadcasts two dims lists of equal rank (numpy rules).
@@ -499,6 +516,12 @@ impl<'a> Lowerer<'a> {
             None => self.layer_name(&cx.label, true),
             Some(s) => self.layer_name(&format!("{}/{s}", cx.label), false),
         };
+        if dims.len() > 8 {
+            return Err(cx.err(format!(
+                "the output would have rank {}; TensorRT tensors have at most 8 dimensions",
+                dims.len()
+            )));
+        }
         let tname = self.tensor_name(out);
         let id = self
             .net
@@ -960,8 +983,12 @@ impl<'a> Lowerer<'a> {
                             )))
                         }
                     };
-                    let out = (d + strides[i] - 1) / strides[i];
-                    let total = ((out - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - d).max(0);
+                    let out = d.saturating_add(strides[i] - 1) / strides[i];
+                    let total = (out - 1)
+                        .saturating_mul(strides[i])
+                        .saturating_add(extent(kernel[i], dil[i]))
+                        .saturating_sub(d)
+                        .max(0);
                     let small = total / 2;
                     if auto == "SAME_UPPER" {
                         pre[i] = small;
@@ -1209,8 +1236,8 @@ impl<'a> Lowerer<'a> {
                             fmt_d(&x.dims)
                         )));
                     };
-                    let total = (strides[i] * (d - 1) + opad[i] + (ks[i] - 1) * dil[i] + 1
-                        - d * strides[i])
+                    let total = deconv_full(d, strides[i], opad[i], ks[i], dil[i])
+                        .saturating_sub(d.saturating_mul(strides[i]))
                         .max(0);
                     if auto == "SAME_UPPER" {
                         pre[i] = total / 2;
@@ -1267,9 +1294,18 @@ impl<'a> Lowerer<'a> {
         let mut dims = vec![x.dims[0], D::K(k_out)];
         for i in 0..sp {
             dims.push(match x.dims[2 + i] {
-                D::K(d) => D::K(
-                    strides[i] * (d - 1) + opad[i] + (ks[i] - 1) * dil[i] + 1 - pre[i] - post[i],
-                ),
+                D::K(d) => {
+                    let o = deconv_full(d, strides[i], opad[i], ks[i], dil[i])
+                        .saturating_sub(pre[i])
+                        .saturating_sub(post[i]);
+                    if o <= 0 {
+                        return Err(cx.err(format!(
+                            "the output would be empty (input dims {})",
+                            fmt_d(&x.dims)
+                        )));
+                    }
+                    D::K(o)
+                }
                 D::S(_) => self.fresh(),
             });
         }
@@ -1485,6 +1521,9 @@ impl<'a> Lowerer<'a> {
                 "the scale must be float32, not {}",
                 crate::ir::tensor::dtype_name(st)
             )));
+        }
+        if scales.is_empty() {
+            return Err(cx.err("the scale is empty"));
         }
         if let Some(bad) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return Err(cx.err(format!("scale {bad} is not a positive finite number")));
@@ -2350,32 +2389,30 @@ impl<'a> Lowerer<'a> {
             };
             let fix = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
             let (s, e) = (fix(starts[i]), fix(ends[i]));
-            let (start, size) = if step > 0 {
+            let (start, size) = if d == 0 {
+                (0, 0)
+            } else if step > 0 {
                 let s = s.clamp(0, d);
                 let e = e.clamp(0, d);
-                (s, if e > s { (e - s + step - 1) / step } else { 0 })
+                (s, if e > s { (e - s - 1) / step + 1 } else { 0 })
             } else {
                 let s = s.clamp(0, d - 1);
                 let e = e.clamp(-1, d - 1);
-                (
-                    s,
-                    if s > e {
-                        (s - e + (-step) - 1) / (-step)
-                    } else {
-                        0
-                    },
-                )
+                let back = step.checked_neg().unwrap_or(i64::MAX);
+                (s, if s > e { (s - e - 1) / back + 1 } else { 0 })
             };
             spec.push((ax, start, size, step));
         }
-        if let Val::S {
-            dims: sd,
-            scalar: false,
-        } = &xv.1
+        if let (
+            Val::S {
+                dims: sd,
+                scalar: false,
+            },
+            Some(&(_, start, size, step)),
+        ) = (&xv.1, spec.first())
         {
             // slicing a shape vector
             let mut out = Vec::new();
-            let (_, start, size, step) = spec[0];
             for k in 0..size {
                 out.push(sd[(start + k * step) as usize]);
             }
@@ -2432,6 +2469,11 @@ impl<'a> Lowerer<'a> {
         cx.check_attrs(&["axis"])?;
         let xv = self.req(cx, 0, "input")?;
         let r = self.dims_of(&xv.1).len();
+        if r > 8 {
+            return Err(cx.err(format!(
+                "rank {r}: TensorRT tensors have at most 8 dimensions"
+            )));
+        }
         let default = if self.opset < 13 { 1 } else { -1 };
         let a = cx.n.attr_i("axis").unwrap_or(default);
         let ax = norm_axis(a, r)
