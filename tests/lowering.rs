@@ -1045,6 +1045,19 @@ fn unsupported_op_or_attribute_stops_before_tensorrt() {
     );
     let s = lower_network(&m).unwrap_err().to_string();
     assert!(s.contains("attribute 'bogus' is not supported"), "{s}");
+    // ops the pipeline removes get a hint
+    let m = model(
+        13,
+        "float[1,4,8,8] x",
+        "float[1,4,8,8] y",
+        "  float[4] s = {random: 1},\n  float[4] b = {random: 2},\n  float[4] mu = {random: 3},\n  float[4] v = {fill: 0.5}",
+        "  [bn] y = BatchNormalization (x, s, b, mu, v)\n",
+    );
+    let s = lower_network(&m).unwrap_err().to_string();
+    assert!(
+        s.contains("node 'bn' (BatchNormalization)") && s.contains("fold-bn pass"),
+        "{s}"
+    );
     // other domains
     let m = model(
         13,

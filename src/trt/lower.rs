@@ -929,10 +929,27 @@ impl<'a> Lowerer<'a> {
             "Shape" => self.shape(cx),
             "Gather" => self.gather(cx),
             "Unsqueeze" | "Squeeze" => self.squeeze(cx),
-            op => Err(cx.err(format!(
-                "op '{op}' is not supported by the TensorRT lowering (supported: {})",
-                SUPPORTED_OPS.join(", ")
-            ))),
+            op => {
+                // ops the default pipeline removes: say which pass
+                let all_const = n.inputs.iter().flatten().all(|v| match self.vals.get(v) {
+                    Some(val @ (Val::C(_) | Val::S { .. })) => {
+                        self.ints_of(val).is_some() || matches!(val, Val::C(_))
+                    }
+                    Some(Val::T(_)) => false,
+                    None => self.const_tensor(*v).is_some(),
+                });
+                let hint = if op == "BatchNormalization" {
+                    "; run the fold-bn pass first (the default pipeline does)"
+                } else if all_const {
+                    "; its inputs are known at build time: run the cleanup pass first to fold it"
+                } else {
+                    ""
+                };
+                Err(cx.err(format!(
+                    "op '{op}' is not supported by the TensorRT lowering (supported: {}){hint}",
+                    SUPPORTED_OPS.join(", ")
+                )))
+            }
         }
     }
 
