@@ -1252,3 +1252,171 @@ fn absurd_attributes_are_errors_or_sizes_not_panics() {
         }
     }
 }
+
+// ---------- numerics: the network (numpy reference of TensorRT's layers) vs onnxruntime ----------
+
+fn weights_json(w: &Weights) -> serde_json::Value {
+    use serde_json::json;
+    let (dtype, values) = match w {
+        Weights::Float(v) => ("FLOAT", json!(v)),
+        Weights::Int8(v) => ("INT8", json!(v)),
+        Weights::Int32(v) => ("INT32", json!(v)),
+        Weights::Int64(v) => ("INT64", json!(v)),
+        Weights::UInt8(v) => ("UINT8", json!(v)),
+        Weights::Bool(v) => ("BOOL", json!(v)),
+        Weights::Half(_) | Weights::BF16(_) => panic!("16-bit weights are not used here"),
+    };
+    json!({ "dtype": dtype, "values": values })
+}
+
+fn kind_json(k: &LayerKind) -> serde_json::Value {
+    use serde_json::json;
+    match k {
+        LayerKind::Convolution(p) => json!({
+            "type": "conv", "k": p.nb_output_maps, "kernel_size": p.kernel_size,
+            "kernel": p.kernel.as_ref().map(weights_json), "bias": p.bias.as_ref().map(weights_json),
+            "pre": p.pre_padding, "post": p.post_padding, "stride": p.stride, "dilation": p.dilation,
+            "groups": p.nb_groups,
+        }),
+        LayerKind::MatrixMultiply { op0, op1 } => {
+            json!({ "type": "matmul", "op0": op0.trt_name(), "op1": op1.trt_name() })
+        }
+        LayerKind::Quantize { axis, .. } => json!({ "type": "q", "axis": axis }),
+        LayerKind::Dequantize { axis, .. } => json!({ "type": "dq", "axis": axis }),
+        LayerKind::Constant { dims, weights } => {
+            json!({ "type": "const", "dims": dims, "weights": weights_json(weights) })
+        }
+        LayerKind::ElementWise(op) => json!({ "type": "ew", "op": op.trt_name() }),
+        LayerKind::Activation {
+            activation,
+            alpha,
+            beta,
+        } => {
+            json!({ "type": "act", "act": activation.trt_name(), "alpha": alpha, "beta": beta })
+        }
+        LayerKind::Pooling(p) => json!({
+            "type": "pool", "ptype": p.pooling_type.trt_name(), "window": p.window, "stride": p.stride,
+            "pre": p.pre_padding, "post": p.post_padding, "excludes": p.average_count_excludes_padding,
+        }),
+        LayerKind::Shuffle(s) => json!({
+            "type": "shuffle", "first": s.first_transpose, "reshape": s.reshape,
+            "second": s.second_transpose, "zero_is_placeholder": s.zero_is_placeholder,
+        }),
+        LayerKind::Concatenation { axis } => json!({ "type": "concat", "axis": axis }),
+        LayerKind::Reduce {
+            op,
+            axes,
+            keep_dims,
+        } => {
+            json!({ "type": "reduce", "op": op.trt_name(), "axes": axes, "keep_dims": keep_dims })
+        }
+        LayerKind::SoftMax { axes } => json!({ "type": "softmax", "axes": axes }),
+        LayerKind::Slice {
+            start,
+            size,
+            stride,
+            mode,
+            axes,
+        } => {
+            assert_eq!(*mode, SampleMode::StrictBounds);
+            json!({ "type": "slice", "start": start, "size": size, "stride": stride, "axes": axes })
+        }
+        LayerKind::Padding { pre, post } => json!({ "type": "padding", "pre": pre, "post": post }),
+        LayerKind::Identity => json!({ "type": "identity" }),
+        LayerKind::Cast { to_type } => json!({ "type": "cast", "to": to_type.name() }),
+        LayerKind::Deconvolution(_) => json!({ "type": "deconv" }),
+    }
+}
+
+fn network_json(net: &Network) -> serde_json::Value {
+    let tname = |t| net.tensor(t).unwrap().name.clone();
+    let inputs: Vec<_> = net
+        .inputs()
+        .iter()
+        .map(|&t| serde_json::json!({ "name": tname(t), "dims": net.tensor(t).unwrap().dims }))
+        .collect();
+    let layers: Vec<_> = net
+        .layers()
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "name": l.name,
+                "inputs": l.inputs.iter().map(|&t| tname(t)).collect::<Vec<_>>(),
+                "output": tname(l.outputs[0]),
+                "kind": kind_json(&l.kind),
+            })
+        })
+        .collect();
+    let outputs: Vec<_> = net.outputs().iter().map(|&t| tname(t)).collect();
+    serde_json::json!({ "inputs": inputs, "layers": layers, "outputs": outputs })
+}
+
+/// Runs the lowered network (numpy reference, tests/trt_ref.py) and the model (onnxruntime)
+/// on the same random input; returns the worst relative L2 difference over the outputs.
+fn network_vs_onnxruntime(m: &Model, batch: usize) -> f64 {
+    let net = lower_network(m).unwrap();
+    let d = common::tmpdir();
+    let j = d.path().join("net.json");
+    let o = d.path().join("model.onnx");
+    std::fs::write(&j, serde_json::to_vec(&network_json(&net)).unwrap()).unwrap();
+    let proto = sparseqc::ir::export::export(m).unwrap();
+    sparseqc::onnx::save(proto, &o, &Default::default()).unwrap();
+    let out = std::process::Command::new(common::python())
+        .arg(common::root().join("tests/trt_ref.py"))
+        .args([
+            common::path_str(&j),
+            common::path_str(&o),
+            &batch.to_string(),
+        ])
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut worst = 0f64;
+    for line in stdout.lines() {
+        let rel: f64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        worst = worst.max(rel);
+    }
+    assert!(!stdout.trim().is_empty());
+    eprintln!("network vs onnxruntime:\n{stdout}");
+    worst
+}
+
+#[test]
+fn float_resnet20_network_computes_the_model() {
+    let (mut m, _) = sparseqc::cli::load_model(
+        &common::testdata("models/resnet20_bn.onnx"),
+        &Default::default(),
+    )
+    .unwrap();
+    run_pipeline(&mut m, "fold-bn,cleanup", CalibInput::default());
+    let rel = network_vs_onnxruntime(&m, 2);
+    assert!(rel < 1e-5, "relative L2 {rel}");
+}
+
+#[test]
+fn int8_networks_compute_the_models() {
+    let (m, _) = resnet20_int8();
+    let rel = network_vs_onnxruntime(&m, 2);
+    assert!(rel < 1e-4, "ResNet-20: relative L2 {rel}");
+    let (m, _) = mobilenet_int8();
+    let rel = network_vs_onnxruntime(&m, 2);
+    assert!(rel < 1e-4, "MobileNetV2-shaped: relative L2 {rel}");
+}
+
+#[test]
+fn op_zoo_network_computes_the_model() {
+    let m = model(
+        13,
+        "float[N,4,9,9] x",
+        "float[N,10] y, float[N,8,5,4] c2, float[N,8,4,7] sl, float[N,8,9,9] pc, float[N,3] g2",
+        "  float[8,2,3,3] w = {random: 1},\n  float[8] b = {random: 2},\n  float[4,4,3,3] w2 = {random: 3},\n  float[] lo = [-0.25],\n  float[] hi = [0.5],\n  int64[8] cp = [0, 2, 0, 0, 0, 2, 0, 0],\n  int64[2] st = [1, -1],\n  int64[2] en = [9223372036854775807, -8],\n  int64[2] ax = [2, 3],\n  int64[2] steps = [2, -1],\n  float[1,8,1,1] k = {random: 4},\n  int64[3] shp = [0, -1, 2],\n  float[10,36] gw = {random: 5},\n  float[10] gc = {random: 6},\n  float[3,10] g2w = {random: 7}",
+        "  [conv] c = Conv <group = 2, pads = [0, 1, 2, 1], strides = [2, 2], dilations = [1, 2]> (x, w, b)\n  [c2] c2 = Mul (c, k)\n  [same] s = Conv <auto_pad = \"SAME_LOWER\", strides = [2, 2]> (x, w2)\n  [clip] cl = Clip (s, lo, hi)\n  [avg] a = AveragePool <kernel_shape = [3, 3], pads = [1, 1, 1, 1], count_include_pad = 1> (cl)\n  [max] mp = MaxPool <kernel_shape = [2, 2], pads = [0, 0, 1, 1], strides = [2, 2]> (a)\n  [sub] d = Sub (mp, lo)\n  [div] q = Div (d, hi)\n  [tr] t = Transpose <perm = [0, 2, 3, 1]> (q)\n  [rs] r = Reshape (t, shp)\n  [fl] f = Flatten (r)\n  [gemm] y0 = Gemm <alpha = 0.5, beta = 2.0, transB = 1> (f, gw, gc)\n  [sm] y = Softmax (y0)\n  [sig] g = Sigmoid (y0)\n  [gemm2] g2 = Gemm <transA = 0, transB = 1> (g, g2w)\n  [slice] sl0 = Slice (x, st, en, ax, steps)\n  [gap] gp = GlobalAveragePool (sl0)\n  [cat] sl = Concat <axis = 1> (sl0, gp2)\n  [pc] pc = Pad (x, cp)\n  [relu] gp2 = Relu (sl0)\n",
+    );
+    let rel = network_vs_onnxruntime(&m, 3);
+    assert!(rel < 1e-5, "relative L2 {rel}");
+}
