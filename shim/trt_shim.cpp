@@ -334,6 +334,21 @@ int32_t badAttr(SqcBuild* ctx, int32_t attr)
     return fail(ctx, "attribute " + std::to_string(attr) + " does not apply to this layer");
 }
 
+// ISliceLayer::setAxes exists in recent headers only: the first overload is chosen where it
+// compiles (the int argument 0 prefers it), the second one elsewhere.
+template <typename L>
+auto setSliceAxes(L* layer, Dims const& axes, int) -> decltype(layer->setAxes(axes), bool())
+{
+    layer->setAxes(axes);
+    return true;
+}
+
+template <typename L>
+bool setSliceAxes(L*, Dims const&, long)
+{
+    return false;
+}
+
 } // namespace
 
 extern "C" {
@@ -875,6 +890,16 @@ int32_t sqc_layer_set_dims(SqcBuild* ctx, int32_t layer, int32_t attr, int64_t c
                 }
                 return 0;
             }
+        }
+        if (l->kind == Kind::kSLICE && attr == SQC_ATTR_SLICE_AXES)
+        {
+            if (!setSliceAxes(static_cast<ISliceLayer*>(l->layer), d, 0))
+            {
+                return fail(ctx,
+                    "ISliceLayer::setAxes is missing from the TensorRT headers this shim was compiled with; "
+                    "slicing a tensor with dynamic dimensions needs a TensorRT release that has it (11.x)");
+            }
+            return 0;
         }
         return badAttr(ctx, attr);
     });

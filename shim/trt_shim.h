@@ -74,7 +74,8 @@ enum SqcAttr {
     SQC_ATTR_SECOND_TRANSPOSE = 12,     /* dims (permutation): shuffle */
     SQC_ATTR_ZERO_IS_PLACEHOLDER = 13,  /* int (bool): shuffle */
     SQC_ATTR_SOFTMAX_AXES = 14,         /* int (bitmask): softmax */
-    SQC_ATTR_SLICE_MODE = 15            /* int (SampleMode): slice */
+    SQC_ATTR_SLICE_MODE = 15,           /* int (SampleMode): slice */
+    SQC_ATTR_SLICE_AXES = 16            /* dims: slice (ISliceLayer::setAxes) */
 };
 
 int32_t sqc_shim_abi_version(void);

@@ -89,6 +89,10 @@ pub struct PrintArgs {
     /// Print tensors with at most N elements inline (others as hash and zero fraction).
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub inline_limit: usize,
+    /// Print the TensorRT network definition the model lowers to instead (run it on the
+    /// pipeline's output, e.g. model.int8.onnx).
+    #[arg(long)]
+    pub network: bool,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -256,6 +260,11 @@ pub fn main() -> i32 {
 
 fn cmd_print(a: &PrintArgs) -> Result<i32> {
     let (model, _) = load_model(&a.model, &a.load)?;
+    if a.network {
+        let text = crate::backend::network_text(&model).map_err(|e| e.context(a.model.display().to_string()))?;
+        print!("{text}");
+        return Ok(0);
+    }
     let text = crate::text::print(&model, &crate::text::PrintOptions { inline_limit: a.inline_limit })?;
     print!("{text}");
     Ok(0)
@@ -304,6 +313,10 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     if a.emit.len() == 2 && a.emit[0] != "network" {
         return Err(Error::usage(format!("--emit: unknown artefact '{}' (supported: network)", a.emit[0])));
     }
+    if plan {
+        // no TensorRT here: say so before any work, and write nothing
+        crate::backend::check_plan_possible(a)?;
+    }
 
     let pipeline_text = match &a.passes {
         Some(p) => p.clone(),
@@ -339,6 +352,9 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     }
 
     let (mut model, loaded) = load_model(&model_path, &a.load)?;
+    if plan || a.emit.len() == 2 {
+        crate::backend::check_input_shapes(&model, a)?;
+    }
     let mut protected = vec![model_path.clone()];
     let mut was_external = std::collections::HashSet::new();
     if let Some(l) = &loaded {
@@ -374,9 +390,11 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     let reports = pm.run(&mut model, &mut ctx)?;
 
     let mut written = String::new();
+    let mut trt_summary = None;
     if plan {
-        crate::backend::build_plan(&model, &out, a)?;
-        written = format!("{}", out.display());
+        let s = crate::backend::build_plan(&model, &out, a)?;
+        written = format!("{} ({} bytes, {} network layers)", out.display(), s.bytes, s.layers);
+        trt_summary = Some(s.to_json());
     } else {
         let proto = if a.keep_annotations { crate::ir::export::export_with_annotations(&model)? } else { crate::ir::export::export(&model)? };
         let opts = crate::onnx::SaveOptions {
@@ -400,7 +418,7 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         crate::backend::emit_network(&model, Path::new(&a.emit[1]), a)?;
     }
     if let Some(r) = &a.report {
-        write_report(r, &model_path, &out, &reports, t0.elapsed().as_secs_f64())?;
+        write_report(r, &model_path, &out, &reports, trt_summary, t0.elapsed().as_secs_f64())?;
     }
     if !a.quiet {
         print_summary(&reports, &written, a.report.as_deref(), t0.elapsed().as_secs_f64());
@@ -408,14 +426,24 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn write_report(path: &Path, input: &Path, output: &Path, reports: &[PassReport], secs: f64) -> Result<()> {
-    let doc = serde_json::json!({
+fn write_report(
+    path: &Path,
+    input: &Path,
+    output: &Path,
+    reports: &[PassReport],
+    tensorrt: Option<serde_json::Value>,
+    secs: f64,
+) -> Result<()> {
+    let mut doc = serde_json::json!({
         "tool": format!("sparseqc {}", env!("CARGO_PKG_VERSION")),
         "input": input.display().to_string(),
         "output": output.display().to_string(),
         "seconds": secs,
         "passes": reports,
     });
+    if let (Some(t), Some(obj)) = (tensorrt, doc.as_object_mut()) {
+        obj.insert("tensorrt".into(), t);
+    }
     let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::internal(e.to_string()))?;
     crate::util::write_atomic(path, text.as_bytes())
 }

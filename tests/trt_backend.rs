@@ -182,6 +182,7 @@ fn sample() -> (Network, BuildConfig) {
                 size: vec![1, 10],
                 stride: vec![1, 1],
                 mode: SampleMode::Clamp,
+                axes: None,
             },
             &[sh],
         )

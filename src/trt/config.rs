@@ -481,7 +481,7 @@ impl BuildConfig {
             .collect();
         if !dynamic.is_empty() && self.profiles.is_empty() {
             return Err(Error::user(format!(
-                "input '{}' has dynamic dimensions {}: give its shapes, e.g. --input-shape {}:1x...,8x...,32x...",
+                "input '{}' has dynamic dimensions {}: give its shapes, e.g. --shapes {}:1x...,8x...,32x...",
                 dynamic[0].name,
                 fmt_dims(dynamic[0].dims.as_deref().unwrap_or(&[])),
                 dynamic[0].name

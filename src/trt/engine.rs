@@ -44,6 +44,13 @@ pub fn shim_available() -> bool {
     cfg!(feature = "tensorrt")
 }
 
+/// Whether an engine can be built here: `Ok` when the shim is compiled in and libnvinfer
+/// loads, else the same single error [`build_engine`] would return. Lets the CLI refuse a
+/// `.plan` output before doing any work.
+pub fn check_available() -> Result<()> {
+    imp::check_available()
+}
+
 /// Builds a serialized TensorRT engine from `net` with `config`. Every TensorRT log message
 /// is passed to `on_log` as it arrives (and kept in [`EngineBuild::log`]).
 ///
@@ -69,12 +76,21 @@ mod imp {
         _config: &BuildConfig,
         _on_log: &mut dyn FnMut(Severity, &str),
     ) -> Result<EngineBuild> {
-        let e = tensorrt_not_found();
-        let msg = format!(
-            "{} (this sparseqc was built without `--features tensorrt`)",
-            e.message
-        );
-        Err(Error::user(msg))
+        Err(not_compiled_in())
+    }
+
+    pub(super) fn check_available() -> Result<()> {
+        Err(not_compiled_in())
+    }
+
+    fn not_compiled_in() -> Error {
+        Error::user(
+            "cannot build a TensorRT engine: this sparseqc was built without TensorRT support. Install \
+             TensorRT 10.x/11.x (libnvinfer.so.11 or .10 on LD_LIBRARY_PATH, plus its headers) and rebuild \
+             with `TENSORRT_ROOT=/path/to/TensorRT cargo build --release --features tensorrt`; meanwhile \
+             write the model with `-o model.onnx` and build the engine with \
+             `trtexec --onnx=model.onnx --sparsity=enable` (add `--int8` for TensorRT <= 10)",
+        )
     }
 }
 
@@ -127,6 +143,24 @@ mod imp {
         Err(errors.join("; "))
     }
 
+    pub(super) fn check_available() -> Result<()> {
+        match NVINFER.get_or_init(load) {
+            Ok(_) => Ok(()),
+            Err(detail) => Err(not_found(detail)),
+        }
+    }
+
+    /// A library that exists but fails to load (missing CUDA, wrong symbol) is worth the
+    /// detail; "not found" is already said.
+    fn not_found(detail: &str) -> Error {
+        let e = tensorrt_not_found();
+        if detail.contains("No such file") || detail.contains("cannot open shared object") {
+            e
+        } else {
+            Error::user(format!("{} ({detail})", e.message))
+        }
+    }
+
     pub(super) fn build_engine(
         net: &Network,
         config: &BuildConfig,
@@ -134,16 +168,7 @@ mod imp {
     ) -> Result<EngineBuild> {
         match NVINFER.get_or_init(load) {
             Ok(lib) => drive(net, config, lib.create, on_log),
-            Err(detail) => {
-                let e = tensorrt_not_found();
-                // A library that exists but fails to load (missing CUDA, wrong symbol) is
-                // worth the detail; "not found" is already said.
-                if detail.contains("No such file") || detail.contains("cannot open shared object") {
-                    Err(e)
-                } else {
-                    Err(Error::user(format!("{} ({detail})", e.message)))
-                }
-            }
+            Err(detail) => Err(not_found(detail)),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! form ([`serial`]), 2:4 sparsity checks ([`sparsity`]), build-log parsing ([`buildlog`])
 //! and engine building through the C++ shim ([`engine`]). See docs/tensorrt.md.
 //!
-//! The lowering from the quantized IR (written elsewhere) produces a [`Network`]; then:
+//! [`lower`] turns the quantized IR into a [`Network`] and its [`BuildConfig`]; then:
 //! ```no_run
 //! # use sparseqc::trt::*;
 //! # fn f(net: &Network) -> sparseqc::Result<()> {
@@ -18,6 +18,7 @@
 pub mod buildlog;
 pub mod config;
 pub mod engine;
+pub mod lower;
 pub mod network;
 pub mod serial;
 #[cfg(feature = "tensorrt")]
@@ -29,7 +30,8 @@ pub use buildlog::{LogLine, Severity, SparsityReport};
 pub use config::{
     BuildConfig, BuilderFlag, NetworkCreationFlag, OptimizationProfile, ProfileShapes, TrtVersion,
 };
-pub use engine::{build_engine, shim_available, tensorrt_not_found, EngineBuild};
+pub use engine::{build_engine, check_available, shim_available, tensorrt_not_found, EngineBuild};
+pub use lower::{build_config, lower, lower_network, LowerOptions};
 pub use network::{
     ActivationType, ConvParams, DataType, ElementWiseOperation, Layer, LayerId, LayerKind,
     MatrixOperation, Network, PoolingParams, PoolingType, ReduceOperation, SampleMode,

@@ -577,7 +577,7 @@ pub enum LayerKind {
         /// Bitmask with exactly one bit: the softmax axis.
         axes: u32,
     },
-    /// `addSlice(input, start, size, stride)` + `setMode`. Inputs: x.
+    /// `addSlice(input, start, size, stride)` + `setMode` (+ `setAxes`). Inputs: x.
     Slice {
         /// Start coordinates.
         start: Vec<i64>,
@@ -587,6 +587,10 @@ pub enum LayerKind {
         stride: Vec<i64>,
         /// Out-of-bounds handling.
         mode: SampleMode,
+        /// `setAxes`: the axes `start`/`size`/`stride` apply to (the other axes are copied
+        /// whole, whatever their runtime size); `None` = all axes, in order. Needed to slice
+        /// a tensor with a dynamic dimension on an axis that is not sliced.
+        axes: Option<Vec<i64>>,
     },
     /// `addPaddingNd(input, prePadding, postPadding)` (zero padding of the innermost dims).
     Padding {
@@ -1183,11 +1187,27 @@ fn check_layer(kind: &LayerKind, nb_inputs: usize) -> Result<()> {
             start,
             size,
             stride,
+            axes,
             ..
-        } if start.len() != size.len() || size.len() != stride.len() || start.len() > 8 => {
-            return Err(Error::user(
-                "slice start/size/stride must have the same rank (at most 8)",
-            ));
+        } => {
+            if start.len() != size.len() || size.len() != stride.len() || start.len() > 8 {
+                return Err(Error::user(
+                    "slice start/size/stride must have the same rank (at most 8)",
+                ));
+            }
+            if let Some(a) = axes {
+                let mut seen = [false; 8];
+                let ok = a.len() == start.len()
+                    && a.iter().all(|&x| {
+                        (0..8).contains(&x) && !std::mem::replace(&mut seen[x as usize], true)
+                    });
+                if !ok {
+                    return Err(Error::user(format!(
+                        "slice axes {} must be distinct axes in [0, 8), one per start/size/stride entry",
+                        fmt_dims(a)
+                    )));
+                }
+            }
         }
         LayerKind::Padding { pre, post } if pre.len() != post.len() || pre.len() > 8 => {
             return Err(Error::user("padding pre and post must have the same rank"));

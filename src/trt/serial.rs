@@ -115,11 +115,13 @@ fn kind_to_pb(k: &LayerKind) -> pb::layer::Kind {
             size,
             stride,
             mode,
+            axes,
         } => K::Slice(pb::Slice {
             start: dims(start),
             size: dims(size),
             stride: dims(stride),
             mode: mode.value(),
+            axes: axes.as_deref().and_then(dims),
         }),
         LayerKind::Padding { pre, post } => K::Padding(pb::Padding {
             pre: dims(pre),
@@ -292,6 +294,7 @@ fn kind_from(k: &pb::layer::Kind) -> Result<LayerKind> {
             size: d(&s.size),
             stride: d(&s.stride),
             mode: enum_val("SampleMode", s.mode, SampleMode::from_value)?,
+            axes: s.axes.as_ref().map(|a| a.d.clone()),
         },
         K::Padding(p) => LayerKind::Padding {
             pre: d(&p.pre),

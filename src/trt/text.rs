@@ -209,6 +209,7 @@ fn params(net: &Network, id: LayerId, kind: &LayerKind) -> String {
             size,
             stride,
             mode,
+            axes,
         } => {
             let _ = write!(
                 s,
@@ -217,6 +218,9 @@ fn params(net: &Network, id: LayerId, kind: &LayerKind) -> String {
                 fmt_dims(size),
                 fmt_dims(stride)
             );
+            if let Some(a) = axes {
+                let _ = write!(s, " axes={}", fmt_dims(a));
+            }
         }
         LayerKind::Padding { pre, post } => {
             let _ = write!(
