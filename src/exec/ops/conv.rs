@@ -290,39 +290,57 @@ fn im2col(x: &[f32], g: &Geom, cg: usize, r0: usize, r1: usize, col: &mut [f32])
     }
 }
 
-/// Depthwise conv of one channel plane.
-fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32]) {
-    let [_, oh_n, ow_n] = g.out;
+/// Depthwise conv of one channel plane: each output row accumulates all its taps while it
+/// sits in L1. Strided rows are first split into `s` phase rows so every tap is a
+/// contiguous multiply-add.
+fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], phase: &mut Vec<f32>) {
+    let [od_n, oh_n, ow_n] = g.out;
     let [_, h_n, w_n] = g.inp;
+    let sw = g.s[2];
+    let plen = w_n.div_ceil(sw);
+    if sw > 1 && phase.len() < sw * plen {
+        phase.resize(sw * plen, 0.0);
+    }
+    let wr: Vec<(usize, usize)> = (0..g.k[2]).map(|kw| g.valid_range(2, kw)).collect();
     out.fill(bias);
-    for kd in 0..g.k[0] {
-        let (dlo, dhi) = g.valid_range(0, kd);
-        for kh in 0..g.k[1] {
-            let (hlo, hhi) = g.valid_range(1, kh);
-            for kw in 0..g.k[2] {
-                let (wlo, whi) = g.valid_range(2, kw);
-                if wlo >= whi {
+    for od in 0..od_n {
+        for oh in 0..oh_n {
+            let dst = &mut out[(od * oh_n + oh) * ow_n..][..ow_n];
+            for kd in 0..g.k[0] {
+                let id = (od * g.s[0] + kd * g.d[0]) as isize - g.pb[0] as isize;
+                if id < 0 || id >= g.inp[0] as isize {
                     continue;
                 }
-                let wv = w[(kd * g.k[1] + kh) * g.k[2] + kw];
-                let wbase = wlo * g.s[2] + kw * g.d[2] - g.pb[2];
-                for od in dlo..dhi {
-                    let id = od * g.s[0] + kd * g.d[0] - g.pb[0];
-                    for oh in hlo..hhi {
-                        let ih = oh * g.s[1] + kh * g.d[1] - g.pb[1];
-                        let src = &x[(id * h_n + ih) * w_n..][..w_n];
-                        let dst = &mut out[(od * oh_n + oh) * ow_n..][..ow_n];
-                        let dst = &mut dst[wlo..whi];
-                        let len = dst.len();
-                        if g.s[2] == 1 {
-                            for (o, &v) in dst.iter_mut().zip(&src[wbase..wbase + len]) {
-                                *o += wv * v;
-                            }
+                for kh in 0..g.k[1] {
+                    let ih = (oh * g.s[1] + kh * g.d[1]) as isize - g.pb[1] as isize;
+                    if ih < 0 || ih >= h_n as isize {
+                        continue;
+                    }
+                    let src = &x[(id as usize * h_n + ih as usize) * w_n..][..w_n];
+                    if sw > 1 {
+                        // phase q holds src[q], src[q + sw], ...
+                        for (t, &v) in src.iter().enumerate() {
+                            phase[(t % sw) * plen + t / sw] = v;
+                        }
+                    }
+                    for kw in 0..g.k[2] {
+                        let (wlo, whi) = wr[kw];
+                        if wlo >= whi {
+                            continue;
+                        }
+                        let wv = w[(kd * g.k[1] + kh) * g.k[2] + kw];
+                        // input column of output wlo
+                        let base = wlo * sw + kw * g.d[2] - g.pb[2];
+                        let d = &mut dst[wlo..whi];
+                        let len = d.len();
+                        let sv = if sw == 1 {
+                            &src[base..base + len]
                         } else {
-                            let s = g.s[2];
-                            for (j, o) in dst.iter_mut().enumerate() {
-                                *o += wv * src[wbase + j * s];
-                            }
+                            let (q, start) = (base % sw, base / sw);
+                            &phase[q * plen + start..q * plen + start + len]
+                        };
+                        for (o, &v) in d.iter_mut().zip(sv) {
+                            *o += wv * v;
                         }
                     }
                 }
@@ -382,7 +400,10 @@ pub(crate) fn conv_forward(
         let task = |(i, plane): (usize, &mut [f32])| {
             let (img, ch) = (i / m, i % m);
             let xp = &x[(img * c + ch) * isz..][..isz];
-            depthwise_plane(xp, &w[ch * kvol..][..kvol], b.map_or(0.0, |b| b[ch]), &g, plane);
+            SCRATCH.with(|s| {
+                let phase = &mut s.borrow_mut().0;
+                depthwise_plane(xp, &w[ch * kvol..][..kvol], b.map_or(0.0, |b| b[ch]), &g, plane, phase);
+            });
         };
         if par {
             y.par_chunks_mut(osz).enumerate().for_each(task);
@@ -618,24 +639,31 @@ impl Kernel for ConvTransposeKernel {
             }
         }
         let mut geo = Geom { inp: [1; 3], k: [1; 3], s: [1; 3], d: [1; 3], pb: [0; 3], pe: [0; 3], out: [1; 3] };
+        // Signed leading pads: an output_shape larger than the full output pads with
+        // negative amounts (as onnxruntime does: the head gets total / 2, truncated).
+        let mut pbs = [0isize; 3];
         let o = 3 - sp;
         for i in 0..sp {
             let ek = (k[i] - 1) * d[i] + 1;
-            let full = s[i] * (xs[2 + i] - 1) + op[i] + ek; // output size with no padding
+            let full = (s[i] * (xs[2 + i] - 1) + op[i] + ek) as isize; // output size with no padding
+            let split = |total: isize| -> isize {
+                if self.attrs.auto_pad == AutoPad::SameLower {
+                    total - total / 2
+                } else {
+                    total / 2
+                }
+            };
             let (pb, out) = if let Some(os) = &self.output_shape {
-                let target = *os.get(os.len().saturating_sub(sp) + i).ok_or_else(|| Error::user("bad output_shape"))?;
-                let total = full.checked_sub(target).ok_or_else(|| {
-                    Error::user(format!("output_shape {os:?} is larger than the full output {full}"))
-                })?;
-                let pb = if self.attrs.auto_pad == AutoPad::SameUpper { total / 2 } else { total - total / 2 };
-                (pb, target)
+                if os.len() < sp {
+                    return Err(Error::user(format!("output_shape {os:?} has fewer than {sp} entries")));
+                }
+                let target = os[os.len() - sp + i] as isize;
+                (split(full - target), target)
             } else {
                 match self.attrs.auto_pad {
                     AutoPad::SameUpper | AutoPad::SameLower => {
-                        let target = xs[2 + i] * s[i];
-                        let total = full.saturating_sub(target);
-                        let pb = if self.attrs.auto_pad == AutoPad::SameUpper { total / 2 } else { total - total / 2 };
-                        (pb, target)
+                        let target = (xs[2 + i] * s[i]) as isize;
+                        (split(full - target), target)
                     }
                     AutoPad::Valid => (0, full),
                     AutoPad::NotSet => {
@@ -643,19 +671,19 @@ impl Kernel for ConvTransposeKernel {
                         if pads.len() != 2 * sp {
                             return Err(Error::user(format!("attribute 'pads' = {pads:?} does not have {} entries", 2 * sp)));
                         }
-                        let out = full.checked_sub(pads[i] + pads[i + sp]).ok_or_else(|| {
-                            Error::user(format!("pads {pads:?} are larger than the output {full}"))
-                        })?;
-                        (pads[i], out)
+                        (pads[i] as isize, full - (pads[i] + pads[i + sp]) as isize)
                     }
                 }
             };
+            if out < 0 {
+                return Err(Error::user(format!("ConvTranspose output size {out} on spatial axis {i} is negative")));
+            }
             geo.inp[o + i] = xs[2 + i];
             geo.k[o + i] = k[i];
             geo.s[o + i] = s[i];
             geo.d[o + i] = d[i];
-            geo.pb[o + i] = pb;
-            geo.out[o + i] = out;
+            pbs[o + i] = pb;
+            geo.out[o + i] = out as usize;
         }
         let b = opt_input(&inputs, 2).map(|t| t.as_f32()).transpose()?;
         if let Some(b) = b {
@@ -677,7 +705,7 @@ impl Kernel for ConvTransposeKernel {
                 // col[rows, isz] = Wg^T [rows x cg] * Xg [cg x isz]
                 sgemm(rows, cg, isz, 1.0, Mat::rows_t(wg, rows), Mat::rows(xg, isz), 0.0, &mut col, isz);
                 let yg = &mut y[(img * m + gi * mg) * osz..][..mg * osz];
-                col2im(&col, &geo, mg, yg);
+                col2im(&col, &geo, &pbs, mg, yg);
             }
         }
         if let Some(b) = b {
@@ -692,7 +720,7 @@ impl Kernel for ConvTransposeKernel {
 }
 
 /// Scatters `col` ([mg * kvol, in_size]) into `y` ([mg, out_size]) for a transposed conv.
-fn col2im(col: &[f32], g: &Geom, mg: usize, y: &mut [f32]) {
+fn col2im(col: &[f32], g: &Geom, pb: &[isize; 3], mg: usize, y: &mut [f32]) {
     let isz = g.in_size();
     let osz = g.out_size();
     let [id_n, ih_n, iw_n] = g.inp;
@@ -706,19 +734,19 @@ fn col2im(col: &[f32], g: &Geom, mg: usize, y: &mut [f32]) {
                     let src = &col[row * isz..][..isz];
                     row += 1;
                     for id in 0..id_n {
-                        let od = (id * g.s[0] + kd * g.d[0]) as isize - g.pb[0] as isize;
+                        let od = (id * g.s[0] + kd * g.d[0]) as isize - pb[0];
                         if od < 0 || od >= od_n as isize {
                             continue;
                         }
                         for ih in 0..ih_n {
-                            let oh = (ih * g.s[1] + kh * g.d[1]) as isize - g.pb[1] as isize;
+                            let oh = (ih * g.s[1] + kh * g.d[1]) as isize - pb[1];
                             if oh < 0 || oh >= oh_n as isize {
                                 continue;
                             }
                             let srow = &src[(id * ih_n + ih) * iw_n..][..iw_n];
                             let ybase = (od as usize * oh_n + oh as usize) * ow_n;
                             for (iw, &v) in srow.iter().enumerate() {
-                                let ow = (iw * g.s[2] + kw * g.d[2]) as isize - g.pb[2] as isize;
+                                let ow = (iw * g.s[2] + kw * g.d[2]) as isize - pb[2];
                                 if ow >= 0 && (ow as usize) < ow_n {
                                     yp[ybase + ow as usize] += v;
                                 }
@@ -818,6 +846,8 @@ mod tests {
             (vec![1, 4, 6, 40], vec![8, 2, 3, 3], 2, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], AutoPad::NotSet),
             (vec![1, 4, 5, 7], vec![7, 4, 2, 2], 1, vec![1, 1], vec![0; 4], vec![1, 1], AutoPad::NotSet),
             (vec![1, 8, 20, 30], vec![40, 8, 1, 1], 1, vec![1, 1], vec![0; 4], vec![1, 1], AutoPad::NotSet),
+            (vec![2, 3, 11, 10], vec![3, 1, 3, 3], 3, vec![2, 3], vec![1, 0, 2, 1], vec![1, 2], AutoPad::NotSet),
+            (vec![1, 2, 9, 9], vec![2, 1, 5, 5], 2, vec![1, 1], vec![2, 2, 2, 2], vec![1, 1], AutoPad::NotSet),
         ];
         for (xs, ws, group, st, pads, dil, ap) in cases {
             let x = pseudo(numel(&xs), 1);

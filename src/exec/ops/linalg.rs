@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 
-use super::super::gemm::{sgemm, Mat};
+use super::super::gemm::{gemm_packed, sgemm, Mat, PackedA};
 use super::super::tensor::{numel, Tensor};
 use super::elementwise::{broadcast_shapes, broadcast_strides};
 use super::shape::gather_strided;
@@ -13,17 +13,27 @@ struct GemmKernel {
     beta: f32,
     trans_a: bool,
     trans_b: bool,
+    /// `alpha * B'` packed as the left operand (`[N x K]`) when B is a constant: the run
+    /// then computes `Y' = (alpha B') A'` and so never repacks the weight.
+    packed_b: Option<(Vec<usize>, PackedA)>,
 }
 
 pub(crate) fn build_gemm(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
     cx.require_inputs(2, 3)?;
     let a = cx.attrs();
-    Ok(Box::new(GemmKernel {
-        alpha: a.float("alpha", 1.0)?,
-        beta: a.float("beta", 1.0)?,
-        trans_a: a.int("transA", 0)? != 0,
-        trans_b: a.int("transB", 0)? != 0,
-    }))
+    let alpha = a.float("alpha", 1.0)?;
+    let trans_b = a.int("transB", 0)? != 0;
+    let packed_b = match cx.const_input(1) {
+        Some(b) if b.rank() == 2 => {
+            let bv = b.as_f32().map_err(|e| e.context("input B"))?;
+            let (r, c) = (b.shape()[0], b.shape()[1]);
+            let (n, k) = if trans_b { (r, c) } else { (c, r) };
+            let view = if trans_b { Mat::rows(bv, k) } else { Mat::rows_t(bv, n) };
+            Some((b.shape().to_vec(), PackedA::new(n, k, view, alpha)))
+        }
+        _ => None,
+    };
+    Ok(Box::new(GemmKernel { alpha, beta: a.float("beta", 1.0)?, trans_a: a.int("transA", 0)? != 0, trans_b, packed_b }))
 }
 
 impl Kernel for GemmKernel {
@@ -58,9 +68,27 @@ impl Kernel for GemmKernel {
                 beta = self.beta;
             }
         }
-        let am = if self.trans_a { Mat::rows_t(av, m) } else { Mat::rows(av, k) };
-        let bm = if self.trans_b { Mat::rows_t(bv, k) } else { Mat::rows(bv, n) };
-        sgemm(m, k, n, self.alpha, am, bm, beta, &mut y, n);
+        match &self.packed_b {
+            Some((shape, pb)) if shape.as_slice() == b.shape() => {
+                // Y'[n x m] = (alpha B') A', then Y += Y'^T.
+                let at = if self.trans_a { Mat::rows(av, m) } else { Mat::rows_t(av, k) };
+                let mut yt = vec![0f32; n * m];
+                gemm_packed(pb, at, m, &mut yt, m);
+                if beta != 1.0 {
+                    y.iter_mut().for_each(|v| *v *= beta);
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        y[i * n + j] += yt[j * m + i];
+                    }
+                }
+            }
+            _ => {
+                let am = if self.trans_a { Mat::rows_t(av, m) } else { Mat::rows(av, k) };
+                let bm = if self.trans_b { Mat::rows_t(bv, k) } else { Mat::rows(bv, n) };
+                sgemm(m, k, n, self.alpha, am, bm, beta, &mut y, n);
+            }
+        }
         Ok(vec![Tensor::from_vec(vec![m, n], y)])
     }
 }
