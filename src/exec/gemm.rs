@@ -120,6 +120,12 @@ pub(crate) unsafe fn kernel(
     unsafe { portable(k, a, mr, b, boff, c, ldc, w) };
 }
 
+/// Whether the CPU has AVX2 and FMA (x86-64 only; detected once).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2_fma() -> bool {
+    avx2::available()
+}
+
 /// Portable microkernel (any CPU).
 #[allow(clippy::too_many_arguments)]
 unsafe fn portable(k: usize, a: &[f32], mr: usize, b: &[f32], boff: &[usize], c: *mut f32, ldc: usize, w: usize) {

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 use super::ops::{self, Kernel, NodeCtx};
 use super::program::Program;
-use super::tensor::Tensor;
+use super::tensor::{pool, Tensor};
 
 /// A validated, ready-to-run program. Cheap to share across threads (`&Session` is `Sync`).
 pub struct Session {
@@ -328,8 +328,15 @@ impl Session {
             }
             let shapes: Vec<ShapeNote> = ins.iter().map(ShapeNote::of).collect();
             let outs = self.kernels[step.node]
-                .run(ins)
+                .run(&mut ins)
                 .map_err(|e| e.context(format!("{} with inputs {}", node.describe(), describe_inputs(&shapes))))?;
+            for (j, t) in ins.into_iter().enumerate() {
+                if let Some(t) = t {
+                    if step.take[j] {
+                        pool::recycle(t);
+                    }
+                }
+            }
             let mut it = outs.into_iter();
             for out in &node.outputs {
                 let t = it.next();
@@ -347,7 +354,9 @@ impl Session {
                 }
             }
             for &v in &step.drop_outputs {
-                slots[v] = None;
+                if let Some(t) = slots[v].take() {
+                    pool::recycle(t);
+                }
             }
         }
         plan.targets

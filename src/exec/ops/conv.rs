@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 
 use super::super::gemm::{gemm_rows, sgemm, Mat, PackedA};
-use super::super::tensor::{numel, Tensor};
+use super::super::tensor::{numel, pool, Tensor};
 use super::{input, opt_input, Attrs, Kernel, NodeCtx};
 
 /// ONNX `auto_pad`.
@@ -349,6 +349,140 @@ fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], p
     }
 }
 
+/// Output columns computed together by the depthwise row kernel (4 AVX vectors).
+const DW_CHUNK: usize = 32;
+
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Depthwise conv of one 1-D/2-D channel plane, register-blocked: each chunk of output
+/// columns accumulates all its taps before being stored. Strided planes are first split
+/// into `s` column phases so that every tap reads contiguous inputs.
+#[inline(always)]
+fn depthwise_2d<const FMA: bool>(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], phase: &mut Vec<f32>) {
+    let [_, oh_n, ow_n] = g.out;
+    let [_, h_n, w_n] = g.inp;
+    let (kh_n, kw_n) = (g.k[1], g.k[2]);
+    let sw = g.s[2];
+    let plen = w_n.div_ceil(sw) + 1;
+    let src_plane: &[f32] = if sw == 1 {
+        x
+    } else {
+        if phase.len() < sw * h_n * plen {
+            phase.resize(sw * h_n * plen, 0.0);
+        }
+        for ih in 0..h_n {
+            let row = &x[ih * w_n..(ih + 1) * w_n];
+            for (t, &v) in row.iter().enumerate() {
+                phase[((t % sw) * h_n + ih) * plen + t / sw] = v;
+            }
+        }
+        &phase[..sw * h_n * plen]
+    };
+    let row_len = if sw == 1 { w_n } else { plen };
+    // Per kw: which phase and the shift of the input index relative to ow.
+    let mut taps_w = [(0usize, 0isize); 16];
+    let mut lo = 0usize;
+    let mut hi = ow_n;
+    for kw in 0..kw_n.min(16) {
+        let c = (kw * g.d[2]) as isize - g.pb[2] as isize;
+        let q = c.rem_euclid(sw as isize) as usize;
+        taps_w[kw] = (q, c.div_euclid(sw as isize));
+        let (a, b) = g.valid_range(2, kw);
+        lo = lo.max(a);
+        hi = hi.min(b);
+    }
+    let fast = kw_n <= 16 && lo < hi;
+    for oh in 0..oh_n {
+        let dst = &mut out[oh * ow_n..(oh + 1) * ow_n];
+        let (hlo, hhi) = (0..kh_n).fold((usize::MAX, 0), |acc, kh| {
+            let ih = (oh * g.s[1] + kh * g.d[1]) as isize - g.pb[1] as isize;
+            if ih >= 0 && (ih as usize) < h_n {
+                (acc.0.min(kh), acc.1.max(kh + 1))
+            } else {
+                acc
+            }
+        });
+        let ih_of = |kh: usize| oh * g.s[1] + kh * g.d[1] - g.pb[1];
+        // scalar path for one output column
+        let scalar = |ow: usize| -> f32 {
+            let mut acc = bias;
+            for kh in hlo..hhi {
+                let ih = ih_of(kh);
+                let row = &x[ih * w_n..(ih + 1) * w_n];
+                for kw in 0..kw_n {
+                    let iw = (ow * sw + kw * g.d[2]) as isize - g.pb[2] as isize;
+                    if iw >= 0 && (iw as usize) < w_n {
+                        acc = madd::<FMA>(w[kh * kw_n + kw], row[iw as usize], acc);
+                    }
+                }
+            }
+            acc
+        };
+        if !fast || hlo >= hhi {
+            for (ow, o) in dst.iter_mut().enumerate() {
+                *o = scalar(ow);
+            }
+            continue;
+        }
+        for (ow, o) in dst.iter_mut().enumerate().take(lo) {
+            *o = scalar(ow);
+        }
+        let mut ow = lo;
+        while ow + DW_CHUNK <= hi {
+            let mut acc = [bias; DW_CHUNK];
+            for kh in hlo..hhi {
+                let ih = ih_of(kh);
+                for kw in 0..kw_n {
+                    let (q, sh) = taps_w[kw];
+                    let start = (q * h_n + ih) * row_len;
+                    let base = start + (ow as isize + sh) as usize;
+                    let src = &src_plane[base..base + DW_CHUNK];
+                    let wv = w[kh * kw_n + kw];
+                    for l in 0..DW_CHUNK {
+                        acc[l] = madd::<FMA>(wv, src[l], acc[l]);
+                    }
+                }
+            }
+            dst[ow..ow + DW_CHUNK].copy_from_slice(&acc);
+            ow += DW_CHUNK;
+        }
+        for o in ow..hi {
+            dst[o] = scalar(o);
+        }
+        for o in hi.max(lo)..ow_n {
+            dst[o] = scalar(o);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_2d_avx2(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], phase: &mut Vec<f32>) {
+    depthwise_2d::<true>(x, w, bias, g, out, phase)
+}
+
+/// Depthwise conv of one channel plane, picking the fastest variant.
+fn depthwise_any(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], phase: &mut Vec<f32>) {
+    if g.inp[0] != 1 || g.k[0] != 1 || g.k[2] > 16 {
+        return depthwise_plane(x, w, bias, g, out, phase);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::super::gemm::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { depthwise_2d_avx2(x, w, bias, g, out, phase) };
+        }
+    }
+    depthwise_2d::<false>(x, w, bias, g, out, phase)
+}
+
 /// Runs a conv of float data. `x`: [N, C, *sp], `w`: [M, C/group, *k], `b`: [M];
 /// `packed`: the weight's per-group panels if already packed.
 #[allow(clippy::too_many_arguments)]
@@ -388,7 +522,7 @@ pub(crate) fn conv_forward(
     let (cg, mg) = (c / group, m / group);
     let (isz, osz, kvol) = (g.in_size(), g.out_size(), g.k_size());
     let kdim = cg * kvol;
-    let mut y = vec![0f32; n * m * osz];
+    let mut y = pool::zeros(n * m * osz);
     if y.is_empty() {
         return Ok((out_shape, y));
     }
@@ -402,7 +536,7 @@ pub(crate) fn conv_forward(
             let xp = &x[(img * c + ch) * isz..][..isz];
             SCRATCH.with(|s| {
                 let phase = &mut s.borrow_mut().0;
-                depthwise_plane(xp, &w[ch * kvol..][..kvol], b.map_or(0.0, |b| b[ch]), &g, plane, phase);
+                depthwise_any(xp, &w[ch * kvol..][..kvol], b.map_or(0.0, |b| b[ch]), &g, plane, phase);
             });
         };
         if par {
@@ -441,11 +575,9 @@ pub(crate) fn conv_forward(
     if grid {
         let (hp, wp) = (g.inp[1] + g.pb[1] + g.pe[1], g.inp[2] + g.pb[2] + g.pe[2]);
         let (h_n, w_n) = (g.inp[1], g.inp[2]);
-        let padded_buf;
-        let xp: &[f32] = if hp == h_n && wp == w_n {
-            x
-        } else {
-            let mut v = vec![0f32; n * c * hp * wp];
+        let mut padded_buf: Option<Vec<f32>> = None;
+        if hp != h_n || wp != w_n {
+            let mut v = pool::zeros(n * c * hp * wp);
             for (pl, dst) in v.chunks_mut(hp * wp).enumerate() {
                 let src = &x[pl * isz..(pl + 1) * isz];
                 for ih in 0..h_n {
@@ -453,9 +585,9 @@ pub(crate) fn conv_forward(
                     dst[d0..d0 + w_n].copy_from_slice(&src[ih * w_n..(ih + 1) * w_n]);
                 }
             }
-            padded_buf = v;
-            &padded_buf
-        };
+            padded_buf = Some(v);
+        }
+        let xp: &[f32] = padded_buf.as_deref().unwrap_or(x);
         let psz = hp * wp;
         let mut boff = Vec::with_capacity(kdim);
         for ci in 0..cg {
@@ -517,6 +649,10 @@ pub(crate) fn conv_forward(
         } else {
             (0..ntasks).for_each(task);
         }
+        drop(boff);
+        if let Some(v) = padded_buf.take() {
+            pool::give(v);
+        }
         return Ok((out_shape, y));
     }
 
@@ -560,7 +696,7 @@ pub(crate) fn conv_forward(
 }
 
 impl Kernel for ConvKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(&inputs, 0)?;
         let (w, packed) = match &self.weight {
             Some((w, p)) => (w, Some(p.as_slice())),
@@ -606,7 +742,7 @@ pub(crate) fn build_conv_transpose(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for ConvTransposeKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(&inputs, 0)?;
         let w = input(&inputs, 1)?;
         let (xs, ws) = (x.shape(), w.shape());
@@ -848,6 +984,9 @@ mod tests {
             (vec![1, 8, 20, 30], vec![40, 8, 1, 1], 1, vec![1, 1], vec![0; 4], vec![1, 1], AutoPad::NotSet),
             (vec![2, 3, 11, 10], vec![3, 1, 3, 3], 3, vec![2, 3], vec![1, 0, 2, 1], vec![1, 2], AutoPad::NotSet),
             (vec![1, 2, 9, 9], vec![2, 1, 5, 5], 2, vec![1, 1], vec![2, 2, 2, 2], vec![1, 1], AutoPad::NotSet),
+            (vec![2, 3, 5, 75], vec![3, 1, 3, 3], 3, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], AutoPad::NotSet),
+            (vec![1, 3, 6, 150], vec![3, 1, 3, 3], 3, vec![2, 2], vec![1, 0, 1, 1], vec![1, 1], AutoPad::NotSet),
+            (vec![1, 2, 6, 90], vec![2, 1, 3, 5], 2, vec![1, 3], vec![0, 2, 1, 0], vec![2, 2], AutoPad::NotSet),
         ];
         for (xs, ws, group, st, pads, dil, ap) in cases {
             let x = pseudo(numel(&xs), 1);

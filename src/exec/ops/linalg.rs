@@ -37,7 +37,7 @@ pub(crate) fn build_gemm(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for GemmKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
         let a = input(&inputs, 0)?;
         let b = input(&inputs, 1)?;
         if a.rank() != 2 || b.rank() != 2 {
@@ -153,7 +153,7 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 impl Kernel for MatMulKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
         Ok(vec![matmul(input(&inputs, 0)?, input(&inputs, 1)?)?])
     }
 }

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
-use super::super::tensor::Tensor;
+use super::super::tensor::{pool, Tensor};
 use super::conv::{Geom, SpatialAttrs};
 use super::{input, Kernel, NodeCtx, PAR_CHUNK};
 
@@ -113,7 +113,7 @@ fn pool_plane(x: &[f32], g: &Geom, max: bool, include_pad: bool, out: &mut [f32]
 }
 
 impl Kernel for PoolKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(&inputs, 0)?;
         let xs = x.shape();
         if xs.len() < 3 || xs.len() > 5 {
@@ -125,7 +125,7 @@ impl Kernel for PoolKernel {
         out_shape.extend_from_slice(&g.out[3 - sp..]);
         let (isz, osz) = (g.in_size(), g.out_size());
         let xv = x.as_f32()?;
-        let mut y = vec![0f32; xs[0] * xs[1] * osz];
+        let mut y = pool::zeros(xs[0] * xs[1] * osz);
         if y.is_empty() {
             return Ok(vec![Tensor::from_vec(out_shape, y)]);
         }
@@ -149,7 +149,7 @@ pub(crate) fn build_global_pool(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for GlobalPoolKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
         let x = input(&inputs, 0)?;
         let xs = x.shape();
         if xs.len() < 2 {
