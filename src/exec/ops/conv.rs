@@ -362,104 +362,96 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 }
 
 /// Depthwise conv of one 1-D/2-D channel plane, register-blocked: each chunk of output
-/// columns accumulates all its taps before being stored. Strided planes are first split
-/// into `s` column phases so that every tap reads contiguous inputs.
+/// columns accumulates all its taps before being stored. The plane is first copied into a
+/// zero-padded buffer split into `s` column phases (s = the column stride), so that every
+/// tap of every output reads a contiguous, in-bounds run.
 #[inline(always)]
-fn depthwise_2d<const FMA: bool>(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], phase: &mut Vec<f32>) {
+fn depthwise_2d<const FMA: bool>(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], buf: &mut Vec<f32>) {
     let [_, oh_n, ow_n] = g.out;
     let [_, h_n, w_n] = g.inp;
     let (kh_n, kw_n) = (g.k[1], g.k[2]);
-    let sw = g.s[2];
-    let plen = w_n.div_ceil(sw) + 1;
-    let src_plane: &[f32] = if sw == 1 {
-        x
-    } else {
-        if phase.len() < sw * h_n * plen {
-            phase.resize(sw * h_n * plen, 0.0);
-        }
-        for ih in 0..h_n {
-            let row = &x[ih * w_n..(ih + 1) * w_n];
-            for (t, &v) in row.iter().enumerate() {
-                phase[((t % sw) * h_n + ih) * plen + t / sw] = v;
-            }
-        }
-        &phase[..sw * h_n * plen]
-    };
-    let row_len = if sw == 1 { w_n } else { plen };
-    // Per kw: which phase and the shift of the input index relative to ow.
-    let mut taps_w = [(0usize, 0isize); 16];
-    let mut lo = 0usize;
-    let mut hi = ow_n;
-    for kw in 0..kw_n.min(16) {
-        let c = (kw * g.d[2]) as isize - g.pb[2] as isize;
-        let q = c.rem_euclid(sw as isize) as usize;
-        taps_w[kw] = (q, c.div_euclid(sw as isize));
-        let (a, b) = g.valid_range(2, kw);
-        lo = lo.max(a);
-        hi = hi.min(b);
+    let (sh, sw) = (g.s[1], g.s[2]);
+    let hp = h_n + g.pb[1] + g.pe[1];
+    let wp = w_n + g.pb[2] + g.pe[2];
+    // phase row length, with slack so 8-wide chunks past the last output stay in bounds
+    let len = wp.div_ceil(sw) + 8;
+    let total = sw * hp * len;
+    if buf.len() < total {
+        buf.resize(total, 0.0);
     }
-    let fast = kw_n <= 16 && lo < hi;
-    for oh in 0..oh_n {
-        let dst = &mut out[oh * ow_n..(oh + 1) * ow_n];
-        let (hlo, hhi) = (0..kh_n).fold((usize::MAX, 0), |acc, kh| {
-            let ih = (oh * g.s[1] + kh * g.d[1]) as isize - g.pb[1] as isize;
-            if ih >= 0 && (ih as usize) < h_n {
-                (acc.0.min(kh), acc.1.max(kh + 1))
-            } else {
-                acc
-            }
-        });
-        let ih_of = |kh: usize| oh * g.s[1] + kh * g.d[1] - g.pb[1];
-        // scalar path for one output column
-        let scalar = |ow: usize| -> f32 {
-            let mut acc = bias;
-            for kh in hlo..hhi {
-                let ih = ih_of(kh);
-                let row = &x[ih * w_n..(ih + 1) * w_n];
-                for kw in 0..kw_n {
-                    let iw = (ow * sw + kw * g.d[2]) as isize - g.pb[2] as isize;
-                    if iw >= 0 && (iw as usize) < w_n {
-                        acc = madd::<FMA>(w[kh * kw_n + kw], row[iw as usize], acc);
-                    }
-                }
-            }
-            acc
-        };
-        if !fast || hlo >= hhi {
-            for (ow, o) in dst.iter_mut().enumerate() {
-                *o = scalar(ow);
-            }
+    let plane = &mut buf[..total];
+    plane.fill(0.0);
+    for ih in 0..h_n {
+        let row = &x[ih * w_n..(ih + 1) * w_n];
+        let ihp = ih + g.pb[1];
+        if sw == 1 {
+            let d0 = ihp * len + g.pb[2];
+            plane[d0..d0 + w_n].copy_from_slice(row);
             continue;
         }
-        for (ow, o) in dst.iter_mut().enumerate().take(lo) {
-            *o = scalar(ow);
-        }
-        let mut ow = lo;
-        while ow + DW_CHUNK <= hi {
-            let mut acc = [bias; DW_CHUNK];
-            for kh in hlo..hhi {
-                let ih = ih_of(kh);
-                for kw in 0..kw_n {
-                    let (q, sh) = taps_w[kw];
-                    let start = (q * h_n + ih) * row_len;
-                    let base = start + (ow as isize + sh) as usize;
-                    let src = &src_plane[base..base + DW_CHUNK];
-                    let wv = w[kh * kw_n + kw];
-                    for l in 0..DW_CHUNK {
-                        acc[l] = madd::<FMA>(wv, src[l], acc[l]);
-                    }
-                }
+        for q in 0..sw {
+            // padded column iwp = t * sw + q holds row[iwp - pl], for pl <= iwp < pl + w_n
+            let dst = &mut plane[(q * hp + ihp) * len..(q * hp + ihp + 1) * len];
+            let t_lo = g.pb[2].saturating_sub(q).div_ceil(sw);
+            let t_hi = (g.pb[2] + w_n).saturating_sub(q).div_ceil(sw);
+            for (t, d) in dst.iter_mut().enumerate().take(t_hi).skip(t_lo) {
+                *d = row[t * sw + q - g.pb[2]];
             }
+        }
+    }
+    let plane = &buf[..total];
+    for oh in 0..oh_n {
+        let dst = &mut out[oh * ow_n..(oh + 1) * ow_n];
+        let mut ow = 0;
+        while ow + DW_CHUNK <= ow_n {
+            let acc = dw_chunk::<FMA, DW_CHUNK>(plane, w, bias, g, oh, ow, hp, len, sh, sw, kh_n, kw_n);
             dst[ow..ow + DW_CHUNK].copy_from_slice(&acc);
             ow += DW_CHUNK;
         }
-        for o in ow..hi {
-            dst[o] = scalar(o);
-        }
-        for o in hi.max(lo)..ow_n {
-            dst[o] = scalar(o);
+        while ow < ow_n {
+            let acc = dw_chunk::<FMA, 8>(plane, w, bias, g, oh, ow, hp, len, sh, sw, kh_n, kw_n);
+            let n = 8.min(ow_n - ow);
+            dst[ow..ow + n].copy_from_slice(&acc[..n]);
+            ow += 8;
         }
     }
+}
+
+/// `N` output columns of row `oh` from `ow` on, over the padded phase planes.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dw_chunk<const FMA: bool, const N: usize>(
+    plane: &[f32],
+    w: &[f32],
+    bias: f32,
+    g: &Geom,
+    oh: usize,
+    ow: usize,
+    hp: usize,
+    len: usize,
+    sh: usize,
+    sw: usize,
+    kh_n: usize,
+    kw_n: usize,
+) -> [f32; N] {
+    let mut acc = [bias; N];
+    for kh in 0..kh_n {
+        let ihp = oh * sh + kh * g.d[1];
+        for kw in 0..kw_n {
+            let c = kw * g.d[2];
+            let (q, shift) = (c % sw, c / sw);
+            let base = (q * hp + ihp) * len + ow + shift;
+            let src: &[f32; N] = match plane[base..base + N].try_into() {
+                Ok(a) => a,
+                Err(_) => return acc,
+            };
+            let wv = w[kh * kw_n + kw];
+            for l in 0..N {
+                acc[l] = madd::<FMA>(wv, src[l], acc[l]);
+            }
+        }
+    }
+    acc
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -470,7 +462,7 @@ unsafe fn depthwise_2d_avx2(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut
 
 /// Depthwise conv of one channel plane, picking the fastest variant.
 fn depthwise_any(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], phase: &mut Vec<f32>) {
-    if g.inp[0] != 1 || g.k[0] != 1 || g.k[2] > 16 {
+    if g.inp[0] != 1 || g.k[0] != 1 {
         return depthwise_plane(x, w, bias, g, out, phase);
     }
     #[cfg(target_arch = "x86_64")]

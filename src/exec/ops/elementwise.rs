@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 
-use super::super::tensor::{numel, DType, Data, Elem, Tensor};
+use super::super::tensor::{numel, pool, DType, Data, Elem, Tensor};
 use super::{input, opt_input, take, Kernel, NodeCtx};
 
 /// Numpy broadcast of two shapes.
@@ -209,6 +209,7 @@ pub(crate) fn arith<T: Elem + Default>(mut a: Tensor, mut b: Tensor, f: impl Fn(
                     map_slice(row, &|x| f(x, y));
                 }
             });
+            pool::recycle(b);
             return Ok(a);
         }
     }
@@ -229,10 +230,14 @@ pub(crate) fn arith<T: Elem + Default>(mut a: Tensor, mut b: Tensor, f: impl Fn(
                     }
                 }
             });
+            pool::recycle(a);
             return Ok(b);
         }
     }
-    broadcast_map::<T, T, T>(&a, &b, f)
+    let out = broadcast_map::<T, T, T>(&a, &b, f);
+    pool::recycle(a);
+    pool::recycle(b);
+    out
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
