@@ -387,6 +387,23 @@ pub(crate) mod pool {
         vec![0.0; len]
     }
 
+    /// A buffer of `len` floats with unspecified (stale but initialized) contents, for
+    /// outputs that the caller overwrites entirely.
+    pub(crate) fn scratch(len: usize) -> Vec<f32> {
+        if len >= MIN_LEN {
+            let got = POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                let i = p.iter().enumerate().filter(|(_, v)| v.len() >= len).min_by_key(|(_, v)| v.len()).map(|(i, _)| i);
+                i.map(|i| p.swap_remove(i))
+            });
+            if let Some(mut v) = got {
+                v.truncate(len);
+                return v;
+            }
+        }
+        zeros(len)
+    }
+
     /// Returns a buffer to the pool.
     pub(crate) fn give(v: Vec<f32>) {
         if v.capacity() < MIN_LEN {

@@ -400,16 +400,26 @@ fn depthwise_2d<const FMA: bool>(x: &[f32], w: &[f32], bias: f32, g: &Geom, out:
         }
     }
     let plane = &buf[..total];
+    // Each tap (kh, kw) reads the plane at row_base + off + ow.
+    let mut taps: Vec<(usize, f32)> = Vec::with_capacity(kh_n * kw_n);
+    for kh in 0..kh_n {
+        for kw in 0..kw_n {
+            let c = kw * g.d[2];
+            let (q, shift) = (c % sw, c / sw);
+            taps.push(((q * hp + kh * g.d[1]) * len + shift, w[kh * kw_n + kw]));
+        }
+    }
     for oh in 0..oh_n {
         let dst = &mut out[oh * ow_n..(oh + 1) * ow_n];
+        let row_base = oh * sh * len;
         let mut ow = 0;
         while ow + DW_CHUNK <= ow_n {
-            let acc = dw_chunk::<FMA, DW_CHUNK>(plane, w, bias, g, oh, ow, hp, len, sh, sw, kh_n, kw_n);
+            let acc = dw_chunk::<FMA, DW_CHUNK>(plane, &taps, bias, row_base + ow);
             dst[ow..ow + DW_CHUNK].copy_from_slice(&acc);
             ow += DW_CHUNK;
         }
         while ow < ow_n {
-            let acc = dw_chunk::<FMA, 8>(plane, w, bias, g, oh, ow, hp, len, sh, sw, kh_n, kw_n);
+            let acc = dw_chunk::<FMA, 8>(plane, &taps, bias, row_base + ow);
             let n = 8.min(ow_n - ow);
             dst[ow..ow + n].copy_from_slice(&acc[..n]);
             ow += 8;
@@ -417,38 +427,17 @@ fn depthwise_2d<const FMA: bool>(x: &[f32], w: &[f32], bias: f32, g: &Geom, out:
     }
 }
 
-/// `N` output columns of row `oh` from `ow` on, over the padded phase planes.
+/// `N` consecutive outputs whose taps read `plane[base + off ..]`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dw_chunk<const FMA: bool, const N: usize>(
-    plane: &[f32],
-    w: &[f32],
-    bias: f32,
-    g: &Geom,
-    oh: usize,
-    ow: usize,
-    hp: usize,
-    len: usize,
-    sh: usize,
-    sw: usize,
-    kh_n: usize,
-    kw_n: usize,
-) -> [f32; N] {
+fn dw_chunk<const FMA: bool, const N: usize>(plane: &[f32], taps: &[(usize, f32)], bias: f32, base: usize) -> [f32; N] {
     let mut acc = [bias; N];
-    for kh in 0..kh_n {
-        let ihp = oh * sh + kh * g.d[1];
-        for kw in 0..kw_n {
-            let c = kw * g.d[2];
-            let (q, shift) = (c % sw, c / sw);
-            let base = (q * hp + ihp) * len + ow + shift;
-            let src: &[f32; N] = match plane[base..base + N].try_into() {
-                Ok(a) => a,
-                Err(_) => return acc,
-            };
-            let wv = w[kh * kw_n + kw];
-            for l in 0..N {
-                acc[l] = madd::<FMA>(wv, src[l], acc[l]);
-            }
+    for &(off, wv) in taps {
+        let src: &[f32; N] = match plane[base + off..base + off + N].try_into() {
+            Ok(a) => a,
+            Err(_) => return acc,
+        };
+        for l in 0..N {
+            acc[l] = madd::<FMA>(wv, src[l], acc[l]);
         }
     }
     acc
@@ -514,7 +503,8 @@ pub(crate) fn conv_forward(
     let (cg, mg) = (c / group, m / group);
     let (isz, osz, kvol) = (g.in_size(), g.out_size(), g.k_size());
     let kdim = cg * kvol;
-    let mut y = pool::zeros(n * m * osz);
+    // Every output element is written below (bias seed or depthwise store).
+    let mut y = pool::scratch(n * m * osz);
     if y.is_empty() {
         return Ok((out_shape, y));
     }

@@ -125,7 +125,7 @@ impl Kernel for PoolKernel {
         out_shape.extend_from_slice(&g.out[3 - sp..]);
         let (isz, osz) = (g.in_size(), g.out_size());
         let xv = x.as_f32()?;
-        let mut y = pool::zeros(xs[0] * xs[1] * osz);
+        let mut y = pool::scratch(xs[0] * xs[1] * osz); // pool_plane writes every element
         if y.is_empty() {
             return Ok(vec![Tensor::from_vec(out_shape, y)]);
         }
