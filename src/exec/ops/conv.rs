@@ -349,9 +349,6 @@ fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], p
     }
 }
 
-/// Output columns computed together by the depthwise row kernel (4 AVX vectors).
-const DW_CHUNK: usize = 32;
-
 #[inline(always)]
 fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA {
@@ -361,26 +358,74 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// Depthwise conv of one 1-D/2-D channel plane, register-blocked: each chunk of output
-/// columns accumulates all its taps before being stored. The plane is first copied into a
-/// zero-padded buffer split into `s` column phases (s = the column stride), so that every
-/// tap of every output reads a contiguous, in-bounds run.
+/// Depthwise conv of consecutive 1-D/2-D channel planes `i0 ..` (plane `i` is channel
+/// `i % m`), register-blocked: each block of outputs accumulates all its taps before being
+/// stored. Each plane is first copied into a zero-padded buffer split into `s` column
+/// phases (s = the column stride), so that every tap reads a contiguous, in-bounds run.
 #[inline(always)]
-fn depthwise_2d<const FMA: bool>(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], buf: &mut Vec<f32>) {
+#[allow(clippy::too_many_arguments)]
+fn depthwise_2d<const FMA: bool>(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    i0: usize,
+    g: &Geom,
+    out: &mut [f32],
+    buf: &mut Vec<f32>,
+) {
     let [_, oh_n, ow_n] = g.out;
     let [_, h_n, w_n] = g.inp;
     let (kh_n, kw_n) = (g.k[1], g.k[2]);
     let (sh, sw) = (g.s[1], g.s[2]);
+    let (isz, osz, kvol) = (h_n * w_n, oh_n * ow_n, kh_n * kw_n);
     let hp = h_n + g.pb[1] + g.pe[1];
     let wp = w_n + g.pb[2] + g.pe[2];
     // phase row length, with slack so 8-wide chunks past the last output stay in bounds
     let len = wp.div_ceil(sw) + 8;
     let total = sw * hp * len;
-    if buf.len() < total {
-        buf.resize(total, 0.0);
+    if buf.len() < total + 2 * len {
+        buf.resize(total + 2 * len, 0.0);
     }
-    let plane = &mut buf[..total];
+    let (plane, prow) = buf.split_at_mut(total);
+    // Padding cells are never written below, so one clear serves every plane.
     plane.fill(0.0);
+    prow.fill(0.0);
+    // Each tap (kh, kw) reads the plane at row_base + off + ow.
+    let offs: Vec<usize> = (0..kvol)
+        .map(|t| {
+            let (kh, kw) = (t / kw_n, t % kw_n);
+            let c = kw * g.d[2];
+            (((c % sw) * hp + kh * g.d[1]) * len) + c / sw
+        })
+        .collect();
+    let nplanes = out.len() / osz.max(1);
+    for p in 0..nplanes {
+        let i = i0 + p;
+        let ch = i % m;
+        let xp = &x[i * isz..(i + 1) * isz];
+        fill_phase_plane(xp, g, sw, hp, len, plane, prow);
+        let taps: Vec<(usize, f32)> = offs.iter().copied().zip(w[ch * kvol..(ch + 1) * kvol].iter().copied()).collect();
+        let bias = b.map_or(0.0, |b| b[ch]);
+        let outp = &mut out[p * osz..(p + 1) * osz];
+        let plane: &[f32] = plane;
+        let mut oh = 0;
+        while oh < oh_n {
+            if oh + DW_ROWS <= oh_n {
+                dw_rows::<FMA, DW_ROWS>(plane, &taps, bias, oh, sh * len, ow_n, outp);
+                oh += DW_ROWS;
+            } else {
+                dw_rows::<FMA, 1>(plane, &taps, bias, oh, sh * len, ow_n, outp);
+                oh += 1;
+            }
+        }
+    }
+}
+
+/// Copies one input plane into the interior of the zero-padded phase planes.
+#[inline(always)]
+fn fill_phase_plane(x: &[f32], g: &Geom, sw: usize, hp: usize, len: usize, plane: &mut [f32], prow: &mut [f32]) {
+    let [_, h_n, w_n] = g.inp;
     for ih in 0..h_n {
         let row = &x[ih * w_n..(ih + 1) * w_n];
         let ihp = ih + g.pb[1];
@@ -389,55 +434,96 @@ fn depthwise_2d<const FMA: bool>(x: &[f32], w: &[f32], bias: f32, g: &Geom, out:
             plane[d0..d0 + w_n].copy_from_slice(row);
             continue;
         }
+        if sw == 2 {
+            // pad the row, then split it into even and odd columns 8 at a time
+            let prow = &mut prow[..2 * len];
+            prow[g.pb[2]..g.pb[2] + w_n].copy_from_slice(row);
+            let (even, odd) = plane[ihp * len..].split_at_mut(hp * len);
+            let (even, odd) = (&mut even[..len], &mut odd[..len]);
+            for ((e8, o8), s16) in even.chunks_exact_mut(8).zip(odd.chunks_exact_mut(8)).zip(prow.chunks_exact(16)) {
+                for i in 0..8 {
+                    e8[i] = s16[2 * i];
+                    o8[i] = s16[2 * i + 1];
+                }
+            }
+            let done = len / 8 * 8;
+            for t in done..len {
+                even[t] = prow[2 * t];
+                odd[t] = prow[2 * t + 1];
+            }
+            continue;
+        }
         for q in 0..sw {
             // padded column iwp = t * sw + q holds row[iwp - pl], for pl <= iwp < pl + w_n
             let dst = &mut plane[(q * hp + ihp) * len..(q * hp + ihp + 1) * len];
             let t_lo = g.pb[2].saturating_sub(q).div_ceil(sw);
             let t_hi = (g.pb[2] + w_n).saturating_sub(q).div_ceil(sw);
-            for (t, d) in dst.iter_mut().enumerate().take(t_hi).skip(t_lo) {
-                *d = row[t * sw + q - g.pb[2]];
+            if t_lo < t_hi {
+                let first = t_lo * sw + q - g.pb[2];
+                for (d, &v) in dst[t_lo..t_hi].iter_mut().zip(row[first..].iter().step_by(sw)) {
+                    *d = v;
+                }
             }
         }
     }
-    let plane = &buf[..total];
-    // Each tap (kh, kw) reads the plane at row_base + off + ow.
-    let mut taps: Vec<(usize, f32)> = Vec::with_capacity(kh_n * kw_n);
-    for kh in 0..kh_n {
-        for kw in 0..kw_n {
-            let c = kw * g.d[2];
-            let (q, shift) = (c % sw, c / sw);
-            taps.push(((q * hp + kh * g.d[1]) * len + shift, w[kh * kw_n + kw]));
-        }
-    }
-    for oh in 0..oh_n {
-        let dst = &mut out[oh * ow_n..(oh + 1) * ow_n];
-        let row_base = oh * sh * len;
-        let mut ow = 0;
-        while ow + DW_CHUNK <= ow_n {
-            let acc = dw_chunk::<FMA, DW_CHUNK>(plane, &taps, bias, row_base + ow);
-            dst[ow..ow + DW_CHUNK].copy_from_slice(&acc);
-            ow += DW_CHUNK;
-        }
-        while ow < ow_n {
-            let acc = dw_chunk::<FMA, 8>(plane, &taps, bias, row_base + ow);
+}
+
+/// Channel planes per depthwise task.
+const DW_PLANES: usize = 16;
+
+/// Rows per depthwise block.
+const DW_ROWS: usize = 4;
+
+/// Output rows `oh .. oh + R` of a depthwise plane.
+#[inline(always)]
+fn dw_rows<const FMA: bool, const R: usize>(
+    plane: &[f32],
+    taps: &[(usize, f32)],
+    bias: f32,
+    oh: usize,
+    row_step: usize,
+    ow_n: usize,
+    out: &mut [f32],
+) {
+    let mut ow = 0;
+    while ow < ow_n {
+        let bases: [usize; R] = std::array::from_fn(|r| (oh + r) * row_step + ow);
+        if ow + 16 <= ow_n {
+            let acc = dw_block::<FMA, R, 16>(plane, taps, bias, &bases);
+            for (r, a) in acc.iter().enumerate() {
+                out[(oh + r) * ow_n + ow..][..16].copy_from_slice(a);
+            }
+            ow += 16;
+        } else {
+            let acc = dw_block::<FMA, R, 8>(plane, taps, bias, &bases);
             let n = 8.min(ow_n - ow);
-            dst[ow..ow + n].copy_from_slice(&acc[..n]);
+            for (r, a) in acc.iter().enumerate() {
+                out[(oh + r) * ow_n + ow..][..n].copy_from_slice(&a[..n]);
+            }
             ow += 8;
         }
     }
 }
 
-/// `N` consecutive outputs whose taps read `plane[base + off ..]`.
+/// An `R x N` block of outputs; row `r`'s taps read `plane[bases[r] + off ..]`.
 #[inline(always)]
-fn dw_chunk<const FMA: bool, const N: usize>(plane: &[f32], taps: &[(usize, f32)], bias: f32, base: usize) -> [f32; N] {
-    let mut acc = [bias; N];
+fn dw_block<const FMA: bool, const R: usize, const N: usize>(
+    plane: &[f32],
+    taps: &[(usize, f32)],
+    bias: f32,
+    bases: &[usize; R],
+) -> [[f32; N]; R] {
+    let mut acc = [[bias; N]; R];
     for &(off, wv) in taps {
-        let src: &[f32; N] = match plane[base + off..base + off + N].try_into() {
-            Ok(a) => a,
-            Err(_) => return acc,
-        };
-        for l in 0..N {
-            acc[l] = madd::<FMA>(wv, src[l], acc[l]);
+        for r in 0..R {
+            let b = bases[r] + off;
+            let src: &[f32; N] = match plane[b..b + N].try_into() {
+                Ok(a) => a,
+                Err(_) => return acc,
+            };
+            for l in 0..N {
+                acc[r][l] = madd::<FMA>(wv, src[l], acc[r][l]);
+            }
         }
     }
     acc
@@ -445,23 +531,49 @@ fn dw_chunk<const FMA: bool, const N: usize>(plane: &[f32], taps: &[(usize, f32)
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn depthwise_2d_avx2(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], phase: &mut Vec<f32>) {
-    depthwise_2d::<true>(x, w, bias, g, out, phase)
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise_2d_avx2(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    i0: usize,
+    g: &Geom,
+    out: &mut [f32],
+    buf: &mut Vec<f32>,
+) {
+    depthwise_2d::<true>(x, w, b, m, i0, g, out, buf)
 }
 
-/// Depthwise conv of one channel plane, picking the fastest variant.
-fn depthwise_any(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], phase: &mut Vec<f32>) {
+/// Depthwise conv of the planes `i0 ..` that `out` holds, picking the fastest variant.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_planes(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    i0: usize,
+    g: &Geom,
+    out: &mut [f32],
+    buf: &mut Vec<f32>,
+) {
+    let (isz, osz, kvol) = (g.in_size(), g.out_size(), g.k_size());
     if g.inp[0] != 1 || g.k[0] != 1 {
-        return depthwise_plane(x, w, bias, g, out, phase);
+        for (p, o) in out.chunks_mut(osz).enumerate() {
+            let ch = (i0 + p) % m;
+            let xp = &x[(i0 + p) * isz..][..isz];
+            depthwise_plane(xp, &w[ch * kvol..][..kvol], b.map_or(0.0, |b| b[ch]), g, o, buf);
+        }
+        return;
     }
     #[cfg(target_arch = "x86_64")]
     {
         if super::super::gemm::has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA.
-            return unsafe { depthwise_2d_avx2(x, w, bias, g, out, phase) };
+            return unsafe { depthwise_2d_avx2(x, w, b, m, i0, g, out, buf) };
         }
     }
-    depthwise_2d::<false>(x, w, bias, g, out, phase)
+    depthwise_2d::<false>(x, w, b, m, i0, g, out, buf)
 }
 
 /// Runs a conv of float data. `x`: [N, C, *sp], `w`: [M, C/group, *k], `b`: [M];
@@ -511,20 +623,19 @@ pub(crate) fn conv_forward(
     let macs = n * m * osz * kdim;
     let par = macs >= PAR_MACS;
 
-    // Depthwise: one input and one output channel per group.
+    // Depthwise: one input and one output channel per group (so plane i of x feeds plane i
+    // of y). Work is split in fixed chunks of planes.
     if cg == 1 && mg == 1 {
-        let task = |(i, plane): (usize, &mut [f32])| {
-            let (img, ch) = (i / m, i % m);
-            let xp = &x[(img * c + ch) * isz..][..isz];
+        let task = |(ci, chunk): (usize, &mut [f32])| {
             SCRATCH.with(|s| {
-                let phase = &mut s.borrow_mut().0;
-                depthwise_any(xp, &w[ch * kvol..][..kvol], b.map_or(0.0, |b| b[ch]), &g, plane, phase);
+                let buf = &mut s.borrow_mut().0;
+                depthwise_planes(x, w, b, m, ci * DW_PLANES, &g, chunk, buf);
             });
         };
         if par {
-            y.par_chunks_mut(osz).enumerate().for_each(task);
+            y.par_chunks_mut(osz * DW_PLANES).enumerate().for_each(task);
         } else {
-            y.chunks_mut(osz).enumerate().for_each(task);
+            y.chunks_mut(osz * DW_PLANES).enumerate().for_each(task);
         }
         return Ok((out_shape, y));
     }

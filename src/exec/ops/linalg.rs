@@ -69,6 +69,13 @@ impl Kernel for GemmKernel {
             }
         }
         match &self.packed_b {
+            Some(_) if m <= SMALL_M => {
+                // few rows (a classifier on a small batch): dot products / row updates
+                if beta != 1.0 {
+                    y.iter_mut().for_each(|v| *v *= beta);
+                }
+                small_m_gemm(m, k, n, self.alpha, av, self.trans_a, bv, self.trans_b, &mut y);
+            }
             Some((shape, pb)) if shape.as_slice() == b.shape() => {
                 // Y'[n x m] = (alpha B') A', then Y += Y'^T.
                 let at = if self.trans_a { Mat::rows(av, m) } else { Mat::rows_t(av, k) };
@@ -90,6 +97,68 @@ impl Kernel for GemmKernel {
             }
         }
         Ok(vec![Tensor::from_vec(vec![m, n], y)])
+    }
+}
+
+/// Up to this many rows, Gemm with a constant B uses [`small_m_gemm`].
+const SMALL_M: usize = 4;
+
+/// `y[i, j] += alpha * sum_p A'[i, p] B'[p, j]` by dot products (transB) or row updates,
+/// compiled for AVX2 when the CPU has it.
+#[allow(clippy::too_many_arguments)]
+fn small_m_gemm(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: bool, b: &[f32], tb: bool, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::super::gemm::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { small_m_gemm_avx2(m, k, n, alpha, a, ta, b, tb, y) };
+        }
+    }
+    small_m_gemm_impl(m, k, n, alpha, a, ta, b, tb, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_m_gemm_avx2(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: bool, b: &[f32], tb: bool, y: &mut [f32]) {
+    small_m_gemm_impl(m, k, n, alpha, a, ta, b, tb, y)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn small_m_gemm_impl(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: bool, b: &[f32], tb: bool, y: &mut [f32]) {
+    for i in 0..m {
+        let row: Vec<f32> = (0..k).map(|p| if ta { a[p * m + i] } else { a[i * k + p] }).collect();
+        let yr = &mut y[i * n..(i + 1) * n];
+        if tb {
+            // B' [k x n] is B [n x k]: y[i, j] = dot(row, B[j, :])
+            for (j, yv) in yr.iter_mut().enumerate() {
+                let bj = &b[j * k..(j + 1) * k];
+                let mut acc = [0f32; 8];
+                let full = k / 8 * 8;
+                for (ac, bc) in row[..full].chunks_exact(8).zip(bj[..full].chunks_exact(8)) {
+                    for l in 0..8 {
+                        acc[l] += ac[l] * bc[l];
+                    }
+                }
+                let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+                for p in full..k {
+                    s += row[p] * bj[p];
+                }
+                *yv += alpha * s;
+            }
+        } else {
+            // B [k x n]: y[i, :] += alpha * row[p] * B[p, :]
+            let mut acc = vec![0f32; n];
+            for (p, &av) in row.iter().enumerate() {
+                for (o, &bv) in acc.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                    *o += av * bv;
+                }
+            }
+            for (yv, s) in yr.iter_mut().zip(acc) {
+                *yv += alpha * s;
+            }
+        }
     }
 }
 
