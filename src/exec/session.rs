@@ -26,6 +26,9 @@ pub struct Session {
     full: Plan,
 }
 
+/// Wall time of each executed node: (node index into `Program::nodes`, seconds).
+pub type NodeTimes = Vec<(usize, f64)>;
+
 /// A precomputed execution schedule for one set of fed values and one set of targets
 /// (see [`Session::plan`]). Reusing a plan skips the dependency analysis of each run.
 #[derive(Debug, Clone)]
@@ -287,7 +290,7 @@ impl Session {
 
     /// Like [`Session::run_plan`], and also returns the wall time of each executed node
     /// (node index into `program().nodes`, seconds), in execution order.
-    pub fn run_plan_profiled(&self, plan: &Plan, known: Vec<(usize, Tensor)>) -> Result<(Vec<Tensor>, Vec<(usize, f64)>)> {
+    pub fn run_plan_profiled(&self, plan: &Plan, known: Vec<(usize, Tensor)>) -> Result<(Vec<Tensor>, NodeTimes)> {
         let mut times = Vec::with_capacity(plan.steps.len());
         let out = self.run_plan_inner(plan, known, Some(&mut times))?;
         Ok((out, times))

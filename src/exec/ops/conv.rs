@@ -387,7 +387,8 @@ fn depthwise_2d<const FMA: bool>(
     if buf.len() < total + 2 * len {
         buf.resize(total + 2 * len, 0.0);
     }
-    let (plane, prow) = buf.split_at_mut(total);
+    let (plane, rest) = buf.split_at_mut(total);
+    let prow = &mut rest[..2 * len];
     // Padding cells are never written below, so one clear serves every plane.
     plane.fill(0.0);
     prow.fill(0.0);
@@ -790,12 +791,12 @@ pub(crate) fn conv_forward(
 
 impl Kernel for ConvKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+        let x = input(inputs, 0)?;
         let (w, packed) = match &self.weight {
             Some((w, p)) => (w, Some(p.as_slice())),
-            None => (input(&inputs, 1)?, None),
+            None => (input(inputs, 1)?, None),
         };
-        let b = opt_input(&inputs, 2).map(|t| t.as_f32()).transpose()?;
+        let b = opt_input(inputs, 2).map(|t| t.as_f32()).transpose()?;
         let (shape, y) =
             conv_forward(x.as_f32()?, x.shape(), w.as_f32()?, w.shape(), packed, b, self.group, &self.attrs)?;
         Ok(vec![Tensor::from_vec(shape, y)])
@@ -836,8 +837,8 @@ pub(crate) fn build_conv_transpose(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 
 impl Kernel for ConvTransposeKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
-        let w = input(&inputs, 1)?;
+        let x = input(inputs, 0)?;
+        let w = input(inputs, 1)?;
         let (xs, ws) = (x.shape(), w.shape());
         let r = xs.len();
         if !(3..=5).contains(&r) || ws.len() != r {
@@ -914,7 +915,7 @@ impl Kernel for ConvTransposeKernel {
             pbs[o + i] = pb;
             geo.out[o + i] = out as usize;
         }
-        let b = opt_input(&inputs, 2).map(|t| t.as_f32()).transpose()?;
+        let b = opt_input(inputs, 2).map(|t| t.as_f32()).transpose()?;
         if let Some(b) = b {
             if b.len() != m {
                 return Err(Error::user(format!("ConvTranspose bias has {} elements, expected {m}", b.len())));
@@ -1059,6 +1060,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn matches_naive_on_edge_cases() {
         let cases: Vec<(Vec<usize>, Vec<usize>, usize, Vec<usize>, Vec<usize>, Vec<usize>, AutoPad)> = vec![
             // xs, ws, group, strides, pads, dilations, auto_pad

@@ -583,8 +583,8 @@ fn scalar_bound(t: Option<&Tensor>, what: &str) -> Result<Option<f64>> {
 
 impl Kernel for ClipKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let lo = scalar_bound(opt_input(&inputs, 1), "min")?.or(self.min.map(|v| v as f64));
-        let hi = scalar_bound(opt_input(&inputs, 2), "max")?.or(self.max.map(|v| v as f64));
+        let lo = scalar_bound(opt_input(inputs, 1), "min")?.or(self.min.map(|v| v as f64));
+        let hi = scalar_bound(opt_input(inputs, 2), "max")?.or(self.max.map(|v| v as f64));
         let x = take(inputs, 0)?;
         let out = match x.dtype() {
             DType::F32 => {
@@ -667,7 +667,7 @@ pub(crate) fn cast(t: &Tensor, to: DType) -> Result<Tensor> {
 
 impl Kernel for CastKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        Ok(vec![cast(input(&inputs, 0)?, self.to)?])
+        Ok(vec![cast(input(inputs, 0)?, self.to)?])
     }
 }
 
@@ -712,7 +712,7 @@ fn where_typed<T: Elem + Default>(c: &Tensor, x: &Tensor, y: &Tensor) -> Result<
 
 impl Kernel for WhereKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let (c, x, y) = (input(&inputs, 0)?, input(&inputs, 1)?, input(&inputs, 2)?);
+        let (c, x, y) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
         if x.dtype() != y.dtype() {
             return Err(Error::user(format!("Where branches differ in type: {} and {}", x.dtype(), y.dtype())));
         }

@@ -38,8 +38,8 @@ pub(crate) fn build_gemm(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 
 impl Kernel for GemmKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let a = input(&inputs, 0)?;
-        let b = input(&inputs, 1)?;
+        let a = input(inputs, 0)?;
+        let b = input(inputs, 1)?;
         if a.rank() != 2 || b.rank() != 2 {
             return Err(Error::user(format!("Gemm needs 2-D inputs, got {:?} and {:?}", a.shape(), b.shape())));
         }
@@ -57,7 +57,7 @@ impl Kernel for GemmKernel {
         let (av, bv) = (a.as_f32()?, b.as_f32()?);
         let mut y = vec![0f32; m * n];
         let mut beta = 0.0;
-        if let Some(c) = opt_input(&inputs, 2) {
+        if let Some(c) = opt_input(inputs, 2) {
             if self.beta != 0.0 {
                 let s = broadcast_shapes(c.shape(), &[m, n])?;
                 if s != [m, n] {
@@ -223,7 +223,7 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 impl Kernel for MatMulKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        Ok(vec![matmul(input(&inputs, 0)?, input(&inputs, 1)?)?])
+        Ok(vec![matmul(input(inputs, 0)?, input(inputs, 1)?)?])
     }
 }
 

@@ -60,10 +60,10 @@ impl Kernel for BatchNormKernel {
             Some((a, b)) => (a, b),
             None => {
                 computed = bn_coeffs(
-                    input(&inputs, 1)?,
-                    input(&inputs, 2)?,
-                    input(&inputs, 3)?,
-                    input(&inputs, 4)?,
+                    input(inputs, 1)?,
+                    input(inputs, 2)?,
+                    input(inputs, 3)?,
+                    input(inputs, 4)?,
                     self.eps,
                 )?;
                 (&computed.0, &computed.1)
@@ -243,9 +243,9 @@ pub(crate) fn quantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i6
 
 impl Kernel for QuantizeKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let zp = opt_input(&inputs, 2);
+        let zp = opt_input(inputs, 2);
         let out = zp.map_or(self.out, |z| z.dtype());
-        Ok(vec![quantize(input(&inputs, 0)?, input(&inputs, 1)?, zp, self.axis, out)?])
+        Ok(vec![quantize(input(inputs, 0)?, input(inputs, 1)?, zp, self.axis, out)?])
     }
 }
 
@@ -296,7 +296,7 @@ pub(crate) fn dequantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: 
 
 impl Kernel for DequantizeKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        Ok(vec![dequantize(input(&inputs, 0)?, input(&inputs, 1)?, opt_input(&inputs, 2), self.axis)?])
+        Ok(vec![dequantize(input(inputs, 0)?, input(inputs, 1)?, opt_input(inputs, 2), self.axis)?])
     }
 }
 
@@ -337,7 +337,7 @@ pub(crate) fn build_reduce(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 
 impl Kernel for ReduceKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let axes = match (&self.attr_axes, opt_input(&inputs, 1)) {
+        let axes = match (&self.attr_axes, opt_input(inputs, 1)) {
             (Some(a), _) => a.clone(),
             (None, Some(t)) => t.to_i64_vec()?,
             (None, None) => Vec::new(),

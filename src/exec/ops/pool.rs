@@ -114,7 +114,7 @@ fn pool_plane(x: &[f32], g: &Geom, max: bool, include_pad: bool, out: &mut [f32]
 
 impl Kernel for PoolKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+        let x = input(inputs, 0)?;
         let xs = x.shape();
         if xs.len() < 3 || xs.len() > 5 {
             return Err(Error::user(format!("pooling input {xs:?} must have rank 3 to 5")));
@@ -150,7 +150,7 @@ pub(crate) fn build_global_pool(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 
 impl Kernel for GlobalPoolKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+        let x = input(inputs, 0)?;
         let xs = x.shape();
         if xs.len() < 2 {
             return Err(Error::user(format!("global pooling input {xs:?} must have rank >= 2")));
@@ -169,7 +169,7 @@ impl Kernel for GlobalPoolKernel {
             })
             .collect();
         let mut out_shape = xs[..2].to_vec();
-        out_shape.extend(std::iter::repeat_n(1, xs.len() - 2));
+        out_shape.extend(std::iter::repeat(1).take(xs.len() - 2));
         Ok(vec![Tensor::from_vec(out_shape, y)])
     }
 }

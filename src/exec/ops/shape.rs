@@ -89,7 +89,7 @@ pub(crate) fn build_identity(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 
 impl Kernel for IdentityKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        if let Some(t) = opt_input(&inputs, 2) {
+        if let Some(t) = opt_input(inputs, 2) {
             if t.to_f64_vec().first().copied().unwrap_or(0.0) != 0.0 {
                 return Err(Error::user("Dropout in training mode (training_mode = true) is not supported"));
             }
@@ -132,7 +132,7 @@ pub(crate) fn build_shape(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 
 impl Kernel for ShapeKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+        let x = input(inputs, 0)?;
         let r = x.rank() as i64;
         let clamp = |v: i64| -> usize { (if v < 0 { v + r } else { v }).clamp(0, r) as usize };
         let s = clamp(self.start);
@@ -151,7 +151,7 @@ pub(crate) fn build_size(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 
 impl Kernel for SizeKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        Ok(vec![Tensor::scalar(input(&inputs, 0)?.len() as i64)])
+        Ok(vec![Tensor::scalar(input(inputs, 0)?.len() as i64)])
     }
 }
 
@@ -214,7 +214,7 @@ impl Kernel for ReshapeKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
         let target = match &self.attr_shape {
             Some(s) => s.clone(),
-            None => int_list(input(&inputs, 1)?, "shape")?,
+            None => int_list(input(inputs, 1)?, "shape")?,
         };
         let mut x = take(inputs, 0)?;
         let shape = reshape_target(x.shape(), &target, self.allowzero)?;
@@ -317,7 +317,7 @@ pub(crate) fn gather_strided<T: Copy>(src: &[T], shape: &[usize], st: &[usize], 
 
 impl Kernel for TransposeKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+        let x = input(inputs, 0)?;
         let perm: Vec<usize> = match &self.perm {
             Some(p) => p.iter().map(|&v| norm_axis(v, x.rank())).collect::<Result<_>>()?,
             None => (0..x.rank()).rev().collect(),
@@ -345,7 +345,7 @@ pub(crate) fn build_squeeze(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 
 impl Kernel for SqueezeKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let axes = match (&self.attr_axes, opt_input(&inputs, 1)) {
+        let axes = match (&self.attr_axes, opt_input(inputs, 1)) {
             (Some(a), _) => Some(a.clone()),
             (None, Some(t)) => Some(int_list(t, "axes")?),
             (None, None) => None,
@@ -461,10 +461,10 @@ pub(crate) fn build_split(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 
 impl Kernel for SplitKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+        let x = input(inputs, 0)?;
         let ax = norm_axis(self.axis, x.rank())?;
         let dim = x.shape()[ax];
-        let sizes: Vec<usize> = match (&self.attr_split, opt_input(&inputs, 1)) {
+        let sizes: Vec<usize> = match (&self.attr_split, opt_input(inputs, 1)) {
             (Some(s), _) => s.iter().map(|&v| v.max(0) as usize).collect(),
             (None, Some(t)) => int_list(t, "split")?.iter().map(|&v| v.max(0) as usize).collect(),
             (None, None) => {
@@ -499,9 +499,11 @@ fn slice_box(x: &Tensor, starts: &[usize], lens: &[usize]) -> Result<Tensor> {
 
 // ---------------------------------------------------------------------------------------
 
+/// Slice attributes of opset < 10: starts, ends, axes.
+type SliceAttrs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>);
+
 struct SliceKernel {
-    /// Attributes of opset < 10: starts, ends, axes.
-    attr: Option<(Vec<i64>, Vec<i64>, Option<Vec<i64>>)>,
+    attr: Option<SliceAttrs>,
 }
 
 pub(crate) fn build_slice(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
@@ -544,15 +546,15 @@ pub(crate) fn slice_axis(dim: usize, start: i64, end: i64, step: i64) -> Result<
 
 impl Kernel for SliceKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+        let x = input(inputs, 0)?;
         let r = x.rank();
         let (starts, ends, axes, steps) = match &self.attr {
             Some((s, e, a)) => (s.clone(), e.clone(), a.clone(), None),
             None => (
-                int_list(input(&inputs, 1)?, "starts")?,
-                int_list(input(&inputs, 2)?, "ends")?,
-                opt_input(&inputs, 3).map(|t| int_list(t, "axes")).transpose()?,
-                opt_input(&inputs, 4).map(|t| int_list(t, "steps")).transpose()?,
+                int_list(input(inputs, 1)?, "starts")?,
+                int_list(input(inputs, 2)?, "ends")?,
+                opt_input(inputs, 3).map(|t| int_list(t, "axes")).transpose()?,
+                opt_input(inputs, 4).map(|t| int_list(t, "steps")).transpose()?,
             ),
         };
         if starts.len() != ends.len() {
@@ -633,8 +635,8 @@ pub(crate) fn build_gather(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 
 impl Kernel for GatherKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
-        let idx_t = input(&inputs, 1)?;
+        let x = input(inputs, 0)?;
+        let idx_t = input(inputs, 1)?;
         if !matches!(idx_t.dtype(), DType::I64 | DType::I32) {
             return Err(Error::user(format!("Gather indices must be int64 or int32, got {}", idx_t.dtype())));
         }
@@ -772,7 +774,7 @@ fn pad_typed<T: Elem>(x: &Tensor, pads: &[i64], value: T, mode: PadMode) -> Resu
             };
         }
         match base {
-            None => out.extend(std::iter::repeat_n(value, inner)),
+            None => out.extend(std::iter::repeat(value).take(inner)),
             Some(b) => out.extend(maps[r - 1].iter().map(|m| match m {
                 Some(i) => src[b + i],
                 None => value,
@@ -791,17 +793,17 @@ fn pad_typed<T: Elem>(x: &Tensor, pads: &[i64], value: T, mode: PadMode) -> Resu
 
 impl Kernel for PadKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+        let x = input(inputs, 0)?;
         let r = x.rank();
         let (pads, value): (Vec<i64>, Option<f64>) = match &self.attr {
             Some((p, v)) => (p.clone(), Some(*v as f64)),
             None => {
-                let p = int_list(input(&inputs, 1)?, "pads")?;
-                let v = match opt_input(&inputs, 2) {
+                let p = int_list(input(inputs, 1)?, "pads")?;
+                let v = match opt_input(inputs, 2) {
                     Some(t) if !t.is_empty() => Some(t.to_f64_vec()[0]),
                     _ => None,
                 };
-                let p = match opt_input(&inputs, 3) {
+                let p = match opt_input(inputs, 3) {
                     None => p,
                     Some(axes_t) => {
                         let axes = int_list(axes_t, "axes")?;
@@ -855,7 +857,7 @@ pub(crate) fn build_constant_of_shape(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 
 impl Kernel for ConstantOfShapeKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let dims = int_list(input(&inputs, 0)?, "shape")?;
+        let dims = int_list(input(inputs, 0)?, "shape")?;
         if dims.iter().any(|&d| d < 0) {
             return Err(Error::user(format!("ConstantOfShape shape {dims:?} has a negative dimension")));
         }
@@ -887,12 +889,12 @@ pub(crate) fn expand(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
 
 impl Kernel for ExpandKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let dims = int_list(input(&inputs, 1)?, "shape")?;
+        let dims = int_list(input(inputs, 1)?, "shape")?;
         if dims.iter().any(|&d| d < 0) {
             return Err(Error::user(format!("Expand shape {dims:?} has a negative dimension")));
         }
         let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
-        Ok(vec![expand(input(&inputs, 0)?, &shape)?])
+        Ok(vec![expand(input(inputs, 0)?, &shape)?])
     }
 }
 
@@ -905,7 +907,7 @@ pub(crate) fn build_range(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 
 impl Kernel for RangeKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        let (s, l, d) = (input(&inputs, 0)?, input(&inputs, 1)?, input(&inputs, 2)?);
+        let (s, l, d) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
         if s.len() != 1 || l.len() != 1 || d.len() != 1 {
             return Err(Error::user("Range inputs must be scalars"));
         }
