@@ -3,6 +3,9 @@
 
   python scripts/exec_bench_ort.py make  OUT.f32 C H W N            # N random images
   python scripts/exec_bench_ort.py bench MODEL.onnx INPUT.f32 C H W SAMPLES [OURS.f32]
+
+Environment: ORT_NO_SPIN=1 stops idle worker threads from spinning (for CPU-time
+measurements with `perf stat -e task-clock`), ORT_ONLY_LOOP=1 runs only the batch-1 loop.
 """
 import os, sys, time
 import numpy as np

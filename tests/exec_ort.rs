@@ -143,8 +143,8 @@ fn large_batch_is_bit_identical_across_thread_counts() {
     let z = p.add_value("z");
     let pool_out = p.add_value("p");
     p.add_input(x);
-    p.add_constant(w, Tensor::new(vec![24, 16, 3, 3], pseudo(24 * 16 * 9, 7)).unwrap());
-    p.add_constant(dw, Tensor::new(vec![24, 1, 3, 3], pseudo(24 * 9, 8)).unwrap());
+    p.add_constant(w, Tensor::new(vec![64, 16, 3, 3], pseudo(64 * 16 * 9, 7)).unwrap());
+    p.add_constant(dw, Tensor::new(vec![64, 1, 3, 3], pseudo(64 * 9, 8)).unwrap());
     let ints = |name: &str, v: &[i64]| sparseqc::proto::AttributeProto {
         name: Some(name.into()),
         ints: v.to_vec(),
@@ -170,7 +170,7 @@ fn large_batch_is_bit_identical_across_thread_counts() {
         op_type: "Conv".into(),
         inputs: vec![Some(y), Some(dw)],
         outputs: vec![Some(z)],
-        attrs: vec![ints("pads", &[1, 1, 1, 1]), ints("strides", &[2, 2]), int("group", 24)],
+        attrs: vec![ints("pads", &[1, 1, 1, 1]), int("group", 64)],
         ..Default::default()
     });
     p.add_node(sparseqc::exec::ExecNode {
@@ -183,13 +183,14 @@ fn large_batch_is_bit_identical_across_thread_counts() {
     });
     p.add_output(pool_out);
     let session = Session::new(p).unwrap();
-    let input = Tensor::new(vec![4, 16, 40, 40], pseudo(4 * 16 * 1600, 9)).unwrap();
+    // big enough for the parallel paths of Conv, depthwise Conv and MaxPool
+    let input = Tensor::new(vec![4, 16, 64, 64], pseudo(4 * 16 * 4096, 9)).unwrap();
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| session.run_outputs(vec![input.clone()])).unwrap()
     };
     let (one, two) = (run(1), run(2));
-    assert_eq!(one[0].shape(), &[4, 24, 20, 20]);
+    assert_eq!(one[0].shape(), &[4, 64, 64, 64]);
     assert!(one[0].bit_eq(&two[0]));
 }
 
