@@ -54,6 +54,24 @@ fn main() -> anyhow::Result<()> {
         dt,
         samples as f64 / dt
     );
+    if std::env::var_os("EXEC_PROFILE").is_some() {
+        // per op type time of single-sample runs on this thread
+        let plan = session.plan(&[input], &[output]).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut by_op: std::collections::BTreeMap<String, f64> = Default::default();
+        let reps = samples.min(avail).max(1);
+        for s in make(reps) {
+            let (_, times) =
+                pool.install(|| session.run_plan_profiled(&plan, s)).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for (n, t) in times {
+                *by_op.entry(session.program().nodes[n].op_type.clone()).or_default() += t / reps as f64;
+            }
+        }
+        let mut v: Vec<_> = by_op.into_iter().collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (op, t) in v {
+            println!("  {op:<20} {:8.3} ms/image", t * 1e3);
+        }
+    }
     if let Some(out) = args.get(8) {
         let mut buf = Vec::new();
         for r in res.iter().take(avail) {

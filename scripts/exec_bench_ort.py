@@ -3,8 +3,11 @@
 
   python scripts/exec_bench_ort.py make  OUT.f32 C H W N            # N random images
   python scripts/exec_bench_ort.py bench MODEL.onnx INPUT.f32 C H W SAMPLES [OURS.f32]
+
+Environment: ORT_NO_SPIN=1 stops idle worker threads from spinning (for CPU-time
+measurements with `perf stat -e task-clock`), ORT_ONLY_LOOP=1 runs only the batch-1 loop.
 """
-import sys, time
+import os, sys, time
 import numpy as np
 
 def make(out, c, h, w, n):
@@ -16,6 +19,10 @@ def bench(model, inp, c, h, w, samples, ours=None):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     so.inter_op_num_threads = 1
+    if os.environ.get("ORT_NO_SPIN"):
+        # for CPU-time measurements: idle threads sleep instead of spinning
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    only_loop = bool(os.environ.get("ORT_ONLY_LOOP"))
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     x = np.fromfile(inp, dtype=np.float32).reshape(-1, c, h, w)
@@ -27,7 +34,7 @@ def bench(model, inp, c, h, w, samples, ours=None):
         sess.run(None, {name: x[i:i + 1]})
     dt1 = time.perf_counter() - t
     print(f"ort batch=1 loop: {samples / dt1:.1f} images/s")
-    for bs in (8, 32):
+    for bs in (() if only_loop else (8, 32)):
         xb = np.concatenate([x[idx[j % samples]][None] for j in range(bs)])
         sess.run(None, {name: xb})
         reps = max(1, samples // bs)

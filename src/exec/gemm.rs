@@ -120,6 +120,12 @@ pub(crate) unsafe fn kernel(
     unsafe { portable(k, a, mr, b, boff, c, ldc, w) };
 }
 
+/// Whether the CPU has AVX2 and FMA (x86-64 only; detected once).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2_fma() -> bool {
+    avx2::available()
+}
+
 /// Portable microkernel (any CPU).
 #[allow(clippy::too_many_arguments)]
 unsafe fn portable(k: usize, a: &[f32], mr: usize, b: &[f32], boff: &[usize], c: *mut f32, ldc: usize, w: usize) {
@@ -264,15 +270,27 @@ pub(crate) fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, be
     if k == 0 {
         return;
     }
-    assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "sgemm B view too small");
     let pa = PackedA::new(m, k, a, alpha);
+    gemm_packed(&pa, b, n, c, ldc);
+}
+
+/// `C[a.m x n] += A * B` for a packed A and a `a.k x n` view B (C row-major, stride `ldc`).
+///
+/// Panics if a view is too small for the sizes.
+pub(crate) fn gemm_packed(pa: &PackedA, b: Mat, n: usize, c: &mut [f32], ldc: usize) {
+    let (m, k) = (pa.m, pa.k);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!((m - 1) * ldc + n <= c.len(), "gemm output view too small");
+    assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "gemm B view too small");
     let mut buf = Vec::new();
     let cp = c.as_mut_ptr();
     if b.cs == 1 {
         let boff: Vec<usize> = (0..k).map(|p| p * b.rs).collect();
         // SAFETY: the m x n block of c is inside c (asserted) and borrowed mutably; every
         // B row p spans b.data[p * rs .. p * rs + n] (asserted).
-        unsafe { gemm_rows(&pa, b.data, &boff, n, cp, ldc, &mut buf) };
+        unsafe { gemm_rows(pa, b.data, &boff, n, cp, ldc, &mut buf) };
         return;
     }
     let boff: Vec<usize> = (0..k).map(|p| p * NR).collect();
@@ -282,7 +300,7 @@ pub(crate) fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, be
         pack_b_panel(b, k, j0, w, &mut panel);
         for i0 in (0..m).step_by(MR) {
             let (ap, mr) = pa.panel(i0);
-            // SAFETY: the panel holds k rows of NR; the block lies inside c.
+            // SAFETY: the panel holds k rows of NR; the block lies inside c (asserted).
             unsafe { kernel(k, ap, mr, &panel, &boff, cp.add(i0 * ldc + j0), ldc, w) };
         }
     }

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 use super::ops::{self, Kernel, NodeCtx};
 use super::program::Program;
-use super::tensor::Tensor;
+use super::tensor::{pool, Tensor};
 
 /// A validated, ready-to-run program. Cheap to share across threads (`&Session` is `Sync`).
 pub struct Session {
@@ -25,6 +25,9 @@ pub struct Session {
     /// The plan computing the graph outputs from the graph inputs.
     full: Plan,
 }
+
+/// Wall time of each executed node: (node index into `Program::nodes`, seconds).
+pub type NodeTimes = Vec<(usize, f64)>;
 
 /// A precomputed execution schedule for one set of fed values and one set of targets
 /// (see [`Session::plan`]). Reusing a plan skips the dependency analysis of each run.
@@ -282,6 +285,23 @@ impl Session {
     /// Runs a plan on the given fed values (which must be exactly the plan's known set) and
     /// returns the plan's targets in order.
     pub fn run_plan(&self, plan: &Plan, known: Vec<(usize, Tensor)>) -> Result<Vec<Tensor>> {
+        self.run_plan_inner(plan, known, None)
+    }
+
+    /// Like [`Session::run_plan`], and also returns the wall time of each executed node
+    /// (node index into `program().nodes`, seconds), in execution order.
+    pub fn run_plan_profiled(&self, plan: &Plan, known: Vec<(usize, Tensor)>) -> Result<(Vec<Tensor>, NodeTimes)> {
+        let mut times = Vec::with_capacity(plan.steps.len());
+        let out = self.run_plan_inner(plan, known, Some(&mut times))?;
+        Ok((out, times))
+    }
+
+    fn run_plan_inner(
+        &self,
+        plan: &Plan,
+        known: Vec<(usize, Tensor)>,
+        mut times: Option<&mut Vec<(usize, f64)>>,
+    ) -> Result<Vec<Tensor>> {
         let nv = self.program.values.len();
         let mut slots: Vec<Option<Tensor>> = vec![None; nv];
         for (v, t) in known {
@@ -327,9 +347,20 @@ impl Session {
                 }
             }
             let shapes: Vec<ShapeNote> = ins.iter().map(ShapeNote::of).collect();
+            let t0 = times.as_ref().map(|_| std::time::Instant::now());
             let outs = self.kernels[step.node]
-                .run(ins)
+                .run(&mut ins)
                 .map_err(|e| e.context(format!("{} with inputs {}", node.describe(), describe_inputs(&shapes))))?;
+            if let (Some(t), Some(t0)) = (times.as_deref_mut(), t0) {
+                t.push((step.node, t0.elapsed().as_secs_f64()));
+            }
+            for (j, t) in ins.into_iter().enumerate() {
+                if let Some(t) = t {
+                    if step.take[j] {
+                        pool::recycle(t);
+                    }
+                }
+            }
             let mut it = outs.into_iter();
             for out in &node.outputs {
                 let t = it.next();
@@ -347,7 +378,9 @@ impl Session {
                 }
             }
             for &v in &step.drop_outputs {
-                slots[v] = None;
+                if let Some(t) = slots[v].take() {
+                    pool::recycle(t);
+                }
             }
         }
         plan.targets

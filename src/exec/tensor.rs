@@ -269,6 +269,14 @@ impl Tensor {
         }
     }
 
+    /// The float32 buffer if this tensor is float32 and holds the only reference to it.
+    pub(crate) fn into_unique_f32(self) -> Option<Vec<f32>> {
+        match self.data {
+            Data::F32(a) => Arc::try_unwrap(a).ok(),
+            _ => None,
+        }
+    }
+
     /// Mutable elements if this tensor holds the only reference to its buffer.
     pub(crate) fn unique_mut<T: Elem>(&mut self) -> Option<&mut [T]> {
         T::unwrap_mut(&mut self.data).and_then(|a| Arc::get_mut(a)).map(|v| v.as_mut_slice())
@@ -341,6 +349,82 @@ impl Tensor {
     pub fn from_proto(t: &TensorProto) -> Result<Tensor> {
         let name = t.name.as_deref().unwrap_or("");
         decode_proto(t).map_err(|e| e.context(format!("tensor '{name}'")))
+    }
+}
+
+/// A per-thread pool of float buffers released by finished ops, so that large activations
+/// reuse warm memory instead of mapping fresh pages (page faults serialize threads).
+pub(crate) mod pool {
+    use std::cell::RefCell;
+
+    use super::Tensor;
+
+    /// At most this many buffers and bytes are kept per thread.
+    const MAX_BUFS: usize = 16;
+    const MAX_BYTES: usize = 256 << 20;
+    /// Buffers smaller than this are left to the allocator.
+    const MIN_LEN: usize = 4096;
+
+    thread_local! {
+        static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A zero-filled buffer of `len` floats, reusing a pooled one when possible.
+    pub(crate) fn zeros(len: usize) -> Vec<f32> {
+        if len >= MIN_LEN {
+            let got = POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                // best fit: the smallest buffer that is large enough
+                let i = p.iter().enumerate().filter(|(_, v)| v.capacity() >= len).min_by_key(|(_, v)| v.capacity()).map(|(i, _)| i);
+                i.map(|i| p.swap_remove(i))
+            });
+            if let Some(mut v) = got {
+                v.clear();
+                v.resize(len, 0.0);
+                return v;
+            }
+        }
+        vec![0.0; len]
+    }
+
+    /// A buffer of `len` floats with unspecified (stale but initialized) contents, for
+    /// outputs that the caller overwrites entirely.
+    pub(crate) fn scratch(len: usize) -> Vec<f32> {
+        if len >= MIN_LEN {
+            let got = POOL.with(|p| {
+                let mut p = p.borrow_mut();
+                let i = p.iter().enumerate().filter(|(_, v)| v.len() >= len).min_by_key(|(_, v)| v.len()).map(|(i, _)| i);
+                i.map(|i| p.swap_remove(i))
+            });
+            if let Some(mut v) = got {
+                v.truncate(len);
+                return v;
+            }
+        }
+        zeros(len)
+    }
+
+    /// Returns a buffer to the pool.
+    pub(crate) fn give(v: Vec<f32>) {
+        if v.capacity() < MIN_LEN {
+            return;
+        }
+        POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            p.push(v);
+            // keep the largest buffers within the limits
+            while p.len() > MAX_BUFS || p.iter().map(|v| v.capacity() * 4).sum::<usize>() > MAX_BYTES {
+                let i = p.iter().enumerate().min_by_key(|(_, v)| v.capacity()).map(|(i, _)| i).unwrap_or(0);
+                p.swap_remove(i);
+            }
+        });
+    }
+
+    /// Recycles a tensor's buffer if it is float32 and unshared (otherwise just drops it).
+    pub(crate) fn recycle(t: Tensor) {
+        if let Some(v) = t.into_unique_f32() {
+            give(v);
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 
 use super::super::gemm::{gemm_rows, sgemm, Mat, PackedA};
-use super::super::tensor::{numel, Tensor};
+use super::super::tensor::{numel, pool, Tensor};
 use super::{input, opt_input, Attrs, Kernel, NodeCtx};
 
 /// ONNX `auto_pad`.
@@ -290,45 +290,291 @@ fn im2col(x: &[f32], g: &Geom, cg: usize, r0: usize, r1: usize, col: &mut [f32])
     }
 }
 
-/// Depthwise conv of one channel plane.
-fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32]) {
-    let [_, oh_n, ow_n] = g.out;
+/// Depthwise conv of one channel plane: each output row accumulates all its taps while it
+/// sits in L1. Strided rows are first split into `s` phase rows so every tap is a
+/// contiguous multiply-add.
+fn depthwise_plane(x: &[f32], w: &[f32], bias: f32, g: &Geom, out: &mut [f32], phase: &mut Vec<f32>) {
+    let [od_n, oh_n, ow_n] = g.out;
     let [_, h_n, w_n] = g.inp;
+    let sw = g.s[2];
+    let plen = w_n.div_ceil(sw);
+    if sw > 1 && phase.len() < sw * plen {
+        phase.resize(sw * plen, 0.0);
+    }
+    let wr: Vec<(usize, usize)> = (0..g.k[2]).map(|kw| g.valid_range(2, kw)).collect();
     out.fill(bias);
-    for kd in 0..g.k[0] {
-        let (dlo, dhi) = g.valid_range(0, kd);
-        for kh in 0..g.k[1] {
-            let (hlo, hhi) = g.valid_range(1, kh);
-            for kw in 0..g.k[2] {
-                let (wlo, whi) = g.valid_range(2, kw);
-                if wlo >= whi {
+    for od in 0..od_n {
+        for oh in 0..oh_n {
+            let dst = &mut out[(od * oh_n + oh) * ow_n..][..ow_n];
+            for kd in 0..g.k[0] {
+                let id = (od * g.s[0] + kd * g.d[0]) as isize - g.pb[0] as isize;
+                if id < 0 || id >= g.inp[0] as isize {
                     continue;
                 }
-                let wv = w[(kd * g.k[1] + kh) * g.k[2] + kw];
-                let wbase = wlo * g.s[2] + kw * g.d[2] - g.pb[2];
-                for od in dlo..dhi {
-                    let id = od * g.s[0] + kd * g.d[0] - g.pb[0];
-                    for oh in hlo..hhi {
-                        let ih = oh * g.s[1] + kh * g.d[1] - g.pb[1];
-                        let src = &x[(id * h_n + ih) * w_n..][..w_n];
-                        let dst = &mut out[(od * oh_n + oh) * ow_n..][..ow_n];
-                        let dst = &mut dst[wlo..whi];
-                        let len = dst.len();
-                        if g.s[2] == 1 {
-                            for (o, &v) in dst.iter_mut().zip(&src[wbase..wbase + len]) {
-                                *o += wv * v;
-                            }
+                for kh in 0..g.k[1] {
+                    let ih = (oh * g.s[1] + kh * g.d[1]) as isize - g.pb[1] as isize;
+                    if ih < 0 || ih >= h_n as isize {
+                        continue;
+                    }
+                    let src = &x[(id as usize * h_n + ih as usize) * w_n..][..w_n];
+                    if sw > 1 {
+                        // phase q holds src[q], src[q + sw], ...
+                        for (t, &v) in src.iter().enumerate() {
+                            phase[(t % sw) * plen + t / sw] = v;
+                        }
+                    }
+                    for kw in 0..g.k[2] {
+                        let (wlo, whi) = wr[kw];
+                        if wlo >= whi {
+                            continue;
+                        }
+                        let wv = w[(kd * g.k[1] + kh) * g.k[2] + kw];
+                        // input column of output wlo
+                        let base = wlo * sw + kw * g.d[2] - g.pb[2];
+                        let d = &mut dst[wlo..whi];
+                        let len = d.len();
+                        let sv = if sw == 1 {
+                            &src[base..base + len]
                         } else {
-                            let s = g.s[2];
-                            for (j, o) in dst.iter_mut().enumerate() {
-                                *o += wv * src[wbase + j * s];
-                            }
+                            let (q, start) = (base % sw, base / sw);
+                            &phase[q * plen + start..q * plen + start + len]
+                        };
+                        for (o, &v) in d.iter_mut().zip(sv) {
+                            *o += wv * v;
                         }
                     }
                 }
             }
         }
     }
+}
+
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Depthwise conv of consecutive 1-D/2-D channel planes `i0 ..` (plane `i` is channel
+/// `i % m`), register-blocked: each block of outputs accumulates all its taps before being
+/// stored. Each plane is first copied into a zero-padded buffer split into `s` column
+/// phases (s = the column stride), so that every tap reads a contiguous, in-bounds run.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn depthwise_2d<const FMA: bool>(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    i0: usize,
+    g: &Geom,
+    out: &mut [f32],
+    buf: &mut Vec<f32>,
+) {
+    let [_, oh_n, ow_n] = g.out;
+    let [_, h_n, w_n] = g.inp;
+    let (kh_n, kw_n) = (g.k[1], g.k[2]);
+    let (sh, sw) = (g.s[1], g.s[2]);
+    let (isz, osz, kvol) = (h_n * w_n, oh_n * ow_n, kh_n * kw_n);
+    let hp = h_n + g.pb[1] + g.pe[1];
+    let wp = w_n + g.pb[2] + g.pe[2];
+    // phase row length, with slack so 8-wide chunks past the last output stay in bounds
+    let len = wp.div_ceil(sw) + 8;
+    let total = sw * hp * len;
+    if buf.len() < total + 2 * len {
+        buf.resize(total + 2 * len, 0.0);
+    }
+    let (plane, rest) = buf.split_at_mut(total);
+    let prow = &mut rest[..2 * len];
+    // Padding cells are never written below, so one clear serves every plane.
+    plane.fill(0.0);
+    prow.fill(0.0);
+    // Each tap (kh, kw) reads the plane at row_base + off + ow.
+    let offs: Vec<usize> = (0..kvol)
+        .map(|t| {
+            let (kh, kw) = (t / kw_n, t % kw_n);
+            let c = kw * g.d[2];
+            (((c % sw) * hp + kh * g.d[1]) * len) + c / sw
+        })
+        .collect();
+    let nplanes = out.len() / osz.max(1);
+    for p in 0..nplanes {
+        let i = i0 + p;
+        let ch = i % m;
+        let xp = &x[i * isz..(i + 1) * isz];
+        fill_phase_plane(xp, g, sw, hp, len, plane, prow);
+        let taps: Vec<(usize, f32)> = offs.iter().copied().zip(w[ch * kvol..(ch + 1) * kvol].iter().copied()).collect();
+        let bias = b.map_or(0.0, |b| b[ch]);
+        let outp = &mut out[p * osz..(p + 1) * osz];
+        let plane: &[f32] = plane;
+        let mut oh = 0;
+        while oh < oh_n {
+            if oh + DW_ROWS <= oh_n {
+                dw_rows::<FMA, DW_ROWS>(plane, &taps, bias, oh, sh * len, ow_n, outp);
+                oh += DW_ROWS;
+            } else {
+                dw_rows::<FMA, 1>(plane, &taps, bias, oh, sh * len, ow_n, outp);
+                oh += 1;
+            }
+        }
+    }
+}
+
+/// Copies one input plane into the interior of the zero-padded phase planes.
+#[inline(always)]
+fn fill_phase_plane(x: &[f32], g: &Geom, sw: usize, hp: usize, len: usize, plane: &mut [f32], prow: &mut [f32]) {
+    let [_, h_n, w_n] = g.inp;
+    for ih in 0..h_n {
+        let row = &x[ih * w_n..(ih + 1) * w_n];
+        let ihp = ih + g.pb[1];
+        if sw == 1 {
+            let d0 = ihp * len + g.pb[2];
+            plane[d0..d0 + w_n].copy_from_slice(row);
+            continue;
+        }
+        if sw == 2 {
+            // pad the row, then split it into even and odd columns 8 at a time
+            let prow = &mut prow[..2 * len];
+            prow[g.pb[2]..g.pb[2] + w_n].copy_from_slice(row);
+            let (even, odd) = plane[ihp * len..].split_at_mut(hp * len);
+            let (even, odd) = (&mut even[..len], &mut odd[..len]);
+            for ((e8, o8), s16) in even.chunks_exact_mut(8).zip(odd.chunks_exact_mut(8)).zip(prow.chunks_exact(16)) {
+                for i in 0..8 {
+                    e8[i] = s16[2 * i];
+                    o8[i] = s16[2 * i + 1];
+                }
+            }
+            let done = len / 8 * 8;
+            for t in done..len {
+                even[t] = prow[2 * t];
+                odd[t] = prow[2 * t + 1];
+            }
+            continue;
+        }
+        for q in 0..sw {
+            // padded column iwp = t * sw + q holds row[iwp - pl], for pl <= iwp < pl + w_n
+            let dst = &mut plane[(q * hp + ihp) * len..(q * hp + ihp + 1) * len];
+            let t_lo = g.pb[2].saturating_sub(q).div_ceil(sw);
+            let t_hi = (g.pb[2] + w_n).saturating_sub(q).div_ceil(sw);
+            if t_lo < t_hi {
+                let first = t_lo * sw + q - g.pb[2];
+                for (d, &v) in dst[t_lo..t_hi].iter_mut().zip(row[first..].iter().step_by(sw)) {
+                    *d = v;
+                }
+            }
+        }
+    }
+}
+
+/// Channel planes per depthwise task.
+const DW_PLANES: usize = 16;
+
+/// Rows per depthwise block.
+const DW_ROWS: usize = 4;
+
+/// Output rows `oh .. oh + R` of a depthwise plane.
+#[inline(always)]
+fn dw_rows<const FMA: bool, const R: usize>(
+    plane: &[f32],
+    taps: &[(usize, f32)],
+    bias: f32,
+    oh: usize,
+    row_step: usize,
+    ow_n: usize,
+    out: &mut [f32],
+) {
+    let mut ow = 0;
+    while ow < ow_n {
+        let bases: [usize; R] = std::array::from_fn(|r| (oh + r) * row_step + ow);
+        if ow + 16 <= ow_n {
+            let acc = dw_block::<FMA, R, 16>(plane, taps, bias, &bases);
+            for (r, a) in acc.iter().enumerate() {
+                out[(oh + r) * ow_n + ow..][..16].copy_from_slice(a);
+            }
+            ow += 16;
+        } else {
+            let acc = dw_block::<FMA, R, 8>(plane, taps, bias, &bases);
+            let n = 8.min(ow_n - ow);
+            for (r, a) in acc.iter().enumerate() {
+                out[(oh + r) * ow_n + ow..][..n].copy_from_slice(&a[..n]);
+            }
+            ow += 8;
+        }
+    }
+}
+
+/// An `R x N` block of outputs; row `r`'s taps read `plane[bases[r] + off ..]`.
+#[inline(always)]
+fn dw_block<const FMA: bool, const R: usize, const N: usize>(
+    plane: &[f32],
+    taps: &[(usize, f32)],
+    bias: f32,
+    bases: &[usize; R],
+) -> [[f32; N]; R] {
+    let mut acc = [[bias; N]; R];
+    for &(off, wv) in taps {
+        for r in 0..R {
+            let b = bases[r] + off;
+            let src: &[f32; N] = match plane[b..b + N].try_into() {
+                Ok(a) => a,
+                Err(_) => return acc,
+            };
+            for l in 0..N {
+                acc[r][l] = madd::<FMA>(wv, src[l], acc[r][l]);
+            }
+        }
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise_2d_avx2(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    i0: usize,
+    g: &Geom,
+    out: &mut [f32],
+    buf: &mut Vec<f32>,
+) {
+    depthwise_2d::<true>(x, w, b, m, i0, g, out, buf)
+}
+
+/// Depthwise conv of the planes `i0 ..` that `out` holds, picking the fastest variant.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_planes(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    i0: usize,
+    g: &Geom,
+    out: &mut [f32],
+    buf: &mut Vec<f32>,
+) {
+    let (isz, osz, kvol) = (g.in_size(), g.out_size(), g.k_size());
+    if g.inp[0] != 1 || g.k[0] != 1 {
+        for (p, o) in out.chunks_mut(osz).enumerate() {
+            let ch = (i0 + p) % m;
+            let xp = &x[(i0 + p) * isz..][..isz];
+            depthwise_plane(xp, &w[ch * kvol..][..kvol], b.map_or(0.0, |b| b[ch]), g, o, buf);
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::super::gemm::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { depthwise_2d_avx2(x, w, b, m, i0, g, out, buf) };
+        }
+    }
+    depthwise_2d::<false>(x, w, b, m, i0, g, out, buf)
 }
 
 /// Runs a conv of float data. `x`: [N, C, *sp], `w`: [M, C/group, *k], `b`: [M];
@@ -370,24 +616,27 @@ pub(crate) fn conv_forward(
     let (cg, mg) = (c / group, m / group);
     let (isz, osz, kvol) = (g.in_size(), g.out_size(), g.k_size());
     let kdim = cg * kvol;
-    let mut y = vec![0f32; n * m * osz];
+    // Every output element is written below (bias seed or depthwise store).
+    let mut y = pool::scratch(n * m * osz);
     if y.is_empty() {
         return Ok((out_shape, y));
     }
     let macs = n * m * osz * kdim;
     let par = macs >= PAR_MACS;
 
-    // Depthwise: one input and one output channel per group.
+    // Depthwise: one input and one output channel per group (so plane i of x feeds plane i
+    // of y). Work is split in fixed chunks of planes.
     if cg == 1 && mg == 1 {
-        let task = |(i, plane): (usize, &mut [f32])| {
-            let (img, ch) = (i / m, i % m);
-            let xp = &x[(img * c + ch) * isz..][..isz];
-            depthwise_plane(xp, &w[ch * kvol..][..kvol], b.map_or(0.0, |b| b[ch]), &g, plane);
+        let task = |(ci, chunk): (usize, &mut [f32])| {
+            SCRATCH.with(|s| {
+                let buf = &mut s.borrow_mut().0;
+                depthwise_planes(x, w, b, m, ci * DW_PLANES, &g, chunk, buf);
+            });
         };
         if par {
-            y.par_chunks_mut(osz).enumerate().for_each(task);
+            y.par_chunks_mut(osz * DW_PLANES).enumerate().for_each(task);
         } else {
-            y.chunks_mut(osz).enumerate().for_each(task);
+            y.chunks_mut(osz * DW_PLANES).enumerate().for_each(task);
         }
         return Ok((out_shape, y));
     }
@@ -420,11 +669,9 @@ pub(crate) fn conv_forward(
     if grid {
         let (hp, wp) = (g.inp[1] + g.pb[1] + g.pe[1], g.inp[2] + g.pb[2] + g.pe[2]);
         let (h_n, w_n) = (g.inp[1], g.inp[2]);
-        let padded_buf;
-        let xp: &[f32] = if hp == h_n && wp == w_n {
-            x
-        } else {
-            let mut v = vec![0f32; n * c * hp * wp];
+        let mut padded_buf: Option<Vec<f32>> = None;
+        if hp != h_n || wp != w_n {
+            let mut v = pool::zeros(n * c * hp * wp);
             for (pl, dst) in v.chunks_mut(hp * wp).enumerate() {
                 let src = &x[pl * isz..(pl + 1) * isz];
                 for ih in 0..h_n {
@@ -432,9 +679,9 @@ pub(crate) fn conv_forward(
                     dst[d0..d0 + w_n].copy_from_slice(&src[ih * w_n..(ih + 1) * w_n]);
                 }
             }
-            padded_buf = v;
-            &padded_buf
-        };
+            padded_buf = Some(v);
+        }
+        let xp: &[f32] = padded_buf.as_deref().unwrap_or(x);
         let psz = hp * wp;
         let mut boff = Vec::with_capacity(kdim);
         for ci in 0..cg {
@@ -496,6 +743,10 @@ pub(crate) fn conv_forward(
         } else {
             (0..ntasks).for_each(task);
         }
+        drop(boff);
+        if let Some(v) = padded_buf.take() {
+            pool::give(v);
+        }
         return Ok((out_shape, y));
     }
 
@@ -539,13 +790,13 @@ pub(crate) fn conv_forward(
 }
 
 impl Kernel for ConvKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
         let (w, packed) = match &self.weight {
             Some((w, p)) => (w, Some(p.as_slice())),
-            None => (input(&inputs, 1)?, None),
+            None => (input(inputs, 1)?, None),
         };
-        let b = opt_input(&inputs, 2).map(|t| t.as_f32()).transpose()?;
+        let b = opt_input(inputs, 2).map(|t| t.as_f32()).transpose()?;
         let (shape, y) =
             conv_forward(x.as_f32()?, x.shape(), w.as_f32()?, w.shape(), packed, b, self.group, &self.attrs)?;
         Ok(vec![Tensor::from_vec(shape, y)])
@@ -585,9 +836,9 @@ pub(crate) fn build_conv_transpose(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for ConvTransposeKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
-        let w = input(&inputs, 1)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        let w = input(inputs, 1)?;
         let (xs, ws) = (x.shape(), w.shape());
         let r = xs.len();
         if !(3..=5).contains(&r) || ws.len() != r {
@@ -618,24 +869,31 @@ impl Kernel for ConvTransposeKernel {
             }
         }
         let mut geo = Geom { inp: [1; 3], k: [1; 3], s: [1; 3], d: [1; 3], pb: [0; 3], pe: [0; 3], out: [1; 3] };
+        // Signed leading pads: an output_shape larger than the full output pads with
+        // negative amounts (as onnxruntime does: the head gets total / 2, truncated).
+        let mut pbs = [0isize; 3];
         let o = 3 - sp;
         for i in 0..sp {
             let ek = (k[i] - 1) * d[i] + 1;
-            let full = s[i] * (xs[2 + i] - 1) + op[i] + ek; // output size with no padding
+            let full = (s[i] * (xs[2 + i] - 1) + op[i] + ek) as isize; // output size with no padding
+            let split = |total: isize| -> isize {
+                if self.attrs.auto_pad == AutoPad::SameLower {
+                    total - total / 2
+                } else {
+                    total / 2
+                }
+            };
             let (pb, out) = if let Some(os) = &self.output_shape {
-                let target = *os.get(os.len().saturating_sub(sp) + i).ok_or_else(|| Error::user("bad output_shape"))?;
-                let total = full.checked_sub(target).ok_or_else(|| {
-                    Error::user(format!("output_shape {os:?} is larger than the full output {full}"))
-                })?;
-                let pb = if self.attrs.auto_pad == AutoPad::SameUpper { total / 2 } else { total - total / 2 };
-                (pb, target)
+                if os.len() < sp {
+                    return Err(Error::user(format!("output_shape {os:?} has fewer than {sp} entries")));
+                }
+                let target = os[os.len() - sp + i] as isize;
+                (split(full - target), target)
             } else {
                 match self.attrs.auto_pad {
                     AutoPad::SameUpper | AutoPad::SameLower => {
-                        let target = xs[2 + i] * s[i];
-                        let total = full.saturating_sub(target);
-                        let pb = if self.attrs.auto_pad == AutoPad::SameUpper { total / 2 } else { total - total / 2 };
-                        (pb, target)
+                        let target = (xs[2 + i] * s[i]) as isize;
+                        (split(full - target), target)
                     }
                     AutoPad::Valid => (0, full),
                     AutoPad::NotSet => {
@@ -643,21 +901,21 @@ impl Kernel for ConvTransposeKernel {
                         if pads.len() != 2 * sp {
                             return Err(Error::user(format!("attribute 'pads' = {pads:?} does not have {} entries", 2 * sp)));
                         }
-                        let out = full.checked_sub(pads[i] + pads[i + sp]).ok_or_else(|| {
-                            Error::user(format!("pads {pads:?} are larger than the output {full}"))
-                        })?;
-                        (pads[i], out)
+                        (pads[i] as isize, full - (pads[i] + pads[i + sp]) as isize)
                     }
                 }
             };
+            if out < 0 {
+                return Err(Error::user(format!("ConvTranspose output size {out} on spatial axis {i} is negative")));
+            }
             geo.inp[o + i] = xs[2 + i];
             geo.k[o + i] = k[i];
             geo.s[o + i] = s[i];
             geo.d[o + i] = d[i];
-            geo.pb[o + i] = pb;
-            geo.out[o + i] = out;
+            pbs[o + i] = pb;
+            geo.out[o + i] = out as usize;
         }
-        let b = opt_input(&inputs, 2).map(|t| t.as_f32()).transpose()?;
+        let b = opt_input(inputs, 2).map(|t| t.as_f32()).transpose()?;
         if let Some(b) = b {
             if b.len() != m {
                 return Err(Error::user(format!("ConvTranspose bias has {} elements, expected {m}", b.len())));
@@ -677,7 +935,7 @@ impl Kernel for ConvTransposeKernel {
                 // col[rows, isz] = Wg^T [rows x cg] * Xg [cg x isz]
                 sgemm(rows, cg, isz, 1.0, Mat::rows_t(wg, rows), Mat::rows(xg, isz), 0.0, &mut col, isz);
                 let yg = &mut y[(img * m + gi * mg) * osz..][..mg * osz];
-                col2im(&col, &geo, mg, yg);
+                col2im(&col, &geo, &pbs, mg, yg);
             }
         }
         if let Some(b) = b {
@@ -692,7 +950,7 @@ impl Kernel for ConvTransposeKernel {
 }
 
 /// Scatters `col` ([mg * kvol, in_size]) into `y` ([mg, out_size]) for a transposed conv.
-fn col2im(col: &[f32], g: &Geom, mg: usize, y: &mut [f32]) {
+fn col2im(col: &[f32], g: &Geom, pb: &[isize; 3], mg: usize, y: &mut [f32]) {
     let isz = g.in_size();
     let osz = g.out_size();
     let [id_n, ih_n, iw_n] = g.inp;
@@ -706,19 +964,19 @@ fn col2im(col: &[f32], g: &Geom, mg: usize, y: &mut [f32]) {
                     let src = &col[row * isz..][..isz];
                     row += 1;
                     for id in 0..id_n {
-                        let od = (id * g.s[0] + kd * g.d[0]) as isize - g.pb[0] as isize;
+                        let od = (id * g.s[0] + kd * g.d[0]) as isize - pb[0];
                         if od < 0 || od >= od_n as isize {
                             continue;
                         }
                         for ih in 0..ih_n {
-                            let oh = (ih * g.s[1] + kh * g.d[1]) as isize - g.pb[1] as isize;
+                            let oh = (ih * g.s[1] + kh * g.d[1]) as isize - pb[1];
                             if oh < 0 || oh >= oh_n as isize {
                                 continue;
                             }
                             let srow = &src[(id * ih_n + ih) * iw_n..][..iw_n];
                             let ybase = (od as usize * oh_n + oh as usize) * ow_n;
                             for (iw, &v) in srow.iter().enumerate() {
-                                let ow = (iw * g.s[2] + kw * g.d[2]) as isize - g.pb[2] as isize;
+                                let ow = (iw * g.s[2] + kw * g.d[2]) as isize - pb[2];
                                 if ow >= 0 && (ow as usize) < ow_n {
                                     yp[ybase + ow as usize] += v;
                                 }
@@ -802,6 +1060,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn matches_naive_on_edge_cases() {
         let cases: Vec<(Vec<usize>, Vec<usize>, usize, Vec<usize>, Vec<usize>, Vec<usize>, AutoPad)> = vec![
             // xs, ws, group, strides, pads, dilations, auto_pad
@@ -818,6 +1077,11 @@ mod tests {
             (vec![1, 4, 6, 40], vec![8, 2, 3, 3], 2, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], AutoPad::NotSet),
             (vec![1, 4, 5, 7], vec![7, 4, 2, 2], 1, vec![1, 1], vec![0; 4], vec![1, 1], AutoPad::NotSet),
             (vec![1, 8, 20, 30], vec![40, 8, 1, 1], 1, vec![1, 1], vec![0; 4], vec![1, 1], AutoPad::NotSet),
+            (vec![2, 3, 11, 10], vec![3, 1, 3, 3], 3, vec![2, 3], vec![1, 0, 2, 1], vec![1, 2], AutoPad::NotSet),
+            (vec![1, 2, 9, 9], vec![2, 1, 5, 5], 2, vec![1, 1], vec![2, 2, 2, 2], vec![1, 1], AutoPad::NotSet),
+            (vec![2, 3, 5, 75], vec![3, 1, 3, 3], 3, vec![1, 1], vec![1, 1, 1, 1], vec![1, 1], AutoPad::NotSet),
+            (vec![1, 3, 6, 150], vec![3, 1, 3, 3], 3, vec![2, 2], vec![1, 0, 1, 1], vec![1, 1], AutoPad::NotSet),
+            (vec![1, 2, 6, 90], vec![2, 1, 3, 5], 2, vec![1, 3], vec![0, 2, 1, 0], vec![2, 2], AutoPad::NotSet),
         ];
         for (xs, ws, group, st, pads, dil, ap) in cases {
             let x = pseudo(numel(&xs), 1);

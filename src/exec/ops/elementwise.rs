@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 
-use super::super::tensor::{numel, DType, Data, Elem, Tensor};
+use super::super::tensor::{numel, pool, DType, Data, Elem, Tensor};
 use super::{input, opt_input, take, Kernel, NodeCtx};
 
 /// Numpy broadcast of two shapes.
@@ -163,6 +163,31 @@ pub(crate) fn broadcast_map<A: Elem, B: Elem, O: Elem + Default>(
     Ok(Tensor::from_vec(out_shape, out))
 }
 
+#[inline(always)]
+fn zip_slice_impl<T: Copy, F: Fn(T, T) -> T>(dst: &mut [T], src: &[T], f: &F) {
+    for (x, &y) in dst.iter_mut().zip(src) {
+        *x = f(*x, y);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn zip_slice_avx2<T: Copy, F: Fn(T, T) -> T>(dst: &mut [T], src: &[T], f: &F) {
+    zip_slice_impl(dst, src, f)
+}
+
+/// `dst[i] = f(dst[i], src[i])`, compiled for AVX2 when the CPU has it.
+fn zip_slice<T: Copy, F: Fn(T, T) -> T>(dst: &mut [T], src: &[T], f: &F) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::super::gemm::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { zip_slice_avx2(dst, src, f) };
+        }
+    }
+    zip_slice_impl(dst, src, f)
+}
+
 /// `f(a, b)` for same-typed arithmetic; writes into `a`'s or `b`'s buffer when it is
 /// uniquely owned and already has the output shape.
 pub(crate) fn arith<T: Elem + Default>(mut a: Tensor, mut b: Tensor, f: impl Fn(T, T) -> T) -> Result<Tensor> {
@@ -178,16 +203,13 @@ pub(crate) fn arith<T: Elem + Default>(mut a: Tensor, mut b: Tensor, f: impl Fn(
             plan.rows(|o, _ia, ib, len, _sa, sb| {
                 let row = &mut buf[o..o + len];
                 if sb == 1 {
-                    for (x, &y) in row.iter_mut().zip(&bv[ib..ib + len]) {
-                        *x = f(*x, y);
-                    }
+                    zip_slice(row, &bv[ib..ib + len], &f);
                 } else {
                     let y = bv[ib];
-                    for x in row.iter_mut() {
-                        *x = f(*x, y);
-                    }
+                    map_slice(row, &|x| f(x, y));
                 }
             });
+            pool::recycle(b);
             return Ok(a);
         }
     }
@@ -208,10 +230,14 @@ pub(crate) fn arith<T: Elem + Default>(mut a: Tensor, mut b: Tensor, f: impl Fn(
                     }
                 }
             });
+            pool::recycle(a);
             return Ok(b);
         }
     }
-    broadcast_map::<T, T, T>(&a, &b, f)
+    let out = broadcast_map::<T, T, T>(&a, &b, f);
+    pool::recycle(a);
+    pool::recycle(b);
+    out
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -336,11 +362,11 @@ fn apply_binary(op: BinOp, a: Tensor, b: Tensor) -> Result<Tensor> {
 }
 
 impl Kernel for BinaryKernel {
-    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
         let n = inputs.len();
-        let mut acc = take(&mut inputs, 0)?;
+        let mut acc = take(inputs, 0)?;
         for i in 1..n {
-            let b = take(&mut inputs, i)?;
+            let b = take(inputs, i)?;
             acc = apply_binary(self.op, acc, b)?;
         }
         if self.mean && n > 1 {
@@ -410,12 +436,35 @@ pub(crate) fn build_unary(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
     Ok(Box::new(UnaryKernel { op }))
 }
 
+#[inline(always)]
+fn map_slice_impl<T: Copy, F: Fn(T) -> T>(buf: &mut [T], f: &F) {
+    for x in buf.iter_mut() {
+        *x = f(*x);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn map_slice_avx2<T: Copy, F: Fn(T) -> T>(buf: &mut [T], f: &F) {
+    map_slice_impl(buf, f)
+}
+
+/// `x = f(x)` over a slice, compiled for AVX2 when the CPU has it.
+pub(crate) fn map_slice<T: Copy, F: Fn(T) -> T>(buf: &mut [T], f: &F) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::super::gemm::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { map_slice_avx2(buf, f) };
+        }
+    }
+    map_slice_impl(buf, f)
+}
+
 /// Applies `f` element-wise, in place when the buffer is uniquely owned.
 pub(crate) fn map_inplace<T: Elem + Default>(mut t: Tensor, f: impl Fn(T) -> T) -> Result<Tensor> {
     if let Some(buf) = t.unique_mut::<T>() {
-        for x in buf.iter_mut() {
-            *x = f(*x);
-        }
+        map_slice(buf, &f);
         return Ok(t);
     }
     let v: Vec<T> = t.as_slice::<T>()?.iter().map(|&x| f(x)).collect();
@@ -483,8 +532,8 @@ macro_rules! float_unary {
 }
 
 impl Kernel for UnaryKernel {
-    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let x = take(&mut inputs, 0)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let x = take(inputs, 0)?;
         let op = self.op;
         let out = match (x.dtype(), op) {
             (DType::Bool, UnOp::Not) => map_inplace::<bool>(x, |v| !v)?,
@@ -533,10 +582,10 @@ fn scalar_bound(t: Option<&Tensor>, what: &str) -> Result<Option<f64>> {
 }
 
 impl Kernel for ClipKernel {
-    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let lo = scalar_bound(opt_input(&inputs, 1), "min")?.or(self.min.map(|v| v as f64));
-        let hi = scalar_bound(opt_input(&inputs, 2), "max")?.or(self.max.map(|v| v as f64));
-        let x = take(&mut inputs, 0)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let lo = scalar_bound(opt_input(inputs, 1), "min")?.or(self.min.map(|v| v as f64));
+        let hi = scalar_bound(opt_input(inputs, 2), "max")?.or(self.max.map(|v| v as f64));
+        let x = take(inputs, 0)?;
         let out = match x.dtype() {
             DType::F32 => {
                 let lo = lo.map(|v| v as f32).unwrap_or(f32::NEG_INFINITY);
@@ -617,8 +666,8 @@ pub(crate) fn cast(t: &Tensor, to: DType) -> Result<Tensor> {
 }
 
 impl Kernel for CastKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        Ok(vec![cast(input(&inputs, 0)?, self.to)?])
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        Ok(vec![cast(input(inputs, 0)?, self.to)?])
     }
 }
 
@@ -662,8 +711,8 @@ fn where_typed<T: Elem + Default>(c: &Tensor, x: &Tensor, y: &Tensor) -> Result<
 }
 
 impl Kernel for WhereKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let (c, x, y) = (input(&inputs, 0)?, input(&inputs, 1)?, input(&inputs, 2)?);
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let (c, x, y) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
         if x.dtype() != y.dtype() {
             return Err(Error::user(format!("Where branches differ in type: {} and {}", x.dtype(), y.dtype())));
         }

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 
-use super::super::gemm::{sgemm, Mat};
+use super::super::gemm::{gemm_packed, sgemm, Mat, PackedA};
 use super::super::tensor::{numel, Tensor};
 use super::elementwise::{broadcast_shapes, broadcast_strides};
 use super::shape::gather_strided;
@@ -13,23 +13,33 @@ struct GemmKernel {
     beta: f32,
     trans_a: bool,
     trans_b: bool,
+    /// `alpha * B'` packed as the left operand (`[N x K]`) when B is a constant: the run
+    /// then computes `Y' = (alpha B') A'` and so never repacks the weight.
+    packed_b: Option<(Vec<usize>, PackedA)>,
 }
 
 pub(crate) fn build_gemm(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
     cx.require_inputs(2, 3)?;
     let a = cx.attrs();
-    Ok(Box::new(GemmKernel {
-        alpha: a.float("alpha", 1.0)?,
-        beta: a.float("beta", 1.0)?,
-        trans_a: a.int("transA", 0)? != 0,
-        trans_b: a.int("transB", 0)? != 0,
-    }))
+    let alpha = a.float("alpha", 1.0)?;
+    let trans_b = a.int("transB", 0)? != 0;
+    let packed_b = match cx.const_input(1) {
+        Some(b) if b.rank() == 2 => {
+            let bv = b.as_f32().map_err(|e| e.context("input B"))?;
+            let (r, c) = (b.shape()[0], b.shape()[1]);
+            let (n, k) = if trans_b { (r, c) } else { (c, r) };
+            let view = if trans_b { Mat::rows(bv, k) } else { Mat::rows_t(bv, n) };
+            Some((b.shape().to_vec(), PackedA::new(n, k, view, alpha)))
+        }
+        _ => None,
+    };
+    Ok(Box::new(GemmKernel { alpha, beta: a.float("beta", 1.0)?, trans_a: a.int("transA", 0)? != 0, trans_b, packed_b }))
 }
 
 impl Kernel for GemmKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let a = input(&inputs, 0)?;
-        let b = input(&inputs, 1)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let a = input(inputs, 0)?;
+        let b = input(inputs, 1)?;
         if a.rank() != 2 || b.rank() != 2 {
             return Err(Error::user(format!("Gemm needs 2-D inputs, got {:?} and {:?}", a.shape(), b.shape())));
         }
@@ -47,7 +57,7 @@ impl Kernel for GemmKernel {
         let (av, bv) = (a.as_f32()?, b.as_f32()?);
         let mut y = vec![0f32; m * n];
         let mut beta = 0.0;
-        if let Some(c) = opt_input(&inputs, 2) {
+        if let Some(c) = opt_input(inputs, 2) {
             if self.beta != 0.0 {
                 let s = broadcast_shapes(c.shape(), &[m, n])?;
                 if s != [m, n] {
@@ -58,10 +68,97 @@ impl Kernel for GemmKernel {
                 beta = self.beta;
             }
         }
-        let am = if self.trans_a { Mat::rows_t(av, m) } else { Mat::rows(av, k) };
-        let bm = if self.trans_b { Mat::rows_t(bv, k) } else { Mat::rows(bv, n) };
-        sgemm(m, k, n, self.alpha, am, bm, beta, &mut y, n);
+        match &self.packed_b {
+            Some(_) if m <= SMALL_M => {
+                // few rows (a classifier on a small batch): dot products / row updates
+                if beta != 1.0 {
+                    y.iter_mut().for_each(|v| *v *= beta);
+                }
+                small_m_gemm(m, k, n, self.alpha, av, self.trans_a, bv, self.trans_b, &mut y);
+            }
+            Some((shape, pb)) if shape.as_slice() == b.shape() => {
+                // Y'[n x m] = (alpha B') A', then Y += Y'^T.
+                let at = if self.trans_a { Mat::rows(av, m) } else { Mat::rows_t(av, k) };
+                let mut yt = vec![0f32; n * m];
+                gemm_packed(pb, at, m, &mut yt, m);
+                if beta != 1.0 {
+                    y.iter_mut().for_each(|v| *v *= beta);
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        y[i * n + j] += yt[j * m + i];
+                    }
+                }
+            }
+            _ => {
+                let am = if self.trans_a { Mat::rows_t(av, m) } else { Mat::rows(av, k) };
+                let bm = if self.trans_b { Mat::rows_t(bv, k) } else { Mat::rows(bv, n) };
+                sgemm(m, k, n, self.alpha, am, bm, beta, &mut y, n);
+            }
+        }
         Ok(vec![Tensor::from_vec(vec![m, n], y)])
+    }
+}
+
+/// Up to this many rows, Gemm with a constant B uses [`small_m_gemm`].
+const SMALL_M: usize = 4;
+
+/// `y[i, j] += alpha * sum_p A'[i, p] B'[p, j]` by dot products (transB) or row updates,
+/// compiled for AVX2 when the CPU has it.
+#[allow(clippy::too_many_arguments)]
+fn small_m_gemm(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: bool, b: &[f32], tb: bool, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::super::gemm::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { small_m_gemm_avx2(m, k, n, alpha, a, ta, b, tb, y) };
+        }
+    }
+    small_m_gemm_impl(m, k, n, alpha, a, ta, b, tb, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_m_gemm_avx2(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: bool, b: &[f32], tb: bool, y: &mut [f32]) {
+    small_m_gemm_impl(m, k, n, alpha, a, ta, b, tb, y)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn small_m_gemm_impl(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: bool, b: &[f32], tb: bool, y: &mut [f32]) {
+    for i in 0..m {
+        let row: Vec<f32> = (0..k).map(|p| if ta { a[p * m + i] } else { a[i * k + p] }).collect();
+        let yr = &mut y[i * n..(i + 1) * n];
+        if tb {
+            // B' [k x n] is B [n x k]: y[i, j] = dot(row, B[j, :])
+            for (j, yv) in yr.iter_mut().enumerate() {
+                let bj = &b[j * k..(j + 1) * k];
+                let mut acc = [0f32; 8];
+                let full = k / 8 * 8;
+                for (ac, bc) in row[..full].chunks_exact(8).zip(bj[..full].chunks_exact(8)) {
+                    for l in 0..8 {
+                        acc[l] += ac[l] * bc[l];
+                    }
+                }
+                let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+                for p in full..k {
+                    s += row[p] * bj[p];
+                }
+                *yv += alpha * s;
+            }
+        } else {
+            // B [k x n]: y[i, :] += alpha * row[p] * B[p, :]
+            let mut acc = vec![0f32; n];
+            for (p, &av) in row.iter().enumerate() {
+                for (o, &bv) in acc.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                    *o += av * bv;
+                }
+            }
+            for (yv, s) in yr.iter_mut().zip(acc) {
+                *yv += alpha * s;
+            }
+        }
     }
 }
 
@@ -125,8 +222,8 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 impl Kernel for MatMulKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        Ok(vec![matmul(input(&inputs, 0)?, input(&inputs, 1)?)?])
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        Ok(vec![matmul(input(inputs, 0)?, input(inputs, 1)?)?])
     }
 }
 

@@ -19,7 +19,7 @@ pub(crate) mod shape;
 /// for the output. Returns one tensor per node output, in order (a kernel may return fewer
 /// when trailing optional outputs were not requested).
 pub(crate) trait Kernel: Send + Sync {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>>;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>>;
 }
 
 /// What a kernel builder sees of the node.

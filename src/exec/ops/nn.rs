@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 
 use super::super::tensor::{numel, DType, Tensor};
+use super::elementwise::map_slice;
 use super::shape::strides;
 use super::{input, norm_axis, opt_input, take, Kernel, NodeCtx};
 
@@ -53,22 +54,22 @@ pub(crate) fn build_batchnorm(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for BatchNormKernel {
-    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
         let computed;
         let (a, b) = match &self.folded {
             Some((a, b)) => (a, b),
             None => {
                 computed = bn_coeffs(
-                    input(&inputs, 1)?,
-                    input(&inputs, 2)?,
-                    input(&inputs, 3)?,
-                    input(&inputs, 4)?,
+                    input(inputs, 1)?,
+                    input(inputs, 2)?,
+                    input(inputs, 3)?,
+                    input(inputs, 4)?,
                     self.eps,
                 )?;
                 (&computed.0, &computed.1)
             }
         };
-        let mut x = take(&mut inputs, 0)?;
+        let mut x = take(inputs, 0)?;
         let xs = x.shape().to_vec();
         if xs.len() < 2 || xs[1] != a.len() {
             return Err(Error::user(format!(
@@ -92,9 +93,7 @@ impl Kernel for BatchNormKernel {
         if let Some(buf) = x.unique_mut::<f32>() {
             for (i, d) in buf.chunks_mut(plane).enumerate() {
                 let (ai, bi) = (a[i % c], b[i % c]);
-                for o in d.iter_mut() {
-                    *o = *o * ai + bi;
-                }
+                map_slice(d, &|v| v * ai + bi);
             }
             return Ok(vec![x]);
         }
@@ -122,8 +121,8 @@ pub(crate) fn build_softmax(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for SoftmaxKernel {
-    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let x = take(&mut inputs, 0)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let x = take(inputs, 0)?;
         let xs = x.shape().to_vec();
         if xs.is_empty() {
             return Err(Error::user("Softmax input must have rank >= 1"));
@@ -243,10 +242,10 @@ pub(crate) fn quantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i6
 }
 
 impl Kernel for QuantizeKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let zp = opt_input(&inputs, 2);
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let zp = opt_input(inputs, 2);
         let out = zp.map_or(self.out, |z| z.dtype());
-        Ok(vec![quantize(input(&inputs, 0)?, input(&inputs, 1)?, zp, self.axis, out)?])
+        Ok(vec![quantize(input(inputs, 0)?, input(inputs, 1)?, zp, self.axis, out)?])
     }
 }
 
@@ -296,8 +295,8 @@ pub(crate) fn dequantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: 
 }
 
 impl Kernel for DequantizeKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        Ok(vec![dequantize(input(&inputs, 0)?, input(&inputs, 1)?, opt_input(&inputs, 2), self.axis)?])
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        Ok(vec![dequantize(input(inputs, 0)?, input(inputs, 1)?, opt_input(inputs, 2), self.axis)?])
     }
 }
 
@@ -337,13 +336,13 @@ pub(crate) fn build_reduce(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for ReduceKernel {
-    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let axes = match (&self.attr_axes, opt_input(&inputs, 1)) {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let axes = match (&self.attr_axes, opt_input(inputs, 1)) {
             (Some(a), _) => a.clone(),
             (None, Some(t)) => t.to_i64_vec()?,
             (None, None) => Vec::new(),
         };
-        let x = take(&mut inputs, 0)?;
+        let x = take(inputs, 0)?;
         if axes.is_empty() && self.noop_with_empty_axes {
             return Ok(vec![x]);
         }

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
-use super::super::tensor::Tensor;
+use super::super::tensor::{pool, Tensor};
 use super::conv::{Geom, SpatialAttrs};
 use super::{input, Kernel, NodeCtx, PAR_CHUNK};
 
@@ -113,8 +113,8 @@ fn pool_plane(x: &[f32], g: &Geom, max: bool, include_pad: bool, out: &mut [f32]
 }
 
 impl Kernel for PoolKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
         let xs = x.shape();
         if xs.len() < 3 || xs.len() > 5 {
             return Err(Error::user(format!("pooling input {xs:?} must have rank 3 to 5")));
@@ -125,7 +125,7 @@ impl Kernel for PoolKernel {
         out_shape.extend_from_slice(&g.out[3 - sp..]);
         let (isz, osz) = (g.in_size(), g.out_size());
         let xv = x.as_f32()?;
-        let mut y = vec![0f32; xs[0] * xs[1] * osz];
+        let mut y = pool::scratch(xs[0] * xs[1] * osz); // pool_plane writes every element
         if y.is_empty() {
             return Ok(vec![Tensor::from_vec(out_shape, y)]);
         }
@@ -149,8 +149,8 @@ pub(crate) fn build_global_pool(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for GlobalPoolKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
         let xs = x.shape();
         if xs.len() < 2 {
             return Err(Error::user(format!("global pooling input {xs:?} must have rank >= 2")));
@@ -169,7 +169,7 @@ impl Kernel for GlobalPoolKernel {
             })
             .collect();
         let mut out_shape = xs[..2].to_vec();
-        out_shape.extend(std::iter::repeat_n(1, xs.len() - 2));
+        out_shape.extend(std::iter::repeat(1).take(xs.len() - 2));
         Ok(vec![Tensor::from_vec(out_shape, y)])
     }
 }

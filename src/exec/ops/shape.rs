@@ -88,13 +88,13 @@ pub(crate) fn build_identity(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for IdentityKernel {
-    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        if let Some(t) = opt_input(&inputs, 2) {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        if let Some(t) = opt_input(inputs, 2) {
             if t.to_f64_vec().first().copied().unwrap_or(0.0) != 0.0 {
                 return Err(Error::user("Dropout in training mode (training_mode = true) is not supported"));
             }
         }
-        let x = take(&mut inputs, 0)?;
+        let x = take(inputs, 0)?;
         if self.mask {
             let m = Tensor::from_vec(x.shape().to_vec(), vec![true; x.len()]);
             return Ok(vec![x, m]);
@@ -111,7 +111,7 @@ pub(crate) fn build_constant(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for ConstantKernel {
-    fn run(&self, _inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    fn run(&self, _inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
         Ok(vec![self.0.clone()])
     }
 }
@@ -131,8 +131,8 @@ pub(crate) fn build_shape(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for ShapeKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
         let r = x.rank() as i64;
         let clamp = |v: i64| -> usize { (if v < 0 { v + r } else { v }).clamp(0, r) as usize };
         let s = clamp(self.start);
@@ -150,8 +150,8 @@ pub(crate) fn build_size(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for SizeKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        Ok(vec![Tensor::scalar(input(&inputs, 0)?.len() as i64)])
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        Ok(vec![Tensor::scalar(input(inputs, 0)?.len() as i64)])
     }
 }
 
@@ -211,12 +211,12 @@ pub(crate) fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -
 }
 
 impl Kernel for ReshapeKernel {
-    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
         let target = match &self.attr_shape {
             Some(s) => s.clone(),
-            None => int_list(input(&inputs, 1)?, "shape")?,
+            None => int_list(input(inputs, 1)?, "shape")?,
         };
-        let mut x = take(&mut inputs, 0)?;
+        let mut x = take(inputs, 0)?;
         let shape = reshape_target(x.shape(), &target, self.allowzero)?;
         x.set_shape(shape);
         Ok(vec![x])
@@ -233,8 +233,8 @@ pub(crate) fn build_flatten(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for FlattenKernel {
-    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let mut x = take(&mut inputs, 0)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let mut x = take(inputs, 0)?;
         let r = x.rank() as i64;
         let a = if self.axis < 0 { self.axis + r } else { self.axis };
         if a < 0 || a > r {
@@ -316,8 +316,8 @@ pub(crate) fn gather_strided<T: Copy>(src: &[T], shape: &[usize], st: &[usize], 
 }
 
 impl Kernel for TransposeKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
         let perm: Vec<usize> = match &self.perm {
             Some(p) => p.iter().map(|&v| norm_axis(v, x.rank())).collect::<Result<_>>()?,
             None => (0..x.rank()).rev().collect(),
@@ -344,13 +344,13 @@ pub(crate) fn build_squeeze(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for SqueezeKernel {
-    fn run(&self, mut inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let axes = match (&self.attr_axes, opt_input(&inputs, 1)) {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let axes = match (&self.attr_axes, opt_input(inputs, 1)) {
             (Some(a), _) => Some(a.clone()),
             (None, Some(t)) => Some(int_list(t, "axes")?),
             (None, None) => None,
         };
-        let mut x = take(&mut inputs, 0)?;
+        let mut x = take(inputs, 0)?;
         let shape = x.shape().to_vec();
         let new_shape = if self.unsqueeze {
             let axes = axes.unwrap_or_default();
@@ -441,7 +441,7 @@ pub(crate) fn concat(parts: &[&Tensor], axis: i64) -> Result<Tensor> {
 }
 
 impl Kernel for ConcatKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
         let parts: Vec<&Tensor> = inputs.iter().flatten().collect();
         Ok(vec![concat(&parts, self.axis)?])
     }
@@ -460,11 +460,11 @@ pub(crate) fn build_split(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for SplitKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
         let ax = norm_axis(self.axis, x.rank())?;
         let dim = x.shape()[ax];
-        let sizes: Vec<usize> = match (&self.attr_split, opt_input(&inputs, 1)) {
+        let sizes: Vec<usize> = match (&self.attr_split, opt_input(inputs, 1)) {
             (Some(s), _) => s.iter().map(|&v| v.max(0) as usize).collect(),
             (None, Some(t)) => int_list(t, "split")?.iter().map(|&v| v.max(0) as usize).collect(),
             (None, None) => {
@@ -499,9 +499,11 @@ fn slice_box(x: &Tensor, starts: &[usize], lens: &[usize]) -> Result<Tensor> {
 
 // ---------------------------------------------------------------------------------------
 
+/// Slice attributes of opset < 10: starts, ends, axes.
+type SliceAttrs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>);
+
 struct SliceKernel {
-    /// Attributes of opset < 10: starts, ends, axes.
-    attr: Option<(Vec<i64>, Vec<i64>, Option<Vec<i64>>)>,
+    attr: Option<SliceAttrs>,
 }
 
 pub(crate) fn build_slice(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
@@ -543,16 +545,16 @@ pub(crate) fn slice_axis(dim: usize, start: i64, end: i64, step: i64) -> Result<
 }
 
 impl Kernel for SliceKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
         let r = x.rank();
         let (starts, ends, axes, steps) = match &self.attr {
             Some((s, e, a)) => (s.clone(), e.clone(), a.clone(), None),
             None => (
-                int_list(input(&inputs, 1)?, "starts")?,
-                int_list(input(&inputs, 2)?, "ends")?,
-                opt_input(&inputs, 3).map(|t| int_list(t, "axes")).transpose()?,
-                opt_input(&inputs, 4).map(|t| int_list(t, "steps")).transpose()?,
+                int_list(input(inputs, 1)?, "starts")?,
+                int_list(input(inputs, 2)?, "ends")?,
+                opt_input(inputs, 3).map(|t| int_list(t, "axes")).transpose()?,
+                opt_input(inputs, 4).map(|t| int_list(t, "steps")).transpose()?,
             ),
         };
         if starts.len() != ends.len() {
@@ -589,18 +591,29 @@ impl Kernel for SliceKernel {
             let src = x.as_slice::<T>()?;
             let n = numel(&count);
             let mut out: Vec<T> = Vec::with_capacity(n);
-            let mut idx = vec![0usize; r];
-            for _ in 0..n {
-                let mut o = offset as isize;
-                for d in 0..r {
-                    o += idx[d] as isize * st[d];
+            if r == 0 {
+                out.push(src[0]);
+                return Ok(vec![Tensor::from_vec(count, out)]);
+            }
+            // Walk the outer index; copy each inner run (contiguous when its step is 1).
+            let inner = count[r - 1];
+            let ist = st[r - 1];
+            let mut idx = vec![0usize; r - 1];
+            let mut base = offset as isize;
+            for _ in 0..n / inner {
+                if ist == 1 {
+                    let b = base as usize;
+                    out.extend_from_slice(&src[b..b + inner]);
+                } else {
+                    out.extend((0..inner).map(|i| src[(base + i as isize * ist) as usize]));
                 }
-                out.push(src[o as usize]);
-                for d in (0..r).rev() {
+                for d in (0..r - 1).rev() {
                     idx[d] += 1;
+                    base += st[d];
                     if idx[d] < count[d] {
                         break;
                     }
+                    base -= st[d] * count[d] as isize;
                     idx[d] = 0;
                 }
             }
@@ -621,9 +634,9 @@ pub(crate) fn build_gather(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for GatherKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
-        let idx_t = input(&inputs, 1)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
+        let idx_t = input(inputs, 1)?;
         if !matches!(idx_t.dtype(), DType::I64 | DType::I32) {
             return Err(Error::user(format!("Gather indices must be int64 or int32, got {}", idx_t.dtype())));
         }
@@ -761,7 +774,7 @@ fn pad_typed<T: Elem>(x: &Tensor, pads: &[i64], value: T, mode: PadMode) -> Resu
             };
         }
         match base {
-            None => out.extend(std::iter::repeat_n(value, inner)),
+            None => out.extend(std::iter::repeat(value).take(inner)),
             Some(b) => out.extend(maps[r - 1].iter().map(|m| match m {
                 Some(i) => src[b + i],
                 None => value,
@@ -779,18 +792,18 @@ fn pad_typed<T: Elem>(x: &Tensor, pads: &[i64], value: T, mode: PadMode) -> Resu
 }
 
 impl Kernel for PadKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let x = input(&inputs, 0)?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let x = input(inputs, 0)?;
         let r = x.rank();
         let (pads, value): (Vec<i64>, Option<f64>) = match &self.attr {
             Some((p, v)) => (p.clone(), Some(*v as f64)),
             None => {
-                let p = int_list(input(&inputs, 1)?, "pads")?;
-                let v = match opt_input(&inputs, 2) {
+                let p = int_list(input(inputs, 1)?, "pads")?;
+                let v = match opt_input(inputs, 2) {
                     Some(t) if !t.is_empty() => Some(t.to_f64_vec()[0]),
                     _ => None,
                 };
-                let p = match opt_input(&inputs, 3) {
+                let p = match opt_input(inputs, 3) {
                     None => p,
                     Some(axes_t) => {
                         let axes = int_list(axes_t, "axes")?;
@@ -843,8 +856,8 @@ pub(crate) fn build_constant_of_shape(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for ConstantOfShapeKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let dims = int_list(input(&inputs, 0)?, "shape")?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let dims = int_list(input(inputs, 0)?, "shape")?;
         if dims.iter().any(|&d| d < 0) {
             return Err(Error::user(format!("ConstantOfShape shape {dims:?} has a negative dimension")));
         }
@@ -875,13 +888,13 @@ pub(crate) fn expand(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
 }
 
 impl Kernel for ExpandKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let dims = int_list(input(&inputs, 1)?, "shape")?;
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let dims = int_list(input(inputs, 1)?, "shape")?;
         if dims.iter().any(|&d| d < 0) {
             return Err(Error::user(format!("Expand shape {dims:?} has a negative dimension")));
         }
         let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
-        Ok(vec![expand(input(&inputs, 0)?, &shape)?])
+        Ok(vec![expand(input(inputs, 0)?, &shape)?])
     }
 }
 
@@ -893,8 +906,8 @@ pub(crate) fn build_range(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 impl Kernel for RangeKernel {
-    fn run(&self, inputs: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
-        let (s, l, d) = (input(&inputs, 0)?, input(&inputs, 1)?, input(&inputs, 2)?);
+    fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
+        let (s, l, d) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
         if s.len() != 1 || l.len() != 1 || d.len() != 1 {
             return Err(Error::user("Range inputs must be scalars"));
         }
