@@ -356,6 +356,7 @@ pub(crate) fn gemm_packed(pa: &PackedA, b: Mat, n: usize, c: &mut [f32], ldc: us
 ///
 /// # Safety
 /// `c` must be valid for the whole `a.m x n` block with stride `ldc`, and exclusively ours.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_rows(
     a: &PackedA,
     b: &[f32],
