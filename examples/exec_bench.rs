@@ -58,18 +58,27 @@ fn main() -> anyhow::Result<()> {
         // per op type time of single-sample runs on this thread
         let plan = session.plan(&[input], &[output]).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut by_op: std::collections::BTreeMap<String, f64> = Default::default();
+        let mut by_node: std::collections::BTreeMap<usize, f64> = Default::default();
         let reps = samples.min(avail).max(1);
         for s in make(reps) {
             let (_, times) =
                 pool.install(|| session.run_plan_profiled(&plan, s)).map_err(|e| anyhow::anyhow!("{e}"))?;
             for (n, t) in times {
                 *by_op.entry(session.program().nodes[n].op_type.clone()).or_default() += t / reps as f64;
+                *by_node.entry(n).or_default() += t / reps as f64;
             }
         }
         let mut v: Vec<_> = by_op.into_iter().collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1));
         for (op, t) in v {
             println!("  {op:<20} {:8.3} ms/image", t * 1e3);
+        }
+        let mut v: Vec<_> = by_node.into_iter().collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        println!("  slowest nodes:");
+        for (n, t) in v.into_iter().take(12) {
+            let node = &session.program().nodes[n];
+            println!("  {:<60} {:8.3} ms/image", format!("{} ({})", node.name, node.op_type), t * 1e3);
         }
     }
     if let Some(out) = args.get(8) {

@@ -85,10 +85,11 @@ pub(crate) fn pack_b_panel(b: Mat, k: usize, j0: usize, w: usize, dst: &mut [f32
     }
 }
 
-/// `C += A * B` for one `mr x w` block. `a` is a packed A panel (`[k][mr]`); row `p` of
-/// the B block is `b[boff[p] .. boff[p] + NR]` (all NR columns are read, those past `w`
-/// ignored); `c` is the block's first element with row stride `ldc`, of which rows
-/// `0..mr` and columns `0..w` are written.
+/// `C += A * B` for one `mr x w` block, or `C = bias + A * B` (row `r` adding `bias[r]`)
+/// when `bias` is given. `a` is a packed A panel (`[k][mr]`); row `p` of the B block is
+/// `b[boff[p] .. boff[p] + NR]` (all NR columns are read, those past `w` ignored); `c` is
+/// the block's first element with row stride `ldc`, of which rows `0..mr` and columns
+/// `0..w` are written.
 ///
 /// # Safety
 /// `a.len() >= k * mr`, `boff.len() >= k`, `boff[p] + NR <= b.len()` for every `p < k`,
@@ -102,22 +103,24 @@ pub(crate) unsafe fn kernel(
     mr: usize,
     b: &[f32],
     boff: &[usize],
+    bias: Option<&[f32]>,
     c: *mut f32,
     ldc: usize,
     w: usize,
 ) {
     debug_assert!(a.len() >= k * mr && boff.len() >= k && mr <= MR && w <= NR);
     debug_assert!(boff[..k].iter().all(|&o| o + NR <= b.len()));
+    debug_assert!(bias.map_or(true, |b| b.len() >= mr));
     #[cfg(target_arch = "x86_64")]
     {
         if avx2::available() {
             // SAFETY: the CPU supports AVX2 and FMA (checked above); forwarded contract.
-            unsafe { avx2::dispatch(k, a, mr, b, boff, c, ldc, w) };
+            unsafe { avx2::dispatch(k, a, mr, b, boff, bias, c, ldc, w) };
             return;
         }
     }
     // SAFETY: forwarded contract.
-    unsafe { portable(k, a, mr, b, boff, c, ldc, w) };
+    unsafe { portable(k, a, mr, b, boff, bias, c, ldc, w) };
 }
 
 /// Whether the CPU has AVX2 and FMA (x86-64 only; detected once).
@@ -128,7 +131,17 @@ pub(crate) fn has_avx2_fma() -> bool {
 
 /// Portable microkernel (any CPU).
 #[allow(clippy::too_many_arguments)]
-unsafe fn portable(k: usize, a: &[f32], mr: usize, b: &[f32], boff: &[usize], c: *mut f32, ldc: usize, w: usize) {
+unsafe fn portable(
+    k: usize,
+    a: &[f32],
+    mr: usize,
+    b: &[f32],
+    boff: &[usize],
+    bias: Option<&[f32]>,
+    c: *mut f32,
+    ldc: usize,
+    w: usize,
+) {
     let mut acc = [[0f32; NR]; MR];
     for p in 0..k {
         let bp = &b[boff[p]..boff[p] + NR];
@@ -142,7 +155,13 @@ unsafe fn portable(k: usize, a: &[f32], mr: usize, b: &[f32], boff: &[usize], c:
     for (r, row) in acc.iter().enumerate().take(mr) {
         for (j, &v) in row.iter().enumerate().take(w) {
             // SAFETY: caller guarantees the block is valid and exclusively ours.
-            unsafe { *c.add(r * ldc + j) += v };
+            unsafe {
+                let cp = c.add(r * ldc + j);
+                *cp = match bias {
+                    Some(bs) => bs[r] + v,
+                    None => *cp + v,
+                };
+            }
         }
     }
 }
@@ -180,51 +199,66 @@ mod avx2 {
         mr: usize,
         b: &[f32],
         boff: &[usize],
+        bias: Option<&[f32]>,
         c: *mut f32,
         ldc: usize,
         w: usize,
     ) {
         let (ap, bp, op) = (a.as_ptr(), b.as_ptr(), boff.as_ptr());
+        let bi = bias.map_or(std::ptr::null(), |b| b.as_ptr());
         // SAFETY: forwarded contract.
         unsafe {
             if w == NR {
                 match mr {
-                    6 => kern::<6>(k, ap, bp, op, c, ldc),
-                    5 => kern::<5>(k, ap, bp, op, c, ldc),
-                    4 => kern::<4>(k, ap, bp, op, c, ldc),
-                    3 => kern::<3>(k, ap, bp, op, c, ldc),
-                    2 => kern::<2>(k, ap, bp, op, c, ldc),
-                    _ => kern::<1>(k, ap, bp, op, c, ldc),
+                    6 => kern::<6>(k, ap, bp, op, bi, c, ldc),
+                    5 => kern::<5>(k, ap, bp, op, bi, c, ldc),
+                    4 => kern::<4>(k, ap, bp, op, bi, c, ldc),
+                    3 => kern::<3>(k, ap, bp, op, bi, c, ldc),
+                    2 => kern::<2>(k, ap, bp, op, bi, c, ldc),
+                    _ => kern::<1>(k, ap, bp, op, bi, c, ldc),
                 }
             } else {
                 // Partial width: run on a zeroed tile, then add the valid part into C.
                 let mut tile = [0f32; MR * NR];
                 let t = tile.as_mut_ptr();
                 match mr {
-                    6 => kern::<6>(k, ap, bp, op, t, NR),
-                    5 => kern::<5>(k, ap, bp, op, t, NR),
-                    4 => kern::<4>(k, ap, bp, op, t, NR),
-                    3 => kern::<3>(k, ap, bp, op, t, NR),
-                    2 => kern::<2>(k, ap, bp, op, t, NR),
-                    _ => kern::<1>(k, ap, bp, op, t, NR),
+                    6 => kern::<6>(k, ap, bp, op, std::ptr::null(), t, NR),
+                    5 => kern::<5>(k, ap, bp, op, std::ptr::null(), t, NR),
+                    4 => kern::<4>(k, ap, bp, op, std::ptr::null(), t, NR),
+                    3 => kern::<3>(k, ap, bp, op, std::ptr::null(), t, NR),
+                    2 => kern::<2>(k, ap, bp, op, std::ptr::null(), t, NR),
+                    _ => kern::<1>(k, ap, bp, op, std::ptr::null(), t, NR),
                 }
                 for r in 0..mr {
                     for j in 0..w {
-                        *c.add(r * ldc + j) += tile[r * NR + j];
+                        let cp = c.add(r * ldc + j);
+                        *cp = match bias {
+                            Some(bs) => bs[r] + tile[r * NR + j],
+                            None => *cp + tile[r * NR + j],
+                        };
                     }
                 }
             }
         }
     }
 
-    /// `C[M x 16] += A[M x k] * B[k x 16]` with the C block in registers.
+    /// `C[M x 16] += A[M x k] * B[k x 16]` with the C block in registers; with a non-null
+    /// `bias`, `C = bias[r] + A * B` instead (C is not read).
     ///
     /// # Safety
     /// AVX2+FMA available; `a` holds `k * M` floats; `boff` holds `k` offsets with
-    /// `b[boff[p] .. boff[p] + 16]` readable; the C block (M rows of 16, stride `ldc`) is
-    /// valid and exclusive.
+    /// `b[boff[p] .. boff[p] + 16]` readable; `bias` is null or holds M floats; the C block
+    /// (M rows of 16, stride `ldc`) is valid and exclusive.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn kern<const M: usize>(k: usize, a: *const f32, b: *const f32, boff: *const usize, c: *mut f32, ldc: usize) {
+    unsafe fn kern<const M: usize>(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        boff: *const usize,
+        bias: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
         let mut acc0 = [_mm256_setzero_ps(); M];
         let mut acc1 = [_mm256_setzero_ps(); M];
         for p in 0..k {
@@ -241,11 +275,17 @@ mod avx2 {
             }
         }
         for r in 0..M {
-            // SAFETY: caller guarantees the C block.
+            // SAFETY: caller guarantees the C block (and bias, when non-null).
             unsafe {
                 let cp = c.add(r * ldc);
-                _mm256_storeu_ps(cp, _mm256_add_ps(_mm256_loadu_ps(cp), acc0[r]));
-                _mm256_storeu_ps(cp.add(8), _mm256_add_ps(_mm256_loadu_ps(cp.add(8)), acc1[r]));
+                let (c0, c1) = if bias.is_null() {
+                    (_mm256_loadu_ps(cp), _mm256_loadu_ps(cp.add(8)))
+                } else {
+                    let bv = _mm256_broadcast_ss(&*bias.add(r));
+                    (bv, bv)
+                };
+                _mm256_storeu_ps(cp, _mm256_add_ps(c0, acc0[r]));
+                _mm256_storeu_ps(cp.add(8), _mm256_add_ps(c1, acc1[r]));
             }
         }
     }
@@ -290,7 +330,7 @@ pub(crate) fn gemm_packed(pa: &PackedA, b: Mat, n: usize, c: &mut [f32], ldc: us
         let boff: Vec<usize> = (0..k).map(|p| p * b.rs).collect();
         // SAFETY: the m x n block of c is inside c (asserted) and borrowed mutably; every
         // B row p spans b.data[p * rs .. p * rs + n] (asserted).
-        unsafe { gemm_rows(pa, b.data, &boff, n, cp, ldc, &mut buf) };
+        unsafe { gemm_rows(pa, b.data, &boff, None, n, cp, ldc, &mut buf) };
         return;
     }
     let boff: Vec<usize> = (0..k).map(|p| p * NR).collect();
@@ -301,30 +341,46 @@ pub(crate) fn gemm_packed(pa: &PackedA, b: Mat, n: usize, c: &mut [f32], ldc: us
         for i0 in (0..m).step_by(MR) {
             let (ap, mr) = pa.panel(i0);
             // SAFETY: the panel holds k rows of NR; the block lies inside c (asserted).
-            unsafe { kernel(k, ap, mr, &panel, &boff, cp.add(i0 * ldc + j0), ldc, w) };
+            unsafe { kernel(k, ap, mr, &panel, &boff, None, cp.add(i0 * ldc + j0), ldc, w) };
         }
     }
 }
 
-/// `C += A * B` for a packed A (`a.m x a.k`) and B given by rows: `B[p][j] = b[boff[p] + j]`
-/// for `j < n`. `c` points at C's first element (row stride `ldc`). Full 16-column panels
-/// are read in place; the last partial one is packed into `buf`.
+/// `C += A * B` (or `C = bias + A * B`, row `i` adding `bias[i]`, when `bias` is given) for a
+/// packed A (`a.m x a.k`) and B given by rows: `B[p][j] = b[boff[p] + j]` for `j < n`. `c`
+/// points at C's first element (row stride `ldc`). Full 16-column panels are read in
+/// place; the last partial one is packed into `buf`.
 ///
-/// Panics unless `boff.len() == a.k` and every `boff[p] + n <= b.len()`.
+/// Panics unless `boff.len() == a.k`, every `boff[p] + n <= b.len()` and `bias` (if any)
+/// has `a.m` entries.
 ///
 /// # Safety
 /// `c` must be valid for the whole `a.m x n` block with stride `ldc`, and exclusively ours.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_rows(
     a: &PackedA,
     b: &[f32],
     boff: &[usize],
+    bias: Option<&[f32]>,
     n: usize,
     c: *mut f32,
     ldc: usize,
     buf: &mut Vec<f32>,
 ) {
     let k = a.k;
-    if a.m == 0 || n == 0 || k == 0 {
+    if a.m == 0 || n == 0 {
+        return;
+    }
+    assert!(bias.map_or(true, |b| b.len() == a.m), "bias length");
+    if k == 0 {
+        if let Some(bs) = bias {
+            for (i, &bv) in bs.iter().enumerate() {
+                for j in 0..n {
+                    // SAFETY: forwarded contract: the a.m x n block of C is ours.
+                    unsafe { *c.add(i * ldc + j) = bv };
+                }
+            }
+        }
         return;
     }
     assert_eq!(boff.len(), k);
@@ -336,7 +392,7 @@ pub(crate) unsafe fn gemm_rows(
         let (ap, mr) = a.panel(i0);
         for j0 in (0..full).step_by(NR) {
             // SAFETY: boff[p] + j0 + NR <= max_off + n <= b.len(); forwarded C contract.
-            unsafe { kernel(k, ap, mr, &b[j0..], boff, c.add(i0 * ldc + j0), ldc, NR) };
+            unsafe { kernel(k, ap, mr, &b[j0..], boff, bias.map(|bs| &bs[i0..]), c.add(i0 * ldc + j0), ldc, NR) };
         }
     }
     if full < n {
@@ -354,7 +410,7 @@ pub(crate) unsafe fn gemm_rows(
         for i0 in (0..a.m).step_by(MR) {
             let (ap, mr) = a.panel(i0);
             // SAFETY: the packed panel holds k rows of NR; forwarded C contract.
-            unsafe { kernel(k, ap, mr, panel, &poff, c.add(i0 * ldc + full), ldc, w) };
+            unsafe { kernel(k, ap, mr, panel, &poff, bias.map(|bs| &bs[i0..]), c.add(i0 * ldc + full), ldc, w) };
         }
     }
 }

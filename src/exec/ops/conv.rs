@@ -650,6 +650,7 @@ pub(crate) fn conv_forward(
         }
     };
     let ow_n = g.out[2];
+    let bias_all: Vec<f32> = b.map_or_else(|| vec![0.0; m], |b| b.to_vec());
     let out = OutPtr(y.as_mut_ptr());
     let ylen = y.len();
     // Seeds output row segment (channel mi of group gi of image img, columns c0..c0+len).
@@ -702,18 +703,15 @@ pub(crate) fn conv_forward(
             let r1 = (r0 + rows_per_blk).min(oh_n);
             let ncols = (r1 - r0 - 1) * wp + ow_n;
             let base = &xp[(img * c + gi * cg) * psz + r0 * wp..(img * c + (gi + 1) * cg) * psz];
-            let bias = |mi: usize| b.map_or(0.0, |b| b[gi * mg + mi]);
+            let bias = Some(&bias_all[gi * mg..(gi + 1) * mg]);
             if in_place {
-                for mi in 0..mg {
-                    seg(img, gi * mg + mi, r0 * ow_n, ncols).fill(bias(mi));
-                }
                 let c_off = (img * m + gi * mg) * osz + r0 * ow_n;
                 assert!(c_off + (mg - 1) * osz + ncols <= ylen);
                 SCRATCH.with(|s| {
                     let mut s = s.borrow_mut();
                     // SAFETY: the mg x ncols block at c_off (stride osz) is inside y and owned
-                    // by this task.
-                    unsafe { gemm_rows(&packed[gi], base, &boff, ncols, out.at(c_off), osz, &mut s.1) };
+                    // by this task; it is fully written (bias + product).
+                    unsafe { gemm_rows(&packed[gi], base, &boff, bias, ncols, out.at(c_off), osz, &mut s.1) };
                 });
                 return;
             }
@@ -724,11 +722,8 @@ pub(crate) fn conv_forward(
                     tmp.resize(mg * ncols, 0.0);
                 }
                 let tmp = &mut tmp[..mg * ncols];
-                for mi in 0..mg {
-                    tmp[mi * ncols..(mi + 1) * ncols].fill(bias(mi));
-                }
-                // SAFETY: tmp is an exclusively borrowed mg x ncols buffer.
-                unsafe { gemm_rows(&packed[gi], base, &boff, ncols, tmp.as_mut_ptr(), ncols, buf) };
+                // SAFETY: tmp is an exclusively borrowed mg x ncols buffer (fully written).
+                unsafe { gemm_rows(&packed[gi], base, &boff, bias, ncols, tmp.as_mut_ptr(), ncols, buf) };
                 for mi in 0..mg {
                     for oh in r0..r1 {
                         let src = &tmp[mi * ncols + (oh - r0) * wp..][..ow_n];
@@ -761,9 +756,6 @@ pub(crate) fn conv_forward(
         let r1 = (r0 + rows_per_blk).min(rows_total);
         let (c0, ncols) = (r0 * ow_n, (r1 - r0) * ow_n);
         let xg = &x[(img * c + gi * cg) * isz..][..cg * isz];
-        for mi in 0..mg {
-            seg(img, gi * mg + mi, c0, ncols).fill(b.map_or(0.0, |b| b[gi * mg + mi]));
-        }
         let c_off = (img * m + gi * mg) * osz + c0;
         assert!(c_off + (mg - 1) * osz + ncols <= ylen);
         SCRATCH.with(|s| {
@@ -777,7 +769,9 @@ pub(crate) fn conv_forward(
             let boff: Vec<usize> = (0..kdim).map(|p| p * ncols).collect();
             // SAFETY: the mg x ncols block at c_off (row stride osz) is inside y and owned by
             // this task only.
-            unsafe { gemm_rows(&packed[gi], colv, &boff, ncols, out.at(c_off), osz, buf) };
+            // The block is fully written (bias + product).
+            let bias = Some(&bias_all[gi * mg..(gi + 1) * mg]);
+            unsafe { gemm_rows(&packed[gi], colv, &boff, bias, ncols, out.at(c_off), osz, buf) };
         });
     };
     let ntasks = n * group * nblk;
