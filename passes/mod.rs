@@ -2,6 +2,7 @@
 //! `sparseqc` library (`ir`, `pass`, `text`, `error`, and the numeric modules), the same
 //! API a plugin gets; `src/lib.rs` compiles them in as `sparseqc::passes`.
 
+pub mod budget;
 pub mod calibrate;
 pub mod cleanup;
 pub mod fold_bn;

@@ -27,7 +27,7 @@ use std::str::FromStr;
 /// Samples processed per batch (bounds memory on large activations).
 const CHUNK: usize = 16;
 
-fn load_samples(m: &Model, ctx: &PassContext, limit: usize) -> Result<Vec<Vec<(String, Vec<usize>, Vec<f32>)>>> {
+pub(crate) fn load_samples(m: &Model, ctx: &PassContext, limit: usize) -> Result<Vec<Vec<(String, Vec<usize>, Vec<f32>)>>> {
     let source = ctx.calib.source.clone().ok_or_else(|| {
         Error::user("prune-2of4{method=obs} needs calibration data: give --calib DIR (images, .npy or .npz)")
     })?;
@@ -63,7 +63,7 @@ fn load_samples(m: &Model, ctx: &PassContext, limit: usize) -> Result<Vec<Vec<(S
 
 /// Runs the model on all samples, returning `targets` per sample (in chunks of CHUNK,
 /// handed to `f` in sample order).
-fn forward(
+pub(crate) fn forward(
     m: &Model,
     samples: &[Vec<(String, Vec<usize>, Vec<f32>)>],
     targets: &[ValueId],

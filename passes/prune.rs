@@ -42,6 +42,9 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("damp", OptionKind::Float, "0.01", "obs: dampening, relative to the mean Hessian diagonal"),
     OptionSpec::new("bias-correct", OptionKind::Bool, "true", "obs: fold each layer's output mean shift into its bias"),
     OptionSpec::new("correct-target", OptionKind::Bool, "true", "obs: reconstruct the original network's output from the pruned input"),
+    OptionSpec::new("budget", OptionKind::Float, "", "choose layers so top-1 agreement with the float model stays >= this (e.g. 0.99)"),
+    OptionSpec::new("budget-samples", OptionKind::Int, "128", "budget: calibration samples for the agreement"),
+    OptionSpec::new("max-rounds", OptionKind::Int, "4", "budget: re-selection rounds when the chosen set misses the budget"),
 ];
 
 pub struct Prune {
@@ -56,6 +59,31 @@ pub struct Prune {
     pub obs_damp: f64,
     pub bias_correct: bool,
     pub obs_correct: bool,
+    pub budget: Option<f64>,
+    pub budget_samples: usize,
+    pub budget_rounds: usize,
+}
+
+impl Prune {
+    /// A copy of the configuration (patterns included).
+    pub fn clone_config(&self) -> Prune {
+        Prune {
+            min_channels: self.min_channels,
+            min_params: self.min_params,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            permute: self.permute,
+            prune: self.prune,
+            method: self.method.clone(),
+            obs_samples: self.obs_samples,
+            obs_damp: self.obs_damp,
+            bias_correct: self.bias_correct,
+            obs_correct: self.obs_correct,
+            budget: self.budget,
+            budget_samples: self.budget_samples,
+            budget_rounds: self.budget_rounds,
+        }
+    }
 }
 
 impl Prune {
@@ -76,6 +104,18 @@ impl Prune {
             obs_damp: o.float("damp", 0.01)?,
             bias_correct: o.bool("bias-correct", true)?,
             obs_correct: o.bool("correct-target", true)?,
+            budget: match o.str("budget") {
+                Some(_) => {
+                    let b = o.float("budget", 1.0)?;
+                    if !(0.0..=1.0).contains(&b) {
+                        return Err(Error::usage(format!("prune-2of4: budget is a top-1 agreement between 0 and 1, not {b}")));
+                    }
+                    Some(b)
+                }
+                None => None,
+            },
+            budget_samples: o.int("budget-samples", 128)?.max(1) as usize,
+            budget_rounds: o.int("max-rounds", 4)?.max(1) as usize,
         })
     }
 }
@@ -300,6 +340,9 @@ impl Pass for Prune {
         NAME
     }
     fn run(&mut self, m: &mut Model, ctx: &mut PassContext) -> Result<PassReport> {
+        if let Some(b) = self.budget {
+            return super::budget::run_budget(self, m, ctx, b);
+        }
         if self.method == "obs" {
             return super::obs::run_obs(self, m, ctx);
         }

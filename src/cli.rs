@@ -148,6 +148,10 @@ pub struct CompileArgs {
     /// Dense INT8: the default pipeline without prune-2of4.
     #[arg(long)]
     pub dense: bool,
+    /// Sparsify only the layers that keep the model's top-1 agreement with the float model
+    /// on calibration samples at least X (e.g. 0.99), most profitable first (prune-2of4{budget=X}).
+    #[arg(long, value_name = "X")]
+    pub accuracy_budget: Option<f64>,
     /// Calibration data: a folder of images (jpg/png, recursive), .npy/.npz files, or a folder of them.
     #[arg(long, value_name = "DIR|FILE")]
     pub calib: Option<PathBuf>,
@@ -338,7 +342,17 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         }
     };
     let reg = registry_with_plugins(&a.plugins)?;
-    let entries = parse_pipeline(&pipeline_text)?;
+    let mut entries = parse_pipeline(&pipeline_text)?;
+    if let Some(b) = a.accuracy_budget {
+        let mut found = false;
+        for e in entries.iter_mut().filter(|e| e.name == "prune-2of4") {
+            e.options.values.entry("budget".into()).or_insert_with(|| b.to_string());
+            found = true;
+        }
+        if !found {
+            return Err(Error::usage("--accuracy-budget applies to prune-2of4, which the pipeline does not run"));
+        }
+    }
     let passes = entries.iter().map(|e| reg.create(e)).collect::<Result<Vec<_>>>()?;
     if let Some(c) = &a.calib {
         if !c.exists() {

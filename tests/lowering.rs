@@ -55,7 +55,7 @@ fn resnet20_int8() -> (Model, Vec<PassReport>) {
         cache: Some(common::testdata("calib/resnet20_bn.calib-mini.max.json")),
         ..Default::default()
     };
-    let reps = run_pipeline(&mut m, sparseqc::cli::DEFAULT_PIPELINE, calib);
+    let reps = run_pipeline(&mut m, sparseqc::cli::DEFAULT_PIPELINE_CACHE, calib);
     (m, reps)
 }
 
@@ -159,7 +159,7 @@ fn mobilenet_int8() -> (Model, Vec<PassReport>) {
         ..Default::default()
     };
     // the default pipeline, with max calibration (cheap and exact to reproduce)
-    let pipeline = sparseqc::cli::DEFAULT_PIPELINE.replace("calibrate", "calibrate{method=max}");
+    let pipeline = sparseqc::cli::DEFAULT_PIPELINE_CACHE.replace("calibrate", "calibrate{method=max}");
     let reps = run_pipeline(&mut m, &pipeline, calib);
     (m, reps)
 }

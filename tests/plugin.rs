@@ -269,3 +269,35 @@ fn example_plugin_own_tests_pass() {
         .expect("cannot run cargo");
     assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
 }
+
+#[test]
+fn plugin_pass_runs_between_built_in_passes() {
+    let lib = plugin("");
+    let dir = tempfile::tempdir().unwrap();
+    // calibration data for the small model: 8 seeded random samples as .npy
+    let npy = dir.path().join("calib.npy");
+    let mut f = std::fs::File::create(&npy).unwrap();
+    let data: Vec<f32> = (0..8 * 3 * 8 * 8).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    sparseqc::calib::npy::write_npy_f32(&mut f, &[8, 3, 8, 8], &data).unwrap();
+    drop(f);
+    let out = dir.path().join("out.onnx");
+    let o = run(&[
+        s(&small_model()),
+        "-o",
+        s(&out),
+        "--plugin",
+        s(&lib),
+        "--passes",
+        "fold-bn,cleanup,keep-float{layers=conv2},calibrate{method=max},insert-qdq",
+        "--calib",
+        s(&npy),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let printed = run(&["print", s(&out)]);
+    let t = text(&printed.stdout);
+    // conv2 stayed float (its weight reaches it directly), the others got Q/DQ
+    assert!(t.contains("c2 = Conv <pads = [1, 1, 1, 1]> (r1, w2)"), "{t}");
+    assert!(t.contains("w1_dequantized"), "{t}");
+    insta::assert_snapshot!("keep_float_between_builtins", t);
+}
