@@ -2,6 +2,7 @@
 //! `sparseqc` library (`ir`, `pass`, `text`, `error`, and the numeric modules), the same
 //! API a plugin gets; `src/lib.rs` compiles them in as `sparseqc::passes`.
 
+pub mod bias_correct;
 pub mod budget;
 pub mod calibrate;
 pub mod cleanup;
@@ -37,6 +38,11 @@ pub fn register_builtins(reg: &mut Registry) {
     let r = reg.register(
         builtin(prune::NAME, "2:4 structured pruning along TensorRT's input-channel groups", prune::OPTIONS),
         Box::new(|o| Ok(Box::new(prune::Prune::from_options(o)?))),
+    );
+    debug_assert!(r.is_ok(), "built-in pass names are unique");
+    let r = reg.register(
+        builtin(bias_correct::NAME, "after insert-qdq: fold each quantized layer's output mean shift into its bias", bias_correct::OPTIONS),
+        Box::new(|o| Ok(Box::new(bias_correct::BiasCorrect::from_options(o)?))),
     );
     debug_assert!(r.is_ok(), "built-in pass names are unique");
     let r = reg.register(

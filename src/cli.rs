@@ -9,11 +9,13 @@ use std::time::Instant;
 
 /// The pipeline run when `--passes` is not given and calibration data is (pruning
 /// reconstructs each layer from that data).
-pub const DEFAULT_PIPELINE: &str = "fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq";
+pub const DEFAULT_PIPELINE: &str = "fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct";
 /// The default pipeline when only a calibration cache is given (no data to reconstruct from).
 pub const DEFAULT_PIPELINE_CACHE: &str = "fold-bn,cleanup,prune-2of4,calibrate,insert-qdq";
-/// The default pipeline with `--dense`.
-pub const DENSE_PIPELINE: &str = "fold-bn,cleanup,calibrate,insert-qdq";
+/// The default pipeline with `--dense` (and calibration data).
+pub const DENSE_PIPELINE: &str = "fold-bn,cleanup,calibrate,insert-qdq,bias-correct";
+/// `--dense` with only a calibration cache.
+pub const DENSE_PIPELINE_CACHE: &str = "fold-bn,cleanup,calibrate,insert-qdq";
 
 const ABOUT: &str = "Compile a trained ONNX model into a sparse (2:4) INT8 model for NVIDIA TensorRT.";
 
@@ -27,6 +29,7 @@ sparseqc imports the model into an IR and runs a pipeline of passes over it:
                reconstructing each layer from the calibration data (method=obs)
   calibrate    run the float model on your data and annotate activation scales
   insert-qdq   insert Q/DQ nodes by TensorRT's explicit-quantization placement rules
+  bias-correct fold each quantized layer's output mean shift into its bias
 Then it writes the result as ONNX (-o model.onnx), for trtexec/onnxruntime/Netron, or as a
 TensorRT engine (-o model.plan, needs TensorRT 10/11 installed).";
 
@@ -141,8 +144,8 @@ pub struct CompileArgs {
     #[arg(short = 'o', long = "output", required = true, value_name = "OUT")]
     pub output: Option<PathBuf>,
     /// The pass pipeline, e.g. 'fold-bn,prune-2of4{min-channels=64},calibrate{method=entropy},insert-qdq'.
-    /// `none` runs no pass. Default: fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq
-    /// (magnitude pruning when only --calib-cache is given; no pruning with --dense).
+    /// `none` runs no pass. Default: fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct
+    /// (magnitude pruning and no bias-correct when only --calib-cache is given; no pruning with --dense).
     #[arg(long, value_name = "PIPELINE")]
     pub passes: Option<String>,
     /// Dense INT8: the default pipeline without prune-2of4.
@@ -332,8 +335,10 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
                      e.g. --passes fold-bn,cleanup,prune-2of4",
                 ));
             }
-            if a.dense {
+            if a.dense && a.calib.is_some() {
                 DENSE_PIPELINE.to_string()
+            } else if a.dense {
+                DENSE_PIPELINE_CACHE.to_string()
             } else if a.calib.is_some() {
                 DEFAULT_PIPELINE.to_string()
             } else {
