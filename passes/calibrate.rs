@@ -148,6 +148,36 @@ pub fn collect_stats(
     set.finish()
 }
 
+/// Opens the user's calibration data (`--calib`, `--preprocess`) for the model's
+/// inputs, validated before any work; `who` names the pass in the error.
+pub fn open_calib_source(m: &Model, ctx: &PassContext, limit: Option<usize>, who: &str) -> Result<Box<dyn calib::CalibSource>> {
+    let source = ctx.calib.source.clone().ok_or_else(|| {
+        Error::user(format!("{who} needs calibration data: give --calib DIR (images, .npy or .npz) or --calib-cache FILE"))
+    })?;
+    let preprocess = match &ctx.calib.preprocess {
+        Some(p) => Some(calib::Preprocess::from_str(p).map_err(|e| e.context("--preprocess"))?),
+        None => None,
+    };
+    let inputs: Vec<calib::ModelInput> = m
+        .graph
+        .inputs
+        .iter()
+        .filter(|v| m.graph.value(**v).map(|x| x.constant.is_none()).unwrap_or(false))
+        .map(|v| {
+            let val = m.graph.value(*v).expect("live");
+            let dims = val
+                .ty
+                .as_ref()
+                .and_then(|t| t.shape.as_ref())
+                .map(|s| s.iter().map(|d| if let crate::ir::Dim::Known(k) = d { Some(*k as usize) } else { None }).collect())
+                .unwrap_or_default();
+            (val.name.clone(), dims)
+        })
+        .collect();
+    calib::open_source(&source, &calib::SourceOptions { preprocess, limit }, &inputs)
+        .map_err(|e| e.context(format!("--calib {}", source.display())))
+}
+
 /// Writes a table as JSON (`.json`) or as a TensorRT calibration cache.
 fn write_table(table: &CalibTable, out: &std::path::Path) -> Result<()> {
     if out.extension().map(|e| e == "json").unwrap_or(false) {
@@ -208,31 +238,7 @@ impl Pass for Calibrate {
             return Ok(rep);
         }
 
-        let source = ctx.calib.source.clone().ok_or_else(|| {
-            Error::user("calibrate needs calibration data: give --calib DIR (images, .npy or .npz) or --calib-cache FILE")
-        })?;
-        let preprocess = match &ctx.calib.preprocess {
-            Some(p) => Some(calib::Preprocess::from_str(p).map_err(|e| e.context("--preprocess"))?),
-            None => None,
-        };
-        let inputs: Vec<calib::ModelInput> = m
-            .graph
-            .inputs
-            .iter()
-            .filter(|v| m.graph.value(**v).map(|x| x.constant.is_none()).unwrap_or(false))
-            .map(|v| {
-                let val = m.graph.value(*v).expect("live");
-                let dims = val
-                    .ty
-                    .as_ref()
-                    .and_then(|t| t.shape.as_ref())
-                    .map(|s| s.iter().map(|d| if let crate::ir::Dim::Known(k) = d { Some(*k as usize) } else { None }).collect())
-                    .unwrap_or_default();
-                (val.name.clone(), dims)
-            })
-            .collect();
-        let src = calib::open_source(&source, &calib::SourceOptions { preprocess, limit: ctx.calib.limit }, &inputs)
-            .map_err(|e| e.context(format!("--calib {}", source.display())))?;
+        let src = open_calib_source(m, ctx, ctx.calib.limit, "calibrate")?;
         let t0 = std::time::Instant::now();
         let stats = collect_stats(m, src.as_ref(), &targets, ctx)?;
         let secs = t0.elapsed().as_secs_f64();

@@ -16,44 +16,18 @@
 //! mean shift accumulated from this and all upstream layers.
 
 use super::prune::{candidates, speed_class, Prune};
-use crate::calib;
 use crate::engine::{f32_tensor, ModelSession};
 use crate::error::{Error, Result};
 use crate::ir::{Model, Tensor, ValueId};
 use crate::pass::{PassContext, PassReport, ReportItem};
 use crate::sparsity::{im2col, obs_prune_2of4_layout, ConvGeometry, GroupLayout, HessianAccumulator};
-use std::str::FromStr;
 
 /// Samples processed per batch (bounds memory on large activations).
 const CHUNK: usize = 16;
 
 pub(crate) fn load_samples(m: &Model, ctx: &PassContext, limit: usize) -> Result<Vec<Vec<(String, Vec<usize>, Vec<f32>)>>> {
-    let source = ctx.calib.source.clone().ok_or_else(|| {
-        Error::user("prune-2of4{method=obs} needs calibration data: give --calib DIR (images, .npy or .npz)")
-    })?;
-    let preprocess = match &ctx.calib.preprocess {
-        Some(p) => Some(calib::Preprocess::from_str(p).map_err(|e| e.context("--preprocess"))?),
-        None => None,
-    };
-    let inputs: Vec<calib::ModelInput> = m
-        .graph
-        .inputs
-        .iter()
-        .filter(|v| m.graph.value(**v).map(|x| x.constant.is_none()).unwrap_or(false))
-        .map(|v| {
-            let val = m.graph.value(*v).expect("live");
-            let dims = val
-                .ty
-                .as_ref()
-                .and_then(|t| t.shape.as_ref())
-                .map(|s| s.iter().map(|d| if let crate::ir::Dim::Known(k) = d { Some(*k as usize) } else { None }).collect())
-                .unwrap_or_default();
-            (val.name.clone(), dims)
-        })
-        .collect();
     let lim = Some(ctx.calib.limit.unwrap_or(usize::MAX).min(limit));
-    let src = calib::open_source(&source, &calib::SourceOptions { preprocess, limit: lim }, &inputs)
-        .map_err(|e| e.context(format!("--calib {}", source.display())))?;
+    let src = super::calibrate::open_calib_source(m, ctx, lim, "prune-2of4{method=obs}")?;
     use rayon::prelude::*;
     (0..src.len())
         .into_par_iter()
