@@ -892,7 +892,7 @@ mod tests {
             crate::cli::load_model(&root.join("models/resnet20_bn.onnx"), &Default::default())
                 .unwrap();
         let reg = Registry::with_builtins();
-        let passes = parse_pipeline(crate::cli::DEFAULT_PIPELINE)
+        let passes = parse_pipeline(crate::cli::DEFAULT_PIPELINE_CACHE)
             .unwrap()
             .iter()
             .map(|e| reg.create(e).unwrap())
