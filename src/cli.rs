@@ -237,6 +237,12 @@ fn registry_with_plugins(plugins: &[PathBuf]) -> Result<Registry> {
     Ok(reg)
 }
 
+/// Writes to stdout, ignoring a closed pipe (`sparseqc print m.onnx | head` must not panic).
+fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 /// Entry point: returns the process exit status.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -269,20 +275,20 @@ fn cmd_print(a: &PrintArgs) -> Result<i32> {
     let (model, _) = load_model(&a.model, &a.load)?;
     if a.network {
         let text = crate::backend::network_text(&model).map_err(|e| e.context(a.model.display().to_string()))?;
-        print!("{text}");
+        out(&text);
         return Ok(0);
     }
     let text = crate::text::print(&model, &crate::text::PrintOptions { inline_limit: a.inline_limit })?;
-    print!("{text}");
+    out(&text);
     Ok(0)
 }
 
 fn cmd_passes(a: &PassesArgs) -> Result<i32> {
     let reg = registry_with_plugins(&a.plugins)?;
     for info in reg.list() {
-        println!("{:<14} {}{}", info.name, info.summary, if info.origin == "built-in" { String::new() } else { format!(" [{}]", info.origin) });
+        out(&format!("{:<14} {}{}\n", info.name, info.summary, if info.origin == "built-in" { String::new() } else { format!(" [{}]", info.origin) }));
         for o in &info.options {
-            println!("    {:<18} {:<6} default {:<10} {}", o.name, format!("{:?}", o.kind).to_lowercase(), if o.default.is_empty() { "-" } else { o.default }, o.help);
+            out(&format!("    {:<18} {:<6} default {:<10} {}\n", o.name, format!("{:?}", o.kind).to_lowercase(), if o.default.is_empty() { "-" } else { o.default }, o.help));
         }
     }
     Ok(0)
@@ -292,9 +298,9 @@ fn cmd_inspect(a: &InspectArgs) -> Result<i32> {
     let (model, _) = load_model(&a.model, &a.load)?;
     let report = crate::inspect::inspect(&model)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?);
+        out(&format!("{}\n", serde_json::to_string_pretty(&report).map_err(|e| Error::internal(e.to_string()))?));
     } else {
-        print!("{}", crate::inspect::format_report(&report, a.sparsity || a.require_2of4.is_some()));
+        out(&crate::inspect::format_report(&report, a.sparsity || a.require_2of4.is_some()));
     }
     if let Some(pat) = &a.require_2of4 {
         let failing = crate::inspect::require_2of4(&report, &crate::pass::Pattern::parse(pat));
