@@ -1060,6 +1060,62 @@ impl<'a> Lowerer<'a> {
         }
     }
 
+    /// Operands shared by Conv and ConvTranspose: the input, the kernel (inline weights or
+    /// a tensor such as a DQ output), spatial rank (2 or 3) and kernel size, checked against
+    /// `kernel_shape`. `what`/`trt_name` word the errors.
+    #[allow(clippy::type_complexity)]
+    fn conv_operands(
+        &mut self,
+        cx: &Cx,
+        what: &str,
+        trt_name: &str,
+    ) -> Result<(Tv, Vec<i64>, Option<Weights>, Option<Tv>, usize, Vec<i64>)> {
+        let xv = self.req(cx, 0, "X")?;
+        let x = self.tensor(cx, &xv, None)?;
+        let wv = self.req(cx, 1, "W")?;
+        let (wd, kernel, wt) = self.kernel_input(cx, &wv)?;
+        let r = x.dims.len();
+        if r < 3 || wd.len() != r {
+            return Err(cx.err(format!(
+                "input dims {} and weight dims {} do not make a {what}",
+                fmt_d(&x.dims),
+                fmt_dims(&wd)
+            )));
+        }
+        let sp = r - 2;
+        if !(2..=3).contains(&sp) {
+            return Err(cx.err(format!("{sp}-D {what} is not supported: TensorRT {trt_name} are 2-D or 3-D")));
+        }
+        let ks = wd[2..].to_vec();
+        if let Some(k) = cx.n.attr_ints("kernel_shape") {
+            if k != ks.as_slice() {
+                return Err(cx.err(format!("kernel_shape {k:?} differs from the weight's {ks:?}")));
+            }
+        }
+        Ok((x, wd, kernel, wt, sp, ks))
+    }
+
+    /// The optional bias (input 2) of Conv/ConvTranspose: inline float weights when
+    /// constant, else a tensor input (only when the kernel is a tensor input too).
+    fn conv_bias(&mut self, cx: &Cx, p: &mut ConvParams, kernel_is_tensor: bool, inputs: &mut Vec<TensorId>) -> Result<()> {
+        let Some(bv) = self.input(cx, 2)? else { return Ok(()) };
+        match &bv.1 {
+            Val::C(c) => {
+                let b = self.const_tensor(*c).ok_or_else(|| Error::internal("constant vanished"))?;
+                if b.dtype() != 1 {
+                    return Err(cx.err("the bias must be a float tensor"));
+                }
+                p.bias = Some(Weights::Float(b.to_f32().map_err(|e| cx.wrap(e))?));
+            }
+            _ if kernel_is_tensor => {
+                let b = self.tensor(cx, &bv, None)?;
+                inputs.push(b.id);
+            }
+            _ => return Err(cx.err("a bias computed at run time with constant (inline) weights is not supported")),
+        }
+        Ok(())
+    }
+
     fn conv(&mut self, cx: &Cx) -> Result<()> {
         cx.check_attrs(&[
             "auto_pad",
@@ -1069,32 +1125,7 @@ impl<'a> Lowerer<'a> {
             "pads",
             "strides",
         ])?;
-        let xv = self.req(cx, 0, "X")?;
-        let x = self.tensor(cx, &xv, None)?;
-        let wv = self.req(cx, 1, "W")?;
-        let (wd, kernel, wt) = self.kernel_input(cx, &wv)?;
-        let r = x.dims.len();
-        if r < 3 || wd.len() != r {
-            return Err(cx.err(format!(
-                "input dims {} and weight dims {} do not make a convolution",
-                fmt_d(&x.dims),
-                fmt_dims(&wd)
-            )));
-        }
-        let sp = r - 2;
-        if !(2..=3).contains(&sp) {
-            return Err(cx.err(format!(
-                "{sp}-D convolution is not supported: TensorRT convolutions are 2-D or 3-D"
-            )));
-        }
-        let ks = wd[2..].to_vec();
-        if let Some(k) = cx.n.attr_ints("kernel_shape") {
-            if k != ks.as_slice() {
-                return Err(cx.err(format!(
-                    "kernel_shape {k:?} differs from the weight's {ks:?}"
-                )));
-            }
-        }
+        let (x, wd, kernel, wt, sp, ks) = self.conv_operands(cx, "convolution", "convolutions")?;
         let group = cx.n.attr_i("group").unwrap_or(1);
         if group < 1 || wd[0] % group != 0 {
             return Err(cx.err(format!(
@@ -1122,26 +1153,7 @@ impl<'a> Lowerer<'a> {
         if let Some(t) = &wt {
             inputs.push(t.id);
         }
-        if let Some(bv) = self.input(cx, 2)? {
-            match (&bv.1, &wt) {
-                (Val::C(c), _) => {
-                    let b = self
-                        .const_tensor(*c)
-                        .ok_or_else(|| Error::internal("constant vanished"))?;
-                    if b.dtype() != 1 {
-                        return Err(cx.err("the bias must be a float tensor"));
-                    }
-                    p.bias = Some(Weights::Float(b.to_f32().map_err(|e| cx.wrap(e))?));
-                }
-                (_, Some(_)) => {
-                    let b = self.tensor(cx, &bv, None)?;
-                    inputs.push(b.id);
-                }
-                (_, None) => return Err(cx.err(
-                    "a bias computed at run time with constant (inline) weights is not supported",
-                )),
-            }
-        }
+        self.conv_bias(cx, &mut p, wt.is_some(), &mut inputs)?;
         let mut dims = vec![x.dims[0], D::K(wd[0])];
         for i in 0..sp {
             dims.push(match x.dims[2 + i] {
@@ -1182,32 +1194,7 @@ impl<'a> Lowerer<'a> {
             "pads",
             "strides",
         ])?;
-        let xv = self.req(cx, 0, "X")?;
-        let x = self.tensor(cx, &xv, None)?;
-        let wv = self.req(cx, 1, "W")?;
-        let (wd, kernel, wt) = self.kernel_input(cx, &wv)?;
-        let r = x.dims.len();
-        if r < 3 || wd.len() != r {
-            return Err(cx.err(format!(
-                "input dims {} and weight dims {} do not make a transposed convolution",
-                fmt_d(&x.dims),
-                fmt_dims(&wd)
-            )));
-        }
-        let sp = r - 2;
-        if !(2..=3).contains(&sp) {
-            return Err(cx.err(format!(
-                "{sp}-D transposed convolution is not supported: TensorRT deconvolutions are 2-D or 3-D"
-            )));
-        }
-        let ks = wd[2..].to_vec();
-        if let Some(k) = cx.n.attr_ints("kernel_shape") {
-            if k != ks.as_slice() {
-                return Err(cx.err(format!(
-                    "kernel_shape {k:?} differs from the weight's {ks:?}"
-                )));
-            }
-        }
+        let (x, wd, kernel, wt, sp, ks) = self.conv_operands(cx, "transposed convolution", "deconvolutions")?;
         let group = cx.n.attr_i("group").unwrap_or(1);
         if group < 1 || wd[0] % group != 0 {
             return Err(cx.err(format!(
@@ -1290,24 +1277,7 @@ impl<'a> Lowerer<'a> {
         if let Some(t) = &wt {
             inputs.push(t.id);
         }
-        if let Some(bv) = self.input(cx, 2)? {
-            match &bv.1 {
-                Val::C(c) => {
-                    let b = self
-                        .const_tensor(*c)
-                        .ok_or_else(|| Error::internal("constant vanished"))?;
-                    p.bias = Some(Weights::Float(b.to_f32().map_err(|e| cx.wrap(e))?));
-                }
-                _ if wt.is_some() => {
-                    let b = self.tensor(cx, &bv, None)?;
-                    inputs.push(b.id);
-                }
-                _ => {
-                    return Err(cx
-                        .err("a bias computed at run time with constant weights is not supported"))
-                }
-            }
-        }
+        self.conv_bias(cx, &mut p, wt.is_some(), &mut inputs)?;
         let mut dims = vec![x.dims[0], D::K(k_out)];
         for i in 0..sp {
             dims.push(match x.dims[2 + i] {
