@@ -338,20 +338,38 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
                 }
             }
         }
-        let st = obs_prune_2of4_layout(&mut w, &layout, &h, p.obs_damp, 128)?;
+        let (e_mag, e_obs, fallback) = if p.obs_reconstruct {
+            let st = obs_prune_2of4_layout(&mut w, &layout, &h, p.obs_damp, 128)?;
+            (st.error_magnitude, st.error_obs, st.rows_fallback)
+        } else {
+            // magnitude masks on the (possibly target-corrected) weights, no OBS update
+            let before = w.clone();
+            crate::sparsity::prune_2of4_magnitude(&mut w, &layout)?;
+            let rows = |v: &[f32]| -> Result<Vec<f32>> {
+                if is_conv {
+                    crate::sparsity::conv_weight_to_rows(v, &cand.shape)
+                } else if cand.axis == 1 {
+                    Ok(v.to_vec())
+                } else {
+                    crate::sparsity::transpose(v, cand.c, cand.k)
+                }
+            };
+            let e = crate::sparsity::layer_output_error(&rows(&before)?, &rows(&w)?, cand.k, cols, &h)?;
+            (e, e, 0)
+        };
         m.graph.set_constant(cand.weight, Tensor::from_f32("", wt.dims(), &w))?;
         zeroed += w.iter().filter(|v| **v == 0.0).count();
         total += w.len();
-        err_mag += st.error_magnitude;
-        err_obs += st.error_obs;
+        err_mag += e_mag;
+        err_obs += e_obs;
         let (class, why) = speed_class(cand.k, cand.c, cand.rs);
-        let mut item = ReportItem::new(&cand.label, &cand.op, "pruned", format!("OBS reconstruction on {} samples; {why}", samples.len()))
+        let mut item = ReportItem::new(&cand.label, &cand.op, "pruned", format!("{} on {} samples; {why}", if p.obs_reconstruct { "OBS reconstruction" } else { "magnitude masks (reconstruct=false)" }, samples.len()))
             .with("weight", m.graph.name_of(cand.weight).to_string())
             .with("axis", cand.axis)
             .with("speed_class", class)
-            .with("error_magnitude", st.error_magnitude)
-            .with("error_obs", st.error_obs)
-            .with("rows_fallback", st.rows_fallback)
+            .with("error_magnitude", e_mag)
+            .with("error_obs", e_obs)
+            .with("rows_fallback", fallback)
             .with("seconds", lt.elapsed().as_secs_f64());
         if bias_correct {
             // new output mean per channel = W'·mean_patch + b; target = original network's mean

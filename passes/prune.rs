@@ -42,6 +42,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("damp", OptionKind::Float, "0.01", "obs: dampening, relative to the mean Hessian diagonal"),
     OptionSpec::new("bias-correct", OptionKind::Bool, "true", "obs: fold each layer's output mean shift into its bias"),
     OptionSpec::new("correct-target", OptionKind::Bool, "true", "obs: reconstruct the original network's output from the pruned input"),
+    OptionSpec::new("reconstruct", OptionKind::Bool, "true", "obs: OBS weight update (false: magnitude masks, e.g. to measure bias correction alone)"),
     OptionSpec::new("budget", OptionKind::Float, "", "choose layers so top-1 agreement with the float model stays >= this (e.g. 0.99)"),
     OptionSpec::new("budget-samples", OptionKind::Int, "128", "budget: calibration samples for the agreement"),
     OptionSpec::new("max-rounds", OptionKind::Int, "4", "budget: re-selection rounds when the chosen set misses the budget"),
@@ -59,6 +60,7 @@ pub struct Prune {
     pub obs_damp: f64,
     pub bias_correct: bool,
     pub obs_correct: bool,
+    pub obs_reconstruct: bool,
     pub budget: Option<f64>,
     pub budget_samples: usize,
     pub budget_rounds: usize,
@@ -79,6 +81,7 @@ impl Prune {
             obs_damp: self.obs_damp,
             bias_correct: self.bias_correct,
             obs_correct: self.obs_correct,
+            obs_reconstruct: self.obs_reconstruct,
             budget: self.budget,
             budget_samples: self.budget_samples,
             budget_rounds: self.budget_rounds,
@@ -104,6 +107,7 @@ impl Prune {
             obs_damp: o.float("damp", 0.01)?,
             bias_correct: o.bool("bias-correct", true)?,
             obs_correct: o.bool("correct-target", true)?,
+            obs_reconstruct: o.bool("reconstruct", true)?,
             budget: match o.str("budget") {
                 Some(_) => {
                     let b = o.float("budget", 1.0)?;

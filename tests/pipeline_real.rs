@@ -165,3 +165,45 @@ fn calibration_is_thread_count_independent_and_entropy_clips() {
         assert!(e <= x, "{n}: entropy amax {e} > max amax {x}");
     }
 }
+
+#[test]
+fn obs_components_switch_off_independently() {
+    let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
+    let params = |m: &Model, slot: usize| -> Vec<(String, Vec<f32>)> {
+        let mut v: Vec<(String, Vec<f32>)> = m
+            .graph
+            .node_ids()
+            .iter()
+            .filter_map(|id| {
+                let n = m.graph.node(*id).unwrap();
+                if n.op_type != "Conv" && n.op_type != "Gemm" {
+                    return None;
+                }
+                let t = m.graph.constant_value(n.inputs.get(slot).copied().flatten()?)?;
+                Some((n.name.clone(), t.to_f32().unwrap()))
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let e = "min-channels=4,min-params=0";
+    let mut mag = load("models/resnet20_bn.onnx");
+    run(&mut mag, &format!("fold-bn,cleanup,prune-2of4{{{e}}}"), CalibInput::default());
+    // reconstruct=false, correct-target=false, bias-correct=false: exactly magnitude pruning
+    let mut off = load("models/resnet20_bn.onnx");
+    let reps = run(&mut off, &format!("fold-bn,cleanup,prune-2of4{{{e},method=obs,samples=8,reconstruct=false,correct-target=false,bias-correct=false}}"), calib());
+    assert_eq!(params(&mag, 1), params(&off, 1));
+    assert_eq!(params(&mag, 2), params(&off, 2));
+    assert!((reps[2].stats["error_ratio"].as_f64().unwrap() - 1.0).abs() < 1e-12);
+    // the OBS update alone lowers the layers' output error below magnitude's (same data)
+    let mut obs = load("models/resnet20_bn.onnx");
+    let reps = run(&mut obs, &format!("fold-bn,cleanup,prune-2of4{{{e},method=obs,samples=8,correct-target=false,bias-correct=false}}"), calib());
+    let ratio = reps[2].stats["error_ratio"].as_f64().unwrap();
+    assert!(ratio < 1.0, "OBS error ratio {ratio}");
+    assert_ne!(params(&mag, 1), params(&obs, 1));
+    // bias correction alone: magnitude's weights, other biases
+    let mut bc = load("models/resnet20_bn.onnx");
+    run(&mut bc, &format!("fold-bn,cleanup,prune-2of4{{{e},method=obs,samples=8,reconstruct=false,correct-target=false}}"), calib());
+    assert_eq!(params(&mag, 1), params(&bc, 1));
+    assert_ne!(params(&mag, 2), params(&bc, 2));
+}
