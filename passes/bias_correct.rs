@@ -12,18 +12,31 @@ use super::obs::{forward, load_samples};
 use super::util::{node_label, set_const_input};
 use crate::error::Result;
 use crate::ir::{Model, NodeId, Tensor, ValueId};
-use crate::pass::{OptionKind, OptionSpec, Pass, PassContext, PassOptions, PassReport, ReportItem};
+use crate::pass::{OptionKind, OptionSpec, Pass, PassContext, PassOptions, PassReport, Pattern, ReportItem};
 
 pub const NAME: &str = "bias-correct";
-pub const OPTIONS: &[OptionSpec] = &[OptionSpec::new("samples", OptionKind::Int, "64", "calibration samples used")];
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::new("samples", OptionKind::Int, "64", "calibration samples used"),
+    OptionSpec::new("min-t", OptionKind::Float, "0", "correct a channel only when its shift exceeds this many standard errors (0: always)"),
+    OptionSpec::new("exclude", OptionKind::Str, "", "layers left alone: name globs or op:Type, separated by |"),
+    OptionSpec::new("validate", OptionKind::Int, "32", "held-out calibration samples on which the corrected model must reproduce the float outputs better, else it is undone (0: no check)"),
+];
 
 pub struct BiasCorrect {
     samples: usize,
+    min_t: f64,
+    exclude: Pattern,
+    validate: usize,
 }
 
 impl BiasCorrect {
     pub fn from_options(o: &PassOptions) -> Result<Self> {
-        Ok(BiasCorrect { samples: o.int("samples", 64)?.max(1) as usize })
+        Ok(BiasCorrect {
+            samples: o.int("samples", 64)?.max(1) as usize,
+            min_t: o.float("min-t", 0.0)?.max(0.0),
+            validate: o.int("validate", 32)?.max(0) as usize,
+            exclude: Pattern::parse(o.str("exclude").unwrap_or("")),
+        })
     }
 }
 
@@ -66,6 +79,29 @@ fn channel_means(t: &crate::exec::Tensor, k: usize, channel_last: bool, acc: &mu
     Ok(())
 }
 
+/// Signal-to-noise ratio (dB) of `m`'s outputs against `reference`'s on `samples`.
+fn output_sqnr(reference: &Model, m: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>)>]) -> Result<f64> {
+    let collect = |model: &Model| -> Result<Vec<f32>> {
+        let mut v = Vec::new();
+        forward(model, samples, &model.graph.outputs.clone(), &mut |ts| {
+            for t in &ts {
+                if let Ok(x) = t.as_f32() {
+                    v.extend_from_slice(x);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(v)
+    };
+    let (r, q) = (collect(reference)?, collect(m)?);
+    let (mut sig, mut noise) = (0f64, 0f64);
+    for (a, b) in r.iter().zip(&q) {
+        sig += (*a as f64).powi(2);
+        noise += (*a as f64 - *b as f64).powi(2);
+    }
+    Ok(if noise > 0.0 { 10.0 * (sig / noise).log10() } else { f64::INFINITY })
+}
+
 impl Pass for BiasCorrect {
     fn name(&self) -> &str {
         NAME
@@ -73,7 +109,14 @@ impl Pass for BiasCorrect {
     fn run(&mut self, m: &mut Model, ctx: &mut PassContext) -> Result<PassReport> {
         let mut rep = PassReport::new(NAME);
         crate::ir::shape::infer(&mut m.graph)?;
-        let samples = load_samples(m, ctx, self.samples)?;
+        let mut samples = load_samples(m, ctx, self.samples + self.validate)?;
+        // the last `validate` samples are held out (when there are enough to keep some for estimation)
+        let held: Vec<_> = if self.validate > 0 && samples.len() > self.validate {
+            samples.split_off(samples.len() - self.validate)
+        } else {
+            samples.clone()
+        };
+        let before = m.clone();
         // quantized weighted layers with a constant-size output channel count
         let mut layers: Vec<(NodeId, ValueId, usize, bool)> = Vec::new();
         for id in m.graph.topo_order()? {
@@ -83,7 +126,7 @@ impl Pass for BiasCorrect {
             }
             let w = n.inputs.get(1).copied().flatten();
             let quantized = w.and_then(|w| m.graph.producer_node(w)).map(|(_, p)| p.op_type == "DequantizeLinear").unwrap_or(false);
-            if !quantized {
+            if !quantized || self.exclude.matches_any(&node_label(&m.graph, id), &n.op_type) {
                 continue;
             }
             let out = n.outputs[0].expect("output");
@@ -98,23 +141,41 @@ impl Pass for BiasCorrect {
         }
         let reference = float_reference(m)?;
         let outs: Vec<ValueId> = layers.iter().map(|l| l.1).collect();
-        let mut ref_means: Vec<Vec<f64>> = layers.iter().map(|l| vec![0.0; l.2]).collect();
-        let mut n_samples = 0usize;
+        // per sample (callback) and channel: the float reference's output means
+        let mut ref_means: Vec<Vec<Vec<f64>>> = layers.iter().map(|_| Vec::new()).collect();
         forward(&reference, &samples, &outs, &mut |ts| {
             for (i, t) in ts.iter().enumerate() {
-                channel_means(t, layers[i].2, layers[i].3, &mut ref_means[i])?;
+                let mut acc = vec![0f64; layers[i].2];
+                channel_means(t, layers[i].2, layers[i].3, &mut acc)?;
+                ref_means[i].push(acc);
             }
-            n_samples += 1;
             Ok(())
         })?;
-        for r in ref_means.iter_mut() {
-            r.iter_mut().for_each(|x| *x /= n_samples.max(1) as f64);
-        }
         let mut total_shift = 0f64;
+        let (mut kept, mut total) = (0usize, 0usize);
         for (li, (id, out, k, gemm)) in layers.iter().enumerate() {
-            let mut cur = vec![0f64; *k];
-            forward(m, &samples, &[*out], &mut |ts| channel_means(&ts[0], *k, *gemm, &mut cur))?;
-            cur.iter_mut().for_each(|x| *x /= samples.len().max(1) as f64);
+            // paired differences reference - quantized, per sample and channel
+            let mut diffs: Vec<Vec<f64>> = Vec::new();
+            forward(m, &samples, &[*out], &mut |ts| {
+                let mut acc = vec![0f64; *k];
+                channel_means(&ts[0], *k, *gemm, &mut acc)?;
+                diffs.push(acc);
+                Ok(())
+            })?;
+            let ns = diffs.len().min(ref_means[li].len());
+            let mut shift = vec![0f64; *k];
+            for j in 0..*k {
+                let d: Vec<f64> = (0..ns).map(|i| ref_means[li][i][j] - diffs[i][j]).collect();
+                let mean = d.iter().sum::<f64>() / ns.max(1) as f64;
+                let var = if ns > 1 { d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (ns - 1) as f64 } else { 0.0 };
+                let se = (var / ns.max(1) as f64).sqrt();
+                // a shift that sampling noise explains is left alone
+                if self.min_t == 0.0 || mean.abs() > self.min_t * se {
+                    shift[j] = mean;
+                    kept += 1;
+                }
+                total += 1;
+            }
             let n = m.graph.n(*id)?.clone();
             let beta = if *gemm { n.attr_f("beta").unwrap_or(1.0) as f64 } else { 1.0 };
             if beta == 0.0 {
@@ -130,7 +191,7 @@ impl Pass for BiasCorrect {
             let mut shift_abs = 0.0;
             let new: Vec<f32> = (0..*k)
                 .map(|j| {
-                    let s = ref_means[li][j] - cur[j];
+                    let s = shift[j];
                     shift_abs += s.abs();
                     (old[j] as f64 + s / beta) as f32
                 })
@@ -143,13 +204,30 @@ impl Pass for BiasCorrect {
                     .with("mean_abs_shift", shift_abs / *k as f64),
             );
         }
+        if self.validate > 0 && !layers.is_empty() {
+            let (db_before, db_after) = (output_sqnr(&reference, &before, &held)?, output_sqnr(&reference, m, &held)?);
+            rep.stat("sqnr_db_before", db_before);
+            rep.stat("sqnr_db_after", db_after);
+            if db_after < db_before {
+                *m = before;
+                rep.changed = false;
+                rep.summary = format!(
+                    "bias correction undone: on {} held-out samples it lowered the output SQNR against the float model from {db_before:.2} to {db_after:.2} dB",
+                    held.len()
+                );
+                rep.stat("undone", true);
+                return Ok(rep);
+            }
+        }
         rep.changed = !layers.is_empty();
         rep.summary = format!(
-            "{} layers bias-corrected on {} samples (mean |shift| {:.2e})",
+            "{} layers bias-corrected on {} samples: {kept} of {total} channels shifted beyond {} standard errors (mean |shift| {:.2e})",
             layers.len(),
             samples.len(),
+            self.min_t,
             total_shift / layers.len().max(1) as f64
         );
+        rep.stat("channels_corrected", kept);
         Ok(rep)
     }
 }

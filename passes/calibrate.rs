@@ -2,9 +2,11 @@
 //! tensor that Q/DQ placement may need with its INT8 scale (`Value::quant`), or reads the
 //! scales from a TensorRT calibration cache / JSON table (`--calib-cache`).
 //!
-//! Statistics are collected in two passes over the data (max |x|, then a 2048-bin
-//! histogram of |x| over [0, max]) with integer counts, so the scales do not depend on the
-//! thread count or the sample order. Samples run in parallel on all cores. Methods: `max`,
+//! Statistics are collected in one pass over the data (`passes=1`, default): a 2048-bin
+//! histogram of |x| on a power-of-two grid that coarsens exactly as larger values arrive
+//! ([`calib::GridHistogram`]). `passes=2` runs the data twice instead (max |x|, then the
+//! histogram over exactly [0, max]). Both use integer counts, so the scales do not depend on
+//! the thread count or the sample order. Samples run in parallel on all cores. Methods: `max`,
 //! `percentile` (`percentile=99.99`), `entropy` (default, TensorRT's EntropyCalibration2
 //! as published), `mse`; per-tensor overrides with `override=glob=method;glob=method`.
 
@@ -20,16 +22,21 @@ use std::str::FromStr;
 
 pub const NAME: &str = "calibrate";
 pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec::new("method", OptionKind::Str, "entropy", "max | percentile | entropy | mse"),
+    OptionSpec::new("method", OptionKind::Str, "auto", "auto | max | percentile | entropy | mse (auto: the one whose Q/DQ model reproduces the float outputs best on the data)"),
+    OptionSpec::new("auto-samples", OptionKind::Int, "32", "auto: calibration samples the candidate methods are scored on"),
     OptionSpec::new("percentile", OptionKind::Float, "99.99", "the percentile for method=percentile"),
     OptionSpec::new("override", OptionKind::Str, "", "per-tensor methods: 'glob=method;glob=method' (tensor names)"),
     OptionSpec::new("tensors", OptionKind::Str, "qdq", "qdq: tensors Q/DQ placement may need; all: every float activation"),
+    OptionSpec::new("passes", OptionKind::Int, "1", "1: one run over the data (power-of-two histogram grid); 2: max first, then a histogram over exactly [0, max]"),
 ];
 
 pub struct Calibrate {
-    method: Method,
+    /// `None`: auto (chosen per model among [`AUTO_CANDIDATES`]).
+    method: Option<Method>,
+    auto_samples: usize,
     overrides: Vec<(Pattern, Method)>,
     all: bool,
+    passes: usize,
 }
 
 fn parse_method(s: &str, percentile: f64) -> Result<Method> {
@@ -43,7 +50,8 @@ fn parse_method(s: &str, percentile: f64) -> Result<Method> {
 impl Calibrate {
     pub fn from_options(o: &PassOptions) -> Result<Self> {
         let p = o.float("percentile", 99.99)?;
-        let method = parse_method(o.str("method").unwrap_or("entropy"), p)?;
+        let m = o.str("method").unwrap_or("auto");
+        let method = if m.eq_ignore_ascii_case("auto") { None } else { Some(parse_method(m, p)?) };
         let mut overrides = Vec::new();
         for part in o.str("override").unwrap_or("").split(';').map(str::trim).filter(|s| !s.is_empty()) {
             let (pat, m) = part
@@ -56,10 +64,16 @@ impl Calibrate {
             "all" => true,
             t => return Err(Error::usage(format!("calibrate: tensors must be qdq or all, not '{t}'"))),
         };
-        Ok(Calibrate { method, overrides, all })
+        let passes = match o.int("passes", 1)? {
+            1 => 1,
+            2 => 2,
+            p => return Err(Error::usage(format!("calibrate: passes must be 1 or 2, not {p}"))),
+        };
+        let auto_samples = o.int("auto-samples", 32)?.max(1) as usize;
+        Ok(Calibrate { method, overrides, all, passes, auto_samples })
     }
-    fn method_for(&self, name: &str) -> Method {
-        self.overrides.iter().find(|(p, _)| p.matches_any(name, "")).map(|(_, m)| *m).unwrap_or(self.method)
+    fn method_for(&self, name: &str, default: Method) -> Method {
+        self.overrides.iter().find(|(p, _)| p.matches_any(name, "")).map(|(_, m)| *m).unwrap_or(default)
     }
 }
 
@@ -92,12 +106,13 @@ fn progress(ctx: &PassContext, len: u64, msg: &str) -> indicatif::ProgressBar {
     pb
 }
 
-/// Runs the model on every sample, twice, collecting statistics of `targets`.
+/// Runs the model on every sample, once or twice (`passes`), collecting statistics of `targets`.
 pub fn collect_stats(
     m: &Model,
     src: &dyn calib::CalibSource,
     targets: &[ValueId],
     ctx: &PassContext,
+    passes: usize,
 ) -> Result<std::collections::BTreeMap<String, calib::TensorStats>> {
     let ms = ModelSession::new(m)?;
     let target_ids: Vec<usize> = targets.iter().map(|v| ms.id(*v)).collect::<Result<_>>()?;
@@ -105,9 +120,9 @@ pub fn collect_stats(
     let known: Vec<usize> = ms.inputs.iter().map(|(_, id)| *id).collect();
     let plan = ms.session.plan(&known, &target_ids)?;
     let n = src.len();
-    let pb = progress(ctx, 2 * n as u64, "calibrating");
-    let mut set = StatsSet::new();
-    for pass in 0..2 {
+    let pb = progress(ctx, (passes * n) as u64, "calibrating");
+    let mut set = if passes == 1 { StatsSet::one_pass() } else { StatsSet::new() };
+    for pass in 0..passes {
         let base = set.fork();
         let partial = (0..n)
             .into_par_iter()
@@ -140,7 +155,7 @@ pub fn collect_stats(
                 Ok(a)
             })?;
         set.merge(&partial)?;
-        if pass == 0 {
+        if pass == 0 && passes == 2 {
             set.begin_histograms()?;
         }
     }
@@ -184,6 +199,69 @@ fn write_table(table: &CalibTable, out: &std::path::Path) -> Result<()> {
         table.write_json(out)
     } else {
         table.write_trt_cache(out)
+    }
+}
+
+/// The methods `method=auto` chooses among.
+pub const AUTO_CANDIDATES: [Method; 3] = [Method::Entropy, Method::Mse, Method::Percentile(calib::methods::DEFAULT_PERCENTILE)];
+
+impl Calibrate {
+    /// For each candidate method: the scales it gives, placed by `insert-qdq` (default options)
+    /// on a copy of the model, and the signal-to-quantization-noise ratio (dB) of that copy's
+    /// outputs against the float model's on the first `auto_samples` calibration samples.
+    fn score_candidates(
+        &self,
+        m: &Model,
+        ctx: &PassContext,
+        targets: &[ValueId],
+        stats: &std::collections::BTreeMap<String, calib::TensorStats>,
+    ) -> Result<Vec<(Method, f64)>> {
+        let samples = super::obs::load_samples(m, ctx, self.auto_samples)?;
+        let outs: Vec<ValueId> = m.graph.outputs.clone();
+        let mut reference: Vec<Vec<f32>> = Vec::new();
+        super::obs::forward(m, &samples, &outs, &mut |ts| {
+            let mut v = Vec::new();
+            for t in &ts {
+                if let Ok(x) = t.as_f32() {
+                    v.extend_from_slice(x);
+                }
+            }
+            reference.push(v);
+            Ok(())
+        })?;
+        let mut scores = Vec::new();
+        for cand in AUTO_CANDIDATES {
+            let mut q = m.clone();
+            for v in targets {
+                let name = m.graph.name_of(*v).to_string();
+                let Some(st) = stats.get(&name) else { continue };
+                let c = calib::compute_amax(st, self.method_for(&name, cand)).map_err(|e| e.context(format!("tensor '{name}'")))?;
+                q.graph.value_mut(*v).expect("live").quant =
+                    Some(QuantInfo { amax: c.amax, scale: c.scale, method: cand.to_string(), clipped: c.fraction_clipped });
+            }
+            let mut sub = PassContext { quiet: true, ..Default::default() };
+            super::insert_qdq::InsertQdq::from_options(&PassOptions::default())?.run(&mut q, &mut sub)?;
+            let (mut sig, mut noise) = (0f64, 0f64);
+            let mut i = 0usize;
+            super::obs::forward(&q, &samples, &q.graph.outputs.clone(), &mut |ts| {
+                let r = &reference[i];
+                let mut off = 0;
+                for t in &ts {
+                    if let Ok(x) = t.as_f32() {
+                        for (a, b) in r[off..off + x.len()].iter().zip(x) {
+                            sig += (*a as f64).powi(2);
+                            noise += (*a as f64 - *b as f64).powi(2);
+                        }
+                        off += x.len();
+                    }
+                }
+                i += 1;
+                Ok(())
+            })?;
+            let db = if noise > 0.0 { 10.0 * (sig / noise).log10() } else { f64::INFINITY };
+            scores.push((cand, db));
+        }
+        Ok(scores)
     }
 }
 
@@ -240,14 +318,36 @@ impl Pass for Calibrate {
 
         let src = open_calib_source(m, ctx, ctx.calib.limit, "calibrate")?;
         let t0 = std::time::Instant::now();
-        let stats = collect_stats(m, src.as_ref(), &targets, ctx)?;
+        let stats = collect_stats(m, src.as_ref(), &targets, ctx, self.passes)?;
         let secs = t0.elapsed().as_secs_f64();
-        let mut table = CalibTable::new(calib::default_header(self.method));
+        let method = match self.method {
+            Some(mm) => mm,
+            None => {
+                let ta = std::time::Instant::now();
+                let scores = self.score_candidates(m, ctx, &targets, &stats)?;
+                let mut best = scores[0];
+                for s in &scores {
+                    if s.1 > best.1 {
+                        best = *s;
+                    }
+                }
+                for (mm, db) in &scores {
+                    rep.item(
+                        ReportItem::new(&mm.to_string(), "", if mm.to_string() == best.0.to_string() { "chosen" } else { "candidate" }, "auto: output SQNR of the Q/DQ model against the float model on calibration samples")
+                            .with("sqnr_db", *db),
+                    );
+                }
+                rep.stat("auto_seconds", ta.elapsed().as_secs_f64());
+                rep.stat("auto_sqnr_db", best.1);
+                best.0
+            }
+        };
+        let mut table = CalibTable::new(calib::default_header(method));
         let mut clipped_sum = 0.0;
         for v in &targets {
             let name = m.graph.name_of(*v).to_string();
             let Some(st) = stats.get(&name) else { continue };
-            let method = self.method_for(&name);
+            let method = self.method_for(&name, method);
             let c = calib::compute_amax(st, method).map_err(|e| e.context(format!("tensor '{name}'")))?;
             table.insert(name.clone(), &c, method);
             clipped_sum += c.fraction_clipped;
@@ -271,10 +371,11 @@ impl Pass for Calibrate {
         let n = src.len();
         rep.changed = !table.tensors.is_empty();
         rep.summary = format!(
-            "{} tensors calibrated ({}) on {n} samples in {secs:.2} s ({:.1} samples/s, two passes); mean clipped fraction {:.2e}",
+            "{} tensors calibrated ({}) on {n} samples in {secs:.2} s ({:.1} samples/s, {}); mean clipped fraction {:.2e}",
             table.tensors.len(),
-            self.method,
+            if self.method.is_none() { format!("auto: {method}") } else { method.to_string() },
             n as f64 / secs.max(1e-9),
+            if self.passes == 1 { "one pass" } else { "two passes" },
             clipped_sum / table.tensors.len().max(1) as f64
         );
         rep.stat("samples", n);

@@ -207,3 +207,42 @@ fn obs_components_switch_off_independently() {
     assert_eq!(params(&mag, 1), params(&bc, 1));
     assert_ne!(params(&mag, 2), params(&bc, 2));
 }
+
+#[test]
+fn auto_method_picks_the_best_output_sqnr_and_bias_correction_never_lowers_it() {
+    let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
+    let scales = |m: &Model| -> Vec<(String, f32)> {
+        let mut v: Vec<(String, f32)> =
+            m.graph.value_ids().filter_map(|id| m.graph.value(id).unwrap().quant.as_ref().map(|q| (m.graph.name_of(id).to_string(), q.amax))).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let mut auto = load("models/resnet20_bn.onnx");
+    let reps = run(&mut auto, "fold-bn,cleanup,calibrate{method=auto,auto-samples=16}", calib());
+    let items: Vec<_> = reps[2].items.iter().filter(|i| i.action == "chosen" || i.action == "candidate").collect();
+    assert_eq!(items.len(), 3, "three candidates scored");
+    let best = items.iter().map(|i| i.details["sqnr_db"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    let chosen: Vec<_> = items.iter().filter(|i| i.action == "chosen").collect();
+    assert_eq!(chosen.len(), 1);
+    assert_eq!(chosen[0].details["sqnr_db"].as_f64().unwrap(), best);
+    // the scales are those of the chosen method run directly
+    let mut direct = load("models/resnet20_bn.onnx");
+    let method = format!("method={}", chosen[0].node.replace("percentile:", "percentile,percentile="));
+    run(&mut direct, &format!("fold-bn,cleanup,calibrate{{{method}}}"), calib());
+    assert_eq!(scales(&auto), scales(&direct));
+
+    // bias correction: kept only when it raises the held-out output SQNR, else undone exactly
+    let mut q = load("models/resnet20_bn.onnx");
+    run(&mut q, "fold-bn,cleanup,calibrate{method=max},insert-qdq", calib());
+    let before = sparseqc::text::print(&q, &Default::default()).unwrap();
+    let reps = run(&mut q, "bias-correct{samples=16,validate=16}", calib());
+    let st = &reps[0].stats;
+    let (b, a) = (st["sqnr_db_before"].as_f64().unwrap(), st["sqnr_db_after"].as_f64().unwrap());
+    if a < b {
+        assert_eq!(st["undone"], serde_json::Value::Bool(true));
+        assert_eq!(sparseqc::text::print(&q, &Default::default()).unwrap(), before);
+    } else {
+        assert!(reps[0].changed);
+        assert_ne!(sparseqc::text::print(&q, &Default::default()).unwrap(), before);
+    }
+}

@@ -55,4 +55,4 @@ pub use data::{
     ModelInput, NpySource, Preprocess, Resize, Sample, SourceInput, SourceOptions,
 };
 pub use methods::{compute_amax, Calibration, Method};
-pub use stats::{HistogramCollector, RangeCollector, StatsSet, TensorStats, NUM_BINS};
+pub use stats::{GridHistogram, HistogramCollector, RangeCollector, StatsSet, TensorStats, NUM_BINS};

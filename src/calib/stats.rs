@@ -195,6 +195,171 @@ impl HistogramCollector {
     }
 }
 
+/// One-pass histogram of `|x|` on a fixed power-of-two grid.
+///
+/// The range is always `2^e` for the smallest integer `e` with `max |x| < 2^e`, and value `a`
+/// goes to bin `floor(a * 2^(11 - e))`: a multiplication by a power of two, exact in `f64`.
+/// When a larger value arrives, `e` grows and the counts are coarsened (`bin >> shift`); since
+/// `floor(a * 2^(11-e-1)) == floor(a * 2^(11-e)) >> 1` exactly, the coarsened histogram equals
+/// the one that would have been built at the final `e` directly. The result is therefore a
+/// function of the multiset of values alone: any split over workers, any merge order, any
+/// sample order gives identical counts, in one pass over the data. The price against the
+/// two-pass histogram: the max lies in bins `1024..2048` instead of the last bin, so the
+/// resolution below the max is 1024 to 2048 bins instead of exactly 2048.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridHistogram {
+    /// `e` of the range `2^e`; `None` until a nonzero finite value was seen.
+    exp: Option<i32>,
+    bins: Vec<u64>,
+    zeros: u64,
+    count: u64,
+    nonfinite: u64,
+    max_abs: f32,
+}
+
+impl Default for GridHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The smallest `e` with `a < 2^e`, for finite `a > 0`.
+fn grid_exp(a: f32) -> i32 {
+    // In f64 every f32 (subnormals included) is normal: a = 1.m * 2^E, so a < 2^(E+1).
+    let bits = (a as f64).to_bits();
+    ((bits >> 52) & 0x7ff) as i32 - 1023 + 1
+}
+
+impl GridHistogram {
+    /// An empty histogram.
+    pub fn new() -> Self {
+        GridHistogram { exp: None, bins: vec![0; NUM_BINS], zeros: 0, count: 0, nonfinite: 0, max_abs: 0.0 }
+    }
+
+    /// Coarsens the counts to exponent `e` (>= the current one).
+    fn grow_to(&mut self, e: i32) {
+        match self.exp {
+            None => self.exp = Some(e),
+            Some(cur) if e > cur => {
+                let shift = (e - cur) as u32;
+                let mut nb = vec![0u64; NUM_BINS];
+                for (j, c) in self.bins.iter().enumerate() {
+                    // shift >= 64 would move everything to bin 0
+                    let k = if shift >= usize::BITS { 0 } else { j >> shift };
+                    nb[k] += c;
+                }
+                self.bins = nb;
+                self.exp = Some(e);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Adds values (NaN and ±inf are counted apart and otherwise ignored).
+    pub fn observe(&mut self, values: &[f32]) {
+        // 1) max and counts, branch-free so that it vectorizes
+        let mut m = 0f32;
+        let mut finite = 0u64;
+        let mut zeros = 0u64;
+        for &v in values {
+            let a = v.abs();
+            let ok = a <= f32::MAX;
+            finite += ok as u64;
+            zeros += (a == 0.0) as u64;
+            m = if ok && a > m { a } else { m };
+        }
+        self.count += finite;
+        self.zeros += zeros;
+        self.nonfinite += values.len() as u64 - finite;
+        if m > self.max_abs {
+            self.max_abs = m;
+        }
+        if m == 0.0 {
+            // only zeros (or nothing finite): bin 0 at whatever range comes
+            self.bins[0] += zeros;
+            return;
+        }
+        self.grow_to(grid_exp(m));
+        let e = self.exp.expect("set by grow_to");
+        // 2) binning: index = floor(|x| * 2^(11-e)), exact (multiplying by a power of two is
+        //    exact for every product >= 1, and smaller products go to bin 0 either way)
+        let last = NUM_BINS - 1;
+        let exp32 = 11 - e;
+        if finite == values.len() as u64 && values.len() < u32::MAX as usize && (-120..=120).contains(&exp32) {
+            // fast path, every value finite: f32 products, four interleaved u32 histograms so
+            // that runs of one bin (the zeros of a ReLU output) do not serialize on one counter
+            let scale = f32::powi(2.0, exp32);
+            let mut sub = vec![0u32; 4 * NUM_BINS];
+            let mut idx = [0usize; 8];
+            let mut it = values.chunks_exact(8);
+            for c in &mut it {
+                for (k, v) in c.iter().enumerate() {
+                    idx[k] = ((v.abs() * scale) as usize).min(last);
+                }
+                for (k, i) in idx.iter().enumerate() {
+                    sub[(k & 3) * NUM_BINS + i] += 1;
+                }
+            }
+            for v in it.remainder() {
+                sub[((v.abs() * scale) as usize).min(last)] += 1;
+            }
+            for q in sub.chunks_exact(NUM_BINS) {
+                for (x, y) in self.bins.iter_mut().zip(q) {
+                    *x += *y as u64;
+                }
+            }
+        } else {
+            let scale = f64::powi(2.0, exp32);
+            for &v in values {
+                let a = v.abs();
+                if a <= f32::MAX {
+                    self.bins[((a as f64 * scale) as usize).min(last)] += 1;
+                }
+            }
+        }
+    }
+
+    /// Merges another grid histogram (order-independent).
+    pub fn merge(&mut self, other: &GridHistogram) {
+        let mut o = other.clone();
+        match (self.exp, o.exp) {
+            (Some(a), Some(b)) if a > b => o.grow_to(a),
+            (Some(a), Some(b)) if b > a => self.grow_to(b),
+            (None, Some(b)) => self.grow_to(b),
+            (Some(a), None) => o.grow_to(a),
+            _ => {}
+        }
+        for (x, y) in self.bins.iter_mut().zip(&o.bins) {
+            *x += y;
+        }
+        self.zeros += o.zeros;
+        self.count += o.count;
+        self.nonfinite += o.nonfinite;
+        self.max_abs = self.max_abs.max(o.max_abs);
+    }
+
+    /// The finished statistics (range `2^e`, or 1.0 when every value was zero).
+    pub fn finish(self) -> TensorStats {
+        let range = match self.exp {
+            Some(e) => {
+                let r = f64::powi(2.0, e);
+                // beyond f32's range (values near f32::MAX): the largest finite f32 is the range
+                if r > f32::MAX as f64 { f32::MAX } else { r as f32 }
+            }
+            None => 1.0,
+        };
+        TensorStats {
+            max_abs: self.max_abs,
+            range,
+            bins: self.bins,
+            zeros: self.zeros,
+            overflow: 0,
+            count: self.count,
+            nonfinite: self.nonfinite,
+        }
+    }
+}
+
 /// Final statistics of one tensor, input to [`crate::calib::methods::compute_amax`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorStats {
@@ -249,6 +414,8 @@ pub enum Pass {
     Range,
     /// Pass 2: collecting histograms over the ranges of pass 1.
     Histogram,
+    /// The only pass of the one-pass scheme: [`GridHistogram`]s.
+    Grid,
 }
 
 /// Two-pass statistics for many named tensors.
@@ -262,6 +429,7 @@ pub struct StatsSet {
     pass: Pass,
     ranges: BTreeMap<String, RangeCollector>,
     hists: BTreeMap<String, HistogramCollector>,
+    grids: BTreeMap<String, GridHistogram>,
 }
 
 impl Default for StatsSet {
@@ -277,7 +445,14 @@ impl StatsSet {
             pass: Pass::Range,
             ranges: BTreeMap::new(),
             hists: BTreeMap::new(),
+            grids: BTreeMap::new(),
         }
+    }
+
+    /// An empty set for the one-pass scheme ([`GridHistogram`] per tensor): feed every
+    /// sample once, then [`finish`](Self::finish).
+    pub fn one_pass() -> Self {
+        StatsSet { pass: Pass::Grid, ..StatsSet::new() }
     }
 
     /// The current pass.
@@ -289,9 +464,11 @@ impl StatsSet {
     pub fn fork(&self) -> StatsSet {
         match self.pass {
             Pass::Range => StatsSet::new(),
+            Pass::Grid => StatsSet::one_pass(),
             Pass::Histogram => StatsSet {
                 pass: Pass::Histogram,
                 ranges: BTreeMap::new(),
+                grids: BTreeMap::new(),
                 hists: self
                     .hists
                     .iter()
@@ -327,6 +504,16 @@ impl StatsSet {
                     "tensor '{name}' observed in the histogram pass but not in the range pass"
                 ))),
             },
+            Pass::Grid => {
+                if let Some(h) = self.grids.get_mut(name) {
+                    h.observe(values);
+                } else {
+                    let mut h = GridHistogram::new();
+                    h.observe(values);
+                    self.grids.insert(name.to_string(), h);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -341,6 +528,11 @@ impl StatsSet {
             Pass::Range => {
                 for (k, r) in &other.ranges {
                     self.ranges.entry(k.clone()).or_default().merge(r);
+                }
+            }
+            Pass::Grid => {
+                for (k, h) in &other.grids {
+                    self.grids.entry(k.clone()).or_default().merge(h);
                 }
             }
             Pass::Histogram => {
@@ -365,7 +557,7 @@ impl StatsSet {
     /// Ends pass 1: every tensor gets a histogram over `[0, its max |x|]`.
     pub fn begin_histograms(&mut self) -> Result<()> {
         if self.pass != Pass::Range {
-            return Err(Error::internal("begin_histograms called twice"));
+            return Err(Error::internal("begin_histograms called twice or in the one-pass scheme"));
         }
         self.hists = self
             .ranges
@@ -378,6 +570,9 @@ impl StatsSet {
 
     /// Ends pass 2: the statistics of every tensor, by name.
     pub fn finish(self) -> Result<BTreeMap<String, TensorStats>> {
+        if self.pass == Pass::Grid {
+            return Ok(self.grids.into_iter().map(|(k, h)| (k, h.finish())).collect());
+        }
         if self.pass != Pass::Histogram {
             return Err(Error::internal("finish called before the histogram pass"));
         }
@@ -510,6 +705,95 @@ mod tests {
         set.begin_histograms().unwrap();
         assert!(set.observe("other", &[1.0]).is_err());
         assert!(set.begin_histograms().is_err());
+    }
+
+    /// The grid histogram built naively: every value binned directly at the final exponent.
+    fn grid_direct(values: &[f32]) -> TensorStats {
+        let finite: Vec<f32> = values.iter().map(|v| v.abs()).filter(|a| a.is_finite()).collect();
+        let max = finite.iter().cloned().fold(0f32, f32::max);
+        let mut e = 0i32;
+        while (max as f64) >= f64::powi(2.0, e) {
+            e += 1;
+        }
+        while e > -160 && (max as f64) < f64::powi(2.0, e - 1) {
+            e -= 1;
+        }
+        let mut bins = vec![0u64; NUM_BINS];
+        for a in &finite {
+            bins[(*a as f64 * f64::powi(2.0, 11 - e)).floor() as usize] += 1;
+        }
+        TensorStats {
+            max_abs: max,
+            range: f64::powi(2.0, e) as f32,
+            bins,
+            zeros: finite.iter().filter(|a| **a == 0.0).count() as u64,
+            overflow: 0,
+            count: finite.len() as u64,
+            nonfinite: (values.len() - finite.len()) as u64,
+        }
+    }
+
+    #[test]
+    fn grid_histogram_is_split_and_order_independent() {
+        // growing maxima force several coarsenings; one sample holds NaN and inf
+        let mut samples: Vec<Vec<f32>> = (0..12)
+            .map(|i| values(300 + 41 * i, i as u64 + 3).iter().map(|v| v * (1.7f32).powi(i as i32 - 4)).collect())
+            .collect();
+        samples[4].extend([f32::NAN, f32::NEG_INFINITY, 0.0]);
+        let all: Vec<f32> = samples.iter().flatten().copied().collect();
+        let direct = grid_direct(&all);
+        let mut one = GridHistogram::new();
+        one.observe(&all);
+        assert_eq!(one.clone().finish(), direct);
+        let orders: Vec<Vec<usize>> =
+            vec![(0..12).collect(), (0..12).rev().collect(), vec![5, 0, 11, 3, 8, 1, 10, 2, 7, 4, 9, 6]];
+        for order in orders {
+            for chunk_len in [1, 5, 12] {
+                let mut h = GridHistogram::new();
+                for chunk in order.chunks(chunk_len) {
+                    let mut part = GridHistogram::new();
+                    for &i in chunk {
+                        part.observe(&samples[i]);
+                    }
+                    h.merge(&part);
+                }
+                assert_eq!(h.finish(), direct, "order {order:?} chunks {chunk_len}");
+            }
+        }
+        assert!(direct.max_abs < direct.range && direct.max_abs >= direct.range / 2.0);
+        assert_eq!(direct.nonfinite, 2);
+    }
+
+    #[test]
+    fn grid_histogram_edge_values() {
+        // a power of two goes to the next range (max < range strictly), subnormals work
+        let mut h = GridHistogram::new();
+        h.observe(&[1.0, 0.5, 0.0]);
+        let st = h.finish();
+        assert_eq!(st.range, 2.0);
+        assert_eq!(st.bins[1024], 1);
+        assert_eq!(st.bins[512], 1);
+        assert_eq!(st.bins[0], 1);
+        let tiny = f32::from_bits(3); // subnormal
+        let mut h = GridHistogram::new();
+        h.observe(&[tiny, -tiny]);
+        assert_eq!(h.clone().finish(), grid_direct(&[tiny, -tiny]));
+        h.observe(&[1e30]);
+        let st = h.finish();
+        assert_eq!(st.bins[0], 2);
+        assert_eq!(st.count, 3);
+        let mut z = GridHistogram::new();
+        z.observe(&[0.0, 0.0]);
+        let st = z.finish();
+        assert_eq!((st.range, st.bins[0], st.zeros), (1.0, 2, 2));
+        let mut set = StatsSet::one_pass();
+        set.observe("t", &[0.25, -3.0]).unwrap();
+        let mut w = set.fork();
+        w.observe("t", &[5.0]).unwrap();
+        set.merge(&w).unwrap();
+        assert!(set.begin_histograms().is_err());
+        let st = &set.finish().unwrap()["t"];
+        assert_eq!((st.range, st.max_abs, st.count), (8.0, 5.0, 3));
     }
 
     #[test]

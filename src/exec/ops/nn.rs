@@ -231,13 +231,34 @@ pub(crate) fn quantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i6
         None => vec![0.0; sv.len()],
     };
     let (lo, hi) = if out == DType::I8 { (-128f32, 127f32) } else { (0f32, 255f32) };
-    let q = |i: usize, v: f32| -> f32 {
-        let c = if ch == 1 { 0 } else { (i / inner) % ch };
-        ((v / sv[c]).round_ties_even() + zpv[c]).clamp(lo, hi)
+    // Round half to even without a libm call: for |t| <= 2^22, (t + 1.5*2^23) - 1.5*2^23 is
+    // t rounded to an integer in the default rounding mode (ties to even); larger |t|
+    // saturate anyway. Written per channel block so that the loop vectorizes.
+    const MAGIC: f32 = 12_582_912.0;
+    const LIM: f32 = 4_194_304.0;
+    let q = |v: f32, s: f32, z: f32| -> f32 {
+        let t = (v / s).clamp(-LIM, LIM);
+        ((t + MAGIC) - MAGIC + z).clamp(lo, hi)
     };
+    let block = if ch == 1 { xv.len().max(1) } else { inner };
+    let chan = |b: usize| if ch == 1 { 0 } else { b % ch };
     Ok(match out {
-        DType::I8 => Tensor::from_vec(xs.to_vec(), xv.iter().enumerate().map(|(i, &v)| q(i, v) as i8).collect::<Vec<i8>>()),
-        _ => Tensor::from_vec(xs.to_vec(), xv.iter().enumerate().map(|(i, &v)| q(i, v) as u8).collect::<Vec<u8>>()),
+        DType::I8 => {
+            let mut y = Vec::with_capacity(xv.len());
+            for (b, xs_) in xv.chunks(block).enumerate() {
+                let (s_, z_) = (sv[chan(b)], zpv[chan(b)]);
+                y.extend(xs_.iter().map(|&v| q(v, s_, z_) as i8));
+            }
+            Tensor::from_vec(xs.to_vec(), y)
+        }
+        _ => {
+            let mut y = Vec::with_capacity(xv.len());
+            for (b, xs_) in xv.chunks(block).enumerate() {
+                let (s_, z_) = (sv[chan(b)], zpv[chan(b)]);
+                y.extend(xs_.iter().map(|&v| q(v, s_, z_) as u8));
+            }
+            Tensor::from_vec(xs.to_vec(), y)
+        }
     })
 }
 
@@ -282,15 +303,30 @@ pub(crate) fn dequantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: 
         }
         None => vec![0; sv.len()],
     };
-    let xv = x.to_i64_vec()?;
-    let y: Vec<f32> = xv
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let c = if ch == 1 { 0 } else { (i / inner) % ch };
-            (v - zpv[c]) as f32 * sv[c]
-        })
-        .collect();
+    let block = if ch == 1 { x.len().max(1) } else { inner };
+    let chan = |b: usize| if ch == 1 { 0 } else { b % ch };
+    let mut y: Vec<f32> = Vec::with_capacity(x.len());
+    match x.dtype() {
+        DType::I8 => {
+            for (b, xs_) in x.as_slice::<i8>()?.chunks(block).enumerate() {
+                let (s_, z_) = (sv[chan(b)], zpv[chan(b)]);
+                y.extend(xs_.iter().map(|&v| (v as i64 - z_) as f32 * s_));
+            }
+        }
+        DType::U8 => {
+            for (b, xs_) in x.as_slice::<u8>()?.chunks(block).enumerate() {
+                let (s_, z_) = (sv[chan(b)], zpv[chan(b)]);
+                y.extend(xs_.iter().map(|&v| (v as i64 - z_) as f32 * s_));
+            }
+        }
+        _ => {
+            let xv = x.to_i64_vec()?;
+            for (b, xs_) in xv.chunks(block).enumerate() {
+                let (s_, z_) = (sv[chan(b)], zpv[chan(b)]);
+                y.extend(xs_.iter().map(|&v| (v - z_) as f32 * s_));
+            }
+        }
+    }
     Ok(Tensor::from_vec(xs.to_vec(), y))
 }
 
