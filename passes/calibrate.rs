@@ -23,7 +23,7 @@ use std::str::FromStr;
 pub const NAME: &str = "calibrate";
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("method", OptionKind::Str, "auto", "auto | max | percentile | entropy | mse (auto: the one whose Q/DQ model reproduces the float outputs best on the data)"),
-    OptionSpec::new("auto-samples", OptionKind::Int, "32", "auto: calibration samples the candidate methods are scored on"),
+    OptionSpec::new("auto-samples", OptionKind::Int, "16", "auto: calibration samples the candidate methods are scored on"),
     OptionSpec::new("percentile", OptionKind::Float, "99.99", "the percentile for method=percentile"),
     OptionSpec::new("override", OptionKind::Str, "", "per-tensor methods: 'glob=method;glob=method' (tensor names)"),
     OptionSpec::new("tensors", OptionKind::Str, "qdq", "qdq: tensors Q/DQ placement may need; all: every float activation"),
@@ -69,7 +69,7 @@ impl Calibrate {
             2 => 2,
             p => return Err(Error::usage(format!("calibrate: passes must be 1 or 2, not {p}"))),
         };
-        let auto_samples = o.int("auto-samples", 32)?.max(1) as usize;
+        let auto_samples = o.int("auto-samples", 16)?.max(1) as usize;
         Ok(Calibrate { method, overrides, all, passes, auto_samples })
     }
     fn method_for(&self, name: &str, default: Method) -> Method {
@@ -215,7 +215,7 @@ impl Calibrate {
         ctx: &PassContext,
         targets: &[ValueId],
         stats: &std::collections::BTreeMap<String, calib::TensorStats>,
-    ) -> Result<Vec<(Method, f64)>> {
+    ) -> Result<Vec<(Method, f64, std::collections::BTreeMap<String, calib::Calibration>)>> {
         let samples = super::obs::load_samples(m, ctx, self.auto_samples)?;
         let outs: Vec<ValueId> = m.graph.outputs.clone();
         let mut reference: Vec<Vec<f32>> = Vec::new();
@@ -232,10 +232,18 @@ impl Calibrate {
         let mut scores = Vec::new();
         for cand in AUTO_CANDIDATES {
             let mut q = m.clone();
+            // the amax of every tensor, in parallel (mse is the costly one)
+            let cals: std::collections::BTreeMap<String, calib::Calibration> = targets
+                .par_iter()
+                .filter_map(|v| {
+                    let name = m.graph.name_of(*v).to_string();
+                    let st = stats.get(&name)?;
+                    Some(calib::compute_amax(st, self.method_for(&name, cand)).map(|c| (name.clone(), c)).map_err(|e| e.context(format!("tensor '{name}'"))))
+                })
+                .collect::<Result<_>>()?;
             for v in targets {
                 let name = m.graph.name_of(*v).to_string();
-                let Some(st) = stats.get(&name) else { continue };
-                let c = calib::compute_amax(st, self.method_for(&name, cand)).map_err(|e| e.context(format!("tensor '{name}'")))?;
+                let Some(c) = cals.get(&name).copied() else { continue };
                 q.graph.value_mut(*v).expect("live").quant =
                     Some(QuantInfo { amax: c.amax, scale: c.scale, method: cand.to_string(), clipped: c.fraction_clipped });
             }
@@ -259,7 +267,7 @@ impl Calibrate {
                 Ok(())
             })?;
             let db = if noise > 0.0 { 10.0 * (sig / noise).log10() } else { f64::INFINITY };
-            scores.push((cand, db));
+            scores.push((cand, db, cals));
         }
         Ok(scores)
     }
@@ -320,18 +328,21 @@ impl Pass for Calibrate {
         let t0 = std::time::Instant::now();
         let stats = collect_stats(m, src.as_ref(), &targets, ctx, self.passes)?;
         let secs = t0.elapsed().as_secs_f64();
+        let mut cached = std::collections::BTreeMap::new();
         let method = match self.method {
             Some(mm) => mm,
             None => {
                 let ta = std::time::Instant::now();
-                let scores = self.score_candidates(m, ctx, &targets, &stats)?;
-                let mut best = scores[0];
-                for s in &scores {
-                    if s.1 > best.1 {
-                        best = *s;
+                let mut scores = self.score_candidates(m, ctx, &targets, &stats)?;
+                let mut bi = 0;
+                for (i, s) in scores.iter().enumerate() {
+                    if s.1 > scores[bi].1 {
+                        bi = i;
                     }
                 }
-                for (mm, db) in &scores {
+                let best = (scores[bi].0, scores[bi].1);
+                cached = std::mem::take(&mut scores[bi].2);
+                for (mm, db, _) in &scores {
                     rep.item(
                         ReportItem::new(&mm.to_string(), "", if mm.to_string() == best.0.to_string() { "chosen" } else { "candidate" }, "auto: output SQNR of the Q/DQ model against the float model on calibration samples")
                             .with("sqnr_db", *db),
@@ -348,7 +359,10 @@ impl Pass for Calibrate {
             let name = m.graph.name_of(*v).to_string();
             let Some(st) = stats.get(&name) else { continue };
             let method = self.method_for(&name, method);
-            let c = calib::compute_amax(st, method).map_err(|e| e.context(format!("tensor '{name}'")))?;
+            let c = match cached.remove(&name) {
+                Some(c) => c,
+                None => calib::compute_amax(st, method).map_err(|e| e.context(format!("tensor '{name}'")))?,
+            };
             table.insert(name.clone(), &c, method);
             clipped_sum += c.fraction_clipped;
             let producer = m.graph.producer_node(*v).map(|(p, n)| (node_label(&m.graph, p), n.op_type.clone())).unwrap_or_default();

@@ -257,6 +257,64 @@ impl GridHistogram {
 
     /// Adds values (NaN and ±inf are counted apart and otherwise ignored).
     pub fn observe(&mut self, values: &[f32]) {
+        // Fast path: one read of the data, binning at the current exponent. When the slice
+        // holds a value beyond the current range or a non-finite one, its partial counts are
+        // dropped and the exact two-loop path below runs instead (rare after the first samples).
+        if let Some(e) = self.exp {
+            let exp32 = 11 - e;
+            if !values.is_empty() && values.len() < u32::MAX as usize && (-120..=120).contains(&exp32) {
+                let scale = f32::powi(2.0, exp32);
+                let last = NUM_BINS - 1;
+                let mut sub = vec![0u32; 4 * NUM_BINS];
+                let (mut maxb, mut finite, mut zeros) = (0u32, 0u64, 0u64);
+                let lastf = last as f32;
+                let mut idx = [0u32; 8];
+                let mut it = values.chunks_exact(8);
+                for c in &mut it {
+                    for k in 0..8 {
+                        let b = c[k].to_bits() & 0x7fff_ffff;
+                        let fin = b < 0x7f80_0000;
+                        finite += fin as u64;
+                        zeros += (b == 0) as u64;
+                        maxb = maxb.max(if fin { b } else { 0 });
+                        // in [0, 2047] (NaN.min gives 2047): the unchecked conversion is exact
+                        let x = (f32::from_bits(b) * scale).min(lastf);
+                        // SAFETY: x is finite and in [0, 2047], representable as u32.
+                        idx[k] = unsafe { x.to_int_unchecked::<u32>() };
+                    }
+                    for (k, i) in idx.iter().enumerate() {
+                        sub[(k & 3) * NUM_BINS + *i as usize] += 1;
+                    }
+                }
+                for v in it.remainder() {
+                    let b = v.to_bits() & 0x7fff_ffff;
+                    let fin = b < 0x7f80_0000;
+                    finite += fin as u64;
+                    zeros += (b == 0) as u64;
+                    maxb = maxb.max(if fin { b } else { 0 });
+                    sub[((f32::from_bits(b) * scale) as usize).min(last)] += 1;
+                }
+                let m = f32::from_bits(maxb);
+                if finite == values.len() as u64 && grid_exp(m.max(f32::MIN_POSITIVE)) <= e {
+                    for q in sub.chunks_exact(NUM_BINS) {
+                        for (x, y) in self.bins.iter_mut().zip(q) {
+                            *x += *y as u64;
+                        }
+                    }
+                    self.count += finite;
+                    self.zeros += zeros;
+                    if m > self.max_abs {
+                        self.max_abs = m;
+                    }
+                    return;
+                }
+            }
+        }
+        self.observe_exact(values);
+    }
+
+    /// The two-loop path: max and counts first, then binning at the final exponent.
+    fn observe_exact(&mut self, values: &[f32]) {
         // 1) max and counts, branch-free so that it vectorizes
         let mut m = 0f32;
         let mut finite = 0u64;
