@@ -7,12 +7,14 @@
 //!    them against the model's inputs before anything runs. A [`CalibSource`] then yields one
 //!    sample at a time, by index, so memory stays bounded and samples can be loaded in
 //!    parallel.
-//! 2. **Statistics** ([`stats`]): the model is run on every sample **twice**. Pass 1 collects
-//!    the max `|x|` of each tensor; pass 2 a 2048-bin histogram of `|x|` over `[0, max]`. Both
+//! 2. **Statistics** ([`stats`]): by default the model runs on every sample **once** and each
+//!    tensor gets a [`GridHistogram`]: 2048 bins of `|x|` over `[0, 2^e)`, `e` the smallest
+//!    power of two above the max, coarsened exactly when a larger value arrives. Or, two runs:
+//!    pass 1 collects the max `|x|`, pass 2 a 2048-bin histogram over exactly `[0, max]`. Both
 //!    are integer counts and maxima, so partial results (per sample, per thread) merge in any
 //!    order to identical statistics: the amax never depends on thread count or sample order
 //!    (TensorRT's own calibrator, which rescales its histogram as data arrives, does).
-//!    [`StatsSet`] manages both passes for all tensors by name.
+//!    [`StatsSet`] manages either scheme for all tensors by name.
 //! 3. **Methods** ([`methods`]): [`compute_amax`] turns a tensor's statistics into an amax with
 //!    [`Method::Max`], [`Method::Percentile`], [`Method::Entropy`] (TensorRT's
 //!    EntropyCalibration2 algorithm as published) or [`Method::Mse`]; the scale is `amax / 127`
