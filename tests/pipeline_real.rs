@@ -246,3 +246,20 @@ fn auto_method_picks_the_best_output_sqnr_and_bias_correction_never_lowers_it() 
         assert_ne!(sparseqc::text::print(&q, &Default::default()).unwrap(), before);
     }
 }
+
+#[test]
+fn refine_never_lowers_the_output_sqnr() {
+    let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
+    let mut m = load("models/resnet20_bn.onnx");
+    let reps = run(&mut m, "fold-bn,cleanup,calibrate{method=max,refine=true,auto-samples=8}", calib());
+    let st = &reps[2].stats;
+    let (b, a) = (st["refine_sqnr_db_before"].as_f64().unwrap(), st["refine_sqnr_db_after"].as_f64().unwrap());
+    assert!(a >= b, "refine lowered the SQNR: {b} -> {a}");
+    // every refined tensor carries its new amax, a step of the old one
+    for it in reps[2].items.iter().filter(|i| i.action == "refined") {
+        let (old, new) = (it.details["amax_before"].as_f64().unwrap(), it.details["amax"].as_f64().unwrap());
+        let v = m.graph.value_by_name(&it.node).unwrap();
+        assert!((m.graph.value(v).unwrap().quant.as_ref().unwrap().amax as f64 - new).abs() < 1e-6);
+        assert!([0.35, 0.5, 0.7, 1.4].iter().any(|f| ((new / old) - f).abs() < 1e-4), "{old} -> {new}");
+    }
+}
