@@ -86,25 +86,8 @@ fn channel_means(t: &crate::exec::Tensor, k: usize, channel_last: bool, acc: &mu
 
 /// Signal-to-noise ratio (dB) of `m`'s outputs against `reference`'s on `samples`.
 fn output_sqnr(reference: &Model, m: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>)>]) -> Result<f64> {
-    let collect = |model: &Model| -> Result<Vec<f32>> {
-        let mut v = Vec::new();
-        forward(model, samples, &model.graph.outputs.clone(), &mut |ts| {
-            for t in &ts {
-                if let Ok(x) = t.as_f32() {
-                    v.extend_from_slice(x);
-                }
-            }
-            Ok(())
-        })?;
-        Ok(v)
-    };
-    let (r, q) = (collect(reference)?, collect(m)?);
-    let (mut sig, mut noise) = (0f64, 0f64);
-    for (a, b) in r.iter().zip(&q) {
-        sig += (*a as f64).powi(2);
-        noise += (*a as f64 - *b as f64).powi(2);
-    }
-    Ok(if noise > 0.0 { 10.0 * (sig / noise).log10() } else { f64::INFINITY })
+    let r = super::calibrate::outputs_of(reference, samples)?;
+    super::calibrate::sqnr_against(&r, m, samples)
 }
 
 impl Pass for BiasCorrect {

@@ -206,7 +206,7 @@ fn write_table(table: &CalibTable, out: &std::path::Path) -> Result<()> {
 }
 
 /// The model's outputs on `samples`, flattened per sample.
-fn outputs_of(m: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>)>]) -> Result<Vec<Vec<f32>>> {
+pub(crate) fn outputs_of(m: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>)>]) -> Result<Vec<Vec<f32>>> {
     let mut res = Vec::new();
     super::obs::forward(m, samples, &m.graph.outputs.clone(), &mut |ts| {
         let mut v = Vec::new();
@@ -222,7 +222,7 @@ fn outputs_of(m: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>)>]) -> Res
 }
 
 /// Signal-to-noise ratio (dB) of `q`'s outputs against `reference` (from [`outputs_of`]).
-fn sqnr_against(reference: &[Vec<f32>], q: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>)>]) -> Result<f64> {
+pub(crate) fn sqnr_against(reference: &[Vec<f32>], q: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>)>]) -> Result<f64> {
     let got = outputs_of(q, samples)?;
     let (mut sig, mut noise) = (0f64, 0f64);
     for (r, g) in reference.iter().zip(&got) {
@@ -325,18 +325,7 @@ impl Calibrate {
         stats: &std::collections::BTreeMap<String, calib::TensorStats>,
     ) -> Result<Vec<(Method, f64, std::collections::BTreeMap<String, calib::Calibration>)>> {
         let samples = super::obs::load_samples(m, ctx, self.auto_samples)?;
-        let outs: Vec<ValueId> = m.graph.outputs.clone();
-        let mut reference: Vec<Vec<f32>> = Vec::new();
-        super::obs::forward(m, &samples, &outs, &mut |ts| {
-            let mut v = Vec::new();
-            for t in &ts {
-                if let Ok(x) = t.as_f32() {
-                    v.extend_from_slice(x);
-                }
-            }
-            reference.push(v);
-            Ok(())
-        })?;
+        let reference = outputs_of(m, &samples)?;
         let mut scores = Vec::new();
         for cand in AUTO_CANDIDATES {
             let mut q = m.clone();
@@ -357,24 +346,7 @@ impl Calibrate {
             }
             let mut sub = PassContext { quiet: true, ..Default::default() };
             super::insert_qdq::InsertQdq::from_options(&PassOptions::default())?.run(&mut q, &mut sub)?;
-            let (mut sig, mut noise) = (0f64, 0f64);
-            let mut i = 0usize;
-            super::obs::forward(&q, &samples, &q.graph.outputs.clone(), &mut |ts| {
-                let r = &reference[i];
-                let mut off = 0;
-                for t in &ts {
-                    if let Ok(x) = t.as_f32() {
-                        for (a, b) in r[off..off + x.len()].iter().zip(x) {
-                            sig += (*a as f64).powi(2);
-                            noise += (*a as f64 - *b as f64).powi(2);
-                        }
-                        off += x.len();
-                    }
-                }
-                i += 1;
-                Ok(())
-            })?;
-            let db = if noise > 0.0 { 10.0 * (sig / noise).log10() } else { f64::INFINITY };
+            let db = sqnr_against(&reference, &q, &samples)?;
             scores.push((cand, db, cals));
         }
         Ok(scores)
