@@ -94,3 +94,23 @@ fn cache_roundtrip_and_unknown_names_warn() {
     assert!(back.starts_with("TRT-") && back.lines().count() > 10, "{back}");
     assert!(json_text.contains("\"amax\""));
 }
+
+#[test]
+fn refine_scales_flag() {
+    let d = tmpdir();
+    let rep = d.path().join("r.json");
+    let npy = testdata("cifar10-mini.input.npy");
+    let (o, _) = calibrate("models/resnet20_bn.onnx", path_str(&npy), &["--refine-scales", "--report", path_str(&rep)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let cal = r["passes"].as_array().unwrap().iter().find(|p| p["summary"].as_str().unwrap_or("").contains("calibrated")).unwrap();
+    let (b, a) = (cal["stats"]["refine_sqnr_db_before"].as_f64().unwrap(), cal["stats"]["refine_sqnr_db_after"].as_f64().unwrap());
+    assert!(a >= b);
+    // without calibration data: a usage error, nothing written
+    let m = testdata("models/resnet20_bn.onnx");
+    let out = d.path().join("x.onnx");
+    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--dense", "--refine-scales", "--calib-cache", path_str(&npy)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--refine-scales needs calibration data"));
+    assert!(!out.exists());
+}
