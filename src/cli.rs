@@ -156,6 +156,10 @@ pub struct CompileArgs {
     /// Dense INT8: the default pipeline without prune-2of4.
     #[arg(long)]
     pub dense: bool,
+    /// Skip the final fidelity check (the output model against the input model on 8
+    /// calibration samples: output SQNR and top-1 agreement, in the summary and the report).
+    #[arg(long)]
+    pub no_fidelity_check: bool,
     /// After calibrating, search each activation scale for the best output fidelity
     /// (calibrate{refine=true}: one Q/DQ forward of 16 samples per candidate; seconds on
     /// CIFAR ResNets, minutes on MobileNetV2). Needs --calib.
@@ -435,7 +439,21 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
             time_passes: a.time_passes,
         },
     );
+    let original = if a.calib.is_some() && !a.no_fidelity_check { Some(model.clone()) } else { None };
     let reports = pm.run(&mut model, &mut ctx)?;
+    // not fatal: the model is compiled; a check that cannot run is reported and skipped
+    let fidelity = match &original {
+        Some(o) => match fidelity_check(o, &model, &ctx) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                if !a.quiet {
+                    eprintln!("warning: fidelity check skipped: {e}");
+                }
+                None
+            }
+        },
+        None => None,
+    };
 
     let mut written = String::new();
     let mut trt_summary = None;
@@ -466,15 +484,72 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         crate::backend::emit_network(&model, Path::new(&a.emit[1]), a)?;
     }
     if let Some(r) = &a.report {
-        write_report(r, &model_path, &out, &reports, trt_summary, t0.elapsed().as_secs_f64())?;
+        let mut extra = trt_summary.map(|t| vec![("tensorrt", t)]).unwrap_or_default();
+        if let Some(f) = &fidelity {
+            extra.push(("fidelity", f.to_json()));
+        }
+        write_report(r, &model_path, &out, &reports, extra, t0.elapsed().as_secs_f64())?;
     }
     if !a.quiet {
         print_summary(&reports, &written, a.report.as_deref(), t0.elapsed().as_secs_f64());
         if let Ok(line) = layer_summary(&model) {
             eprintln!("{line}");
         }
+        if let Some(f) = &fidelity {
+            eprintln!("{}", f.line());
+            if f.is_poor() {
+                eprintln!(
+                    "warning: the compiled model departs far from the input model on your data; \
+                     try --dense, --accuracy-budget, or prune-2of4{{include=...}} to prune fewer layers"
+                );
+            }
+        }
     }
     Ok(0)
+}
+
+/// How closely the compiled model reproduces the input model on calibration samples.
+pub struct Fidelity {
+    pub samples: usize,
+    pub sqnr_db: f64,
+    /// Top-1 agreement (argmax of the single output), when the model has one output.
+    pub agreement: Option<f64>,
+}
+
+impl Fidelity {
+    fn line(&self) -> String {
+        match self.agreement {
+            Some(ag) => format!(
+                "fidelity: output SQNR {:.1} dB, top-1 agreement with the input model {:.1} % ({} calibration samples)",
+                self.sqnr_db,
+                100.0 * ag,
+                self.samples
+            ),
+            None => format!("fidelity: output SQNR {:.1} dB ({} calibration samples)", self.sqnr_db, self.samples),
+        }
+    }
+    fn is_poor(&self) -> bool {
+        self.sqnr_db < 10.0 || self.agreement.map(|a| a < 0.8).unwrap_or(false)
+    }
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"samples": self.samples, "output_sqnr_db": self.sqnr_db, "top1_agreement": self.agreement})
+    }
+}
+
+/// Runs `original` and `compiled` on the first 8 calibration samples.
+fn fidelity_check(original: &Model, compiled: &Model, ctx: &PassContext) -> Result<Fidelity> {
+    let samples = crate::passes::obs::load_samples(original, ctx, 8)?;
+    let r = crate::passes::calibrate::outputs_of(original, &samples)?;
+    let sqnr_db = crate::passes::calibrate::sqnr_against(&r, compiled, &samples)?;
+    let agreement = if original.graph.outputs.len() == 1 && compiled.graph.outputs.len() == 1 {
+        let c = crate::passes::calibrate::outputs_of(compiled, &samples)?;
+        let am = |v: &[f32]| v.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, x)| if *x > b.1 { (i, *x) } else { b }).0;
+        let same = r.iter().zip(&c).filter(|(a, b)| am(a) == am(b)).count();
+        Some(same as f64 / r.len().max(1) as f64)
+    } else {
+        None
+    };
+    Ok(Fidelity { samples: samples.len(), sqnr_db, agreement })
 }
 
 /// `layers: 18 sparse 2:4, 20 INT8, 1 float (of 21 Conv/Gemm/MatMul)`
@@ -506,7 +581,7 @@ fn write_report(
     input: &Path,
     output: &Path,
     reports: &[PassReport],
-    tensorrt: Option<serde_json::Value>,
+    extra: Vec<(&str, serde_json::Value)>,
     secs: f64,
 ) -> Result<()> {
     let mut doc = serde_json::json!({
@@ -516,8 +591,10 @@ fn write_report(
         "seconds": secs,
         "passes": reports,
     });
-    if let (Some(t), Some(obj)) = (tensorrt, doc.as_object_mut()) {
-        obj.insert("tensorrt".into(), t);
+    if let Some(obj) = doc.as_object_mut() {
+        for (k, v) in extra {
+            obj.insert(k.into(), v);
+        }
     }
     let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::internal(e.to_string()))?;
     crate::util::write_atomic(path, text.as_bytes())

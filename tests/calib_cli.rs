@@ -106,6 +106,11 @@ fn refine_scales_flag() {
     let cal = r["passes"].as_array().unwrap().iter().find(|p| p["summary"].as_str().unwrap_or("").contains("calibrated")).unwrap();
     let (b, a) = (cal["stats"]["refine_sqnr_db_before"].as_f64().unwrap(), cal["stats"]["refine_sqnr_db_after"].as_f64().unwrap());
     assert!(a >= b);
+    // the final fidelity check: the compiled model against the input model
+    let f = &r["fidelity"];
+    assert_eq!(f["samples"].as_u64(), Some(8));
+    assert!(f["output_sqnr_db"].as_f64().unwrap() > 10.0, "{f}");
+    assert!(f["top1_agreement"].as_f64().unwrap() >= 0.75, "{f}");
     // without calibration data: a usage error, nothing written
     let m = testdata("models/resnet20_bn.onnx");
     let out = d.path().join("x.onnx");
