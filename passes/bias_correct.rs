@@ -84,12 +84,6 @@ fn channel_means(t: &crate::exec::Tensor, k: usize, channel_last: bool, acc: &mu
     Ok(())
 }
 
-/// Signal-to-noise ratio (dB) of `m`'s outputs against `reference`'s on `samples`.
-fn output_sqnr(reference: &Model, m: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>)>]) -> Result<f64> {
-    let r = super::calibrate::outputs_of(reference, samples)?;
-    super::calibrate::sqnr_against(&r, m, samples)
-}
-
 impl Pass for BiasCorrect {
     fn name(&self) -> &str {
         NAME
@@ -193,7 +187,8 @@ impl Pass for BiasCorrect {
             );
         }
         if self.validate > 0 && !layers.is_empty() {
-            let (db_before, db_after) = (output_sqnr(&reference, &before, &held)?, output_sqnr(&reference, m, &held)?);
+            let r = super::calibrate::outputs_of(&reference, &held)?;
+            let (db_before, db_after) = (super::calibrate::sqnr_against(&r, &before, &held)?, super::calibrate::sqnr_against(&r, m, &held)?);
             rep.stat("sqnr_db_before", db_before);
             rep.stat("sqnr_db_after", db_after);
             if db_after < db_before {

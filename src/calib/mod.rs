@@ -41,8 +41,6 @@
 //! }
 //! ```
 
-#[cfg(test)]
-mod bench;
 pub mod cache;
 pub mod data;
 pub mod jpeg;

@@ -45,8 +45,6 @@ pub mod mask;
 pub mod obs;
 pub mod permute;
 
-#[cfg(test)]
-mod bench;
 
 pub use layout::{GroupIter, GroupLayout};
 pub use mask::{check_2of4, keep_two_of_four, prune_2of4_magnitude, retained_fraction_2of4, CheckResult, PruneStats};
