@@ -1,42 +1,112 @@
 //! Budgeted layer selection for `prune-2of4{budget=X}` (CLI: `--accuracy-budget X`).
 //!
-//! X is the minimum top-1 **agreement with the float model** on calibration samples (no
-//! labels needed): 0.99 means at most 1 % of the samples may change their top-1 class.
-//! 1. The float model's top-1 on `budget-samples` calibration samples is the reference.
-//! 2. Sensitivity: for each eligible layer alone, magnitude 2:4 pruning and the resulting
-//!    agreement.
+//! X is either a minimum top-1 **agreement with the float model** on calibration samples
+//! (a number in [0, 1]: 0.97 means at most 3 % of the samples may change their top-1 class)
+//! or a minimum **output SQNR** against the float model (`25dB`). No labels are needed.
+//!
+//! 1. Reference: the input model's outputs on `budget-samples` calibration samples.
+//! 2. Sensitivity: every eligible layer is pruned **on its own** with the configured method
+//!    (OBS reconstruction and bias correction for `method=obs`; all input Hessians come from
+//!    one forward pass of the dense network, the layers are solved in parallel), and the
+//!    model with only that layer sparse is run: its output SQNR and top-1 agreement.
 //! 3. Gain: the layer's multiply-accumulates weighted by TensorRT's expected speed class
 //!    (likely sparse 1.0, maybe 0.5, likely dense 0.1).
-//! 4. Layers are taken in order of gain per unit of agreement lost (robust, profitable
-//!    first) while the summed individual losses stay within the budget; the chosen set is
-//!    then pruned (with the configured method) and the real agreement measured; while it is
-//!    below the budget the least profitable chosen layer is dropped and the set pruned again
-//!    (at most `max-rounds` times, from the original weights each time).
-//! Layers left dense are reported with the reason; they still get INT8 from insert-qdq.
+//! 4. Order: gain per unit of output noise power (10^(-SQNR/10)), most profitable first.
+//! 5. Proxy search: the per-layer pruned weights of the first k layers of that order are
+//!    applied together and the model run once; a binary search finds the largest k that
+//!    meets the budget. Errors add up without the sequential correction here, so the proxy
+//!    is pessimistic.
+//! 6. Verification: the first k layers are pruned for real (the configured method, layers in
+//!    order with their inputs taken from the network as already pruned) and the fidelity
+//!    measured. When it misses the budget, k shrinks by a quarter (at most `max-rounds`
+//!    real runs); when no run meets it, every layer is left dense.
+//!
+//! Architecture invariant: the pass never returns a model whose measured fidelity on the
+//! scoring samples misses the budget; layers left dense still get INT8 from insert-qdq.
 
-use super::obs::{forward, load_samples};
+use super::calibrate::outputs_of;
+use super::obs::{load_samples, prune_each_alone, AloneResult};
 use super::prune::{candidates, speed_class, Candidate, Prune};
-use crate::error::Result;
-use crate::ir::{Dim, Model, Tensor, ValueId};
+use crate::error::{Error, Result};
+use crate::ir::{Dim, Model, Tensor};
 use crate::pass::{PassContext, PassReport, Pattern, ReportItem};
-use crate::sparsity::{prune_2of4_magnitude, GroupLayout};
 
-type Samples = Vec<Vec<(String, Vec<usize>, Vec<f32>)>>;
-
-fn top1(m: &Model, samples: &Samples) -> Result<Vec<usize>> {
-    let out: ValueId = m.graph.outputs[0];
-    let mut res = Vec::new();
-    forward(m, samples, &[out], &mut |ts| {
-        let v = ts[0].as_f32()?;
-        let best = v.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (i, x)| if *x > a.1 { (i, *x) } else { a }).0;
-        res.push(best);
-        Ok(())
-    })?;
-    Ok(res)
+/// What the budget bounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// Minimum fraction of calibration samples whose top-1 class stays the float model's.
+    Agreement(f64),
+    /// Minimum output signal-to-noise ratio against the float model, in dB.
+    SqnrDb(f64),
 }
 
-fn agreement(a: &[usize], b: &[usize]) -> f64 {
-    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
+impl Budget {
+    /// `0.97` (agreement) or `25dB` (output SQNR).
+    pub fn parse(s: &str) -> Result<Budget> {
+        let t = s.trim();
+        let bad = || {
+            Error::usage(format!(
+                "accuracy budget '{s}': give a top-1 agreement between 0 and 1 (e.g. 0.97) or an output SQNR in dB (e.g. 25dB)"
+            ))
+        };
+        let lower = t.to_ascii_lowercase();
+        if let Some(num) = lower.strip_suffix("db") {
+            let v: f64 = num.trim().parse().map_err(|_| bad())?;
+            if !v.is_finite() {
+                return Err(bad());
+            }
+            return Ok(Budget::SqnrDb(v));
+        }
+        let v: f64 = t.parse().map_err(|_| bad())?;
+        if !(0.0..=1.0).contains(&v) {
+            return Err(bad());
+        }
+        Ok(Budget::Agreement(v))
+    }
+
+    fn met(&self, f: &Fidelity) -> bool {
+        match *self {
+            Budget::Agreement(a) => f.agreement + 1e-12 >= a,
+            Budget::SqnrDb(d) => f.sqnr_db >= d,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match *self {
+            Budget::Agreement(a) => format!("top-1 agreement >= {a:.3}"),
+            Budget::SqnrDb(d) => format!("output SQNR >= {d:.1} dB"),
+        }
+    }
+}
+
+/// How closely a model reproduces the reference outputs.
+#[derive(Debug, Clone, Copy)]
+struct Fidelity {
+    agreement: f64,
+    sqnr_db: f64,
+    /// Noise power relative to the signal: 10^(-SQNR/10).
+    noise: f64,
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (i, x)| if *x > a.1 { (i, *x) } else { a }).0
+}
+
+fn fidelity(reference: &[Vec<f32>], got: &[Vec<f32>]) -> Fidelity {
+    let (mut sig, mut noise, mut same) = (0f64, 0f64, 0usize);
+    for (r, g) in reference.iter().zip(got) {
+        for (a, b) in r.iter().zip(g) {
+            sig += (*a as f64).powi(2);
+            noise += (*a as f64 - *b as f64).powi(2);
+        }
+        same += usize::from(argmax(r) == argmax(g));
+    }
+    let rel = if sig > 0.0 { noise / sig } else if noise > 0.0 { f64::INFINITY } else { 0.0 };
+    Fidelity {
+        agreement: same as f64 / reference.len().max(1) as f64,
+        sqnr_db: if rel > 0.0 { -10.0 * rel.log10() } else { f64::INFINITY },
+        noise: rel,
+    }
 }
 
 fn macs(m: &Model, c: &Candidate) -> f64 {
@@ -58,92 +128,155 @@ fn class_weight(class: &str) -> f64 {
     }
 }
 
-pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: f64) -> Result<PassReport> {
+/// Puts a layer's alone-pruned weight (and corrected bias) into `m`.
+fn apply_alone(m: &mut Model, c: &Candidate, a: &AloneResult) -> Result<()> {
+    let dims = m.graph.constant(c.weight).expect("candidate").dims().to_vec();
+    m.graph.set_constant(c.weight, Tensor::from_f32("", &dims, &a.weight))?;
+    if let Some(b) = &a.bias {
+        super::util::set_const_input(&mut m.graph, c.node, 2, &format!("{}.bias_corrected", c.label), Tensor::from_f32("", &[b.len() as i64], b))?;
+    }
+    Ok(())
+}
+
+struct Sens {
+    alone: Fidelity,
+    gain: f64,
+    macs: f64,
+    class: &'static str,
+}
+
+pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budget) -> Result<PassReport> {
+    let t0 = std::time::Instant::now();
     crate::ir::shape::infer(&mut m.graph)?;
+    if matches!(budget, Budget::Agreement(_)) && m.graph.outputs.len() != 1 {
+        return Err(Error::usage(format!(
+            "prune-2of4: a top-1 agreement budget needs a model with one output (this one has {}); give an SQNR budget such as budget=25dB",
+            m.graph.outputs.len()
+        )));
+    }
+    let mut rep = PassReport::new(super::prune::NAME);
     let samples = load_samples(m, ctx, p.budget_samples)?;
-    let reference = top1(m, &samples)?;
-    let cands: Vec<Candidate> = candidates(&m.graph, p)?.into_iter().filter_map(|c| c.ok()).collect();
+    let reference = outputs_of(m, &samples)?;
+    let mut cands = Vec::new();
+    for c in candidates(&m.graph, p)? {
+        match c {
+            Ok(c) => cands.push(c),
+            Err((_, label, op, why)) => rep.item(ReportItem::new(&label, &op, "skipped", why)),
+        }
+    }
     let total_macs: f64 = cands.iter().map(|c| macs(m, c)).sum();
-    // sensitivity of each layer alone
-    let mut sens = Vec::new();
-    for c in &cands {
+    let total_gain: f64 = cands.iter().map(|c| macs(m, c) * class_weight(speed_class(c.k, c.c, c.rs).0)).sum();
+
+    // 2. each layer alone
+    let hess_samples = if p.method == "obs" { load_samples(m, ctx, p.obs_samples)? } else { samples.clone() };
+    let alone = prune_each_alone(p, m, &cands, &hess_samples)?;
+    let pb = progress(ctx, cands.len() as u64, "{msg:>30} [{bar:30}] {pos}/{len} layers alone ETA {eta}");
+    let mut sens = Vec::with_capacity(cands.len());
+    for (c, a) in cands.iter().zip(&alone) {
+        pb.set_message(c.label.clone());
         let mut trial = m.clone();
-        let t = trial.graph.constant(c.weight).expect("candidate").clone();
-        let mut w = t.to_f32()?;
-        prune_2of4_magnitude(&mut w, &GroupLayout::new(&c.shape, c.axis)?)?;
-        trial.graph.set_constant(c.weight, Tensor::from_f32("", t.dims(), &w))?;
-        let agr = agreement(&reference, &top1(&trial, &samples)?);
-        let (class, _) = speed_class(c.k, c.c, c.rs);
-        let gain = macs(m, c) * class_weight(class);
-        sens.push((c.clone(), 1.0 - agr, gain, class));
+        apply_alone(&mut trial, c, a)?;
+        let f = fidelity(&reference, &outputs_of(&trial, &samples)?);
+        let class = speed_class(c.k, c.c, c.rs).0;
+        let mc = macs(m, c);
+        sens.push(Sens { alone: f, gain: mc * class_weight(class), macs: mc, class });
+        pb.inc(1);
     }
-    // most gain per loss first
+    pb.finish_and_clear();
+
+    // 4. most speed-up per unit of output noise first
+    let key = |s: &Sens| s.gain / (s.alone.noise + 1e-9);
     let mut order: Vec<usize> = (0..sens.len()).collect();
-    order.sort_by(|&a, &b| {
-        let ka = sens[a].2 / (sens[a].1 + 1e-3);
-        let kb = sens[b].2 / (sens[b].1 + 1e-3);
-        kb.partial_cmp(&ka).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
-    });
-    let allowed = 1.0 - budget;
-    let mut chosen: Vec<usize> = Vec::new();
-    let mut predicted = 0.0;
-    for &i in &order {
-        if sens[i].2 <= 0.0 {
-            continue;
-        }
-        if predicted + sens[i].1 <= allowed + 1e-12 {
-            predicted += sens[i].1;
-            chosen.push(i);
-        }
+    order.sort_by(|&a, &b| key(&sens[b]).partial_cmp(&key(&sens[a])).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+    let mut rank = vec![0usize; sens.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r + 1;
     }
+
+    // 5. proxy: the alone-pruned weights of the first k layers together
+    let mut proxy_evals = Vec::new();
+    let mut eval_prefix = |k: usize| -> Result<Fidelity> {
+        let mut trial = m.clone();
+        for &i in &order[..k] {
+            apply_alone(&mut trial, &cands[i], &alone[i])?;
+        }
+        let f = fidelity(&reference, &outputs_of(&trial, &samples)?);
+        proxy_evals.push((k, f));
+        Ok(f)
+    };
+    let n = order.len();
+    let k_proxy = if n == 0 {
+        0
+    } else if budget.met(&eval_prefix(n)?) {
+        n
+    } else {
+        let (mut lo, mut hi) = (0usize, n);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if budget.met(&eval_prefix(mid)?) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    };
+
+    // 6. the real thing, shrinking while it misses
     let original = m.clone();
-    let mut final_rep = PassReport::new(super::prune::NAME);
-    let mut achieved = 1.0;
-    for round in 0..p.budget_rounds.max(1) {
+    let mut k = k_proxy;
+    let mut rounds = Vec::new();
+    let mut accepted: Option<(usize, PassReport, Fidelity)> = None;
+    while k > 0 && rounds.len() < p.budget_rounds.max(1) {
         *m = original.clone();
-        let names: Vec<String> = chosen.iter().map(|&i| sens[i].0.label.clone()).collect();
+        let names: Vec<String> = order[..k].iter().map(|&i| cands[i].label.clone()).collect();
         let mut sub = Prune { include: Pattern::parse(&names.join("|")), ..p.clone_config() };
         sub.budget = None;
-        let rep = if names.is_empty() {
-            PassReport::new(super::prune::NAME)
-        } else if sub.method == "obs" {
-            super::obs::run_obs(&sub, m, ctx)?
-        } else {
-            crate::pass::Pass::run(&mut sub, m, ctx)?
-        };
-        achieved = agreement(&reference, &top1(m, &samples)?);
-        final_rep = rep;
-        if achieved + 1e-12 >= budget || chosen.is_empty() || round + 1 == p.budget_rounds.max(1) {
+        let r = if sub.method == "obs" { super::obs::run_obs(&sub, m, ctx)? } else { crate::pass::Pass::run(&mut sub, m, ctx)? };
+        let f = fidelity(&reference, &outputs_of(m, &samples)?);
+        rounds.push((k, f));
+        if budget.met(&f) {
+            accepted = Some((k, r, f));
             break;
         }
-        // drop the least profitable chosen layer and try again
-        if let Some((pos, _)) = chosen
-            .iter()
-            .enumerate()
-            .min_by(|a, b| {
-                let ka = sens[*a.1].2 / (sens[*a.1].1 + 1e-3);
-                let kb = sens[*b.1].2 / (sens[*b.1].1 + 1e-3);
-                ka.partial_cmp(&kb).unwrap_or(std::cmp::Ordering::Equal)
-            })
-        {
-            chosen.remove(pos);
-        }
+        k -= (k / 4).max(1);
     }
-    let chosen_macs: f64 = chosen.iter().map(|&i| macs(m, &sens[i].0)).sum();
-    let mut rep = PassReport::new(super::prune::NAME);
-    for (i, (c, loss, gain, class)) in sens.iter().enumerate() {
+    let (k_final, sub_rep, achieved) = match accepted {
+        Some(a) => a,
+        None => {
+            *m = original;
+            (0, PassReport::new(super::prune::NAME), fidelity(&reference, &reference))
+        }
+    };
+    let chosen: Vec<usize> = order[..k_final].to_vec();
+    let chosen_macs: f64 = chosen.iter().map(|&i| sens[i].macs).sum();
+    let chosen_gain: f64 = chosen.iter().map(|&i| sens[i].gain).sum();
+
+    for (i, (c, s)) in cands.iter().zip(&sens).enumerate() {
         let picked = chosen.contains(&i);
+        let alone_txt = format!(
+            "alone: output SQNR {:.1} dB, top-1 agreement {:.1} %",
+            s.alone.sqnr_db,
+            100.0 * s.alone.agreement
+        );
         let why = if picked {
-            format!("chosen: alone it changes {:.1}% of top-1 answers; {class}", 100.0 * loss)
+            format!("chosen (rank {} of {} by speed-up per output noise; {alone_txt}; {})", rank[i], n, s.class)
+        } else if rank[i] <= k_proxy {
+            format!("left dense (INT8): rank {} of {}; the verified set had to shrink to {k_final} layers to meet the budget; {alone_txt}; {}", rank[i], n, s.class)
         } else {
-            format!("left dense (INT8): alone it changes {:.1}% of top-1 answers, over the budget's share; {class}", 100.0 * loss)
+            format!("left dense (INT8): rank {} of {}; adding it would break the budget; {alone_txt}; {}", rank[i], n, s.class)
         };
         let mut it = ReportItem::new(&c.label, &c.op, if picked { "pruned" } else { "kept-dense" }, why)
-            .with("sensitivity", *loss)
-            .with("gain_macs", *gain)
-            .with("macs", macs(m, c));
+            .with("rank", rank[i])
+            .with("alone_sqnr_db", s.alone.sqnr_db)
+            .with("alone_agreement", s.alone.agreement)
+            .with("macs", s.macs)
+            .with("gain_macs", s.gain)
+            .with("speed_class", s.class)
+            .with("alone_error_magnitude", alone[i].error_magnitude)
+            .with("alone_error_method", alone[i].error_method);
         if picked {
-            if let Some(x) = final_rep.items.iter().find(|x| x.node == c.label) {
+            if let Some(x) = sub_rep.items.iter().find(|x| x.node == c.label) {
                 for (k, v) in &x.details {
                     it = it.with(k, v.clone());
                 }
@@ -151,18 +284,70 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: f64) 
         }
         rep.item(it);
     }
-    rep.changed = !chosen.is_empty();
+    let secs = t0.elapsed().as_secs_f64();
+    rep.changed = k_final > 0;
+    let missed = if k_final == 0 && k_proxy > 0 { format!("; no verified set met it in {} rounds, all left dense", rounds.len()) } else { String::new() };
     rep.summary = format!(
-        "budget {:.3}: {} of {} eligible layers 2:4 ({:.1}% of prunable MACs), agreement with float {:.4} on {} samples",
-        budget,
-        chosen.len(),
-        sens.len(),
+        "budget {}: {} of {} eligible layers 2:4 ({:.1}% of prunable MACs), output SQNR {:.1} dB, top-1 agreement {:.4} on {} samples{missed}; {:.1} s",
+        budget.describe(),
+        k_final,
+        n,
         100.0 * chosen_macs / total_macs.max(1.0),
-        achieved,
-        samples.len()
+        achieved.sqnr_db,
+        achieved.agreement,
+        samples.len(),
+        secs
     );
     rep.stat("sparse_mac_fraction", chosen_macs / total_macs.max(1.0));
-    rep.stat("agreement", achieved);
-    rep.stat("pruned_layers", chosen.len());
+    rep.stat("sparse_gain_fraction", chosen_gain / total_gain.max(1e-12));
+    rep.stat("agreement", achieved.agreement);
+    rep.stat("sqnr_db", if achieved.sqnr_db.is_finite() { achieved.sqnr_db } else { 999.0 });
+    rep.stat("pruned_layers", k_final);
+    rep.stat("proxy_prefix", k_proxy);
+    rep.stat("proxy_evaluations", serde_json::json!(proxy_evals.iter().map(|(k, f)| serde_json::json!({"layers": k, "sqnr_db": f.sqnr_db, "agreement": f.agreement})).collect::<Vec<_>>()));
+    rep.stat("verified_rounds", serde_json::json!(rounds.iter().map(|(k, f)| serde_json::json!({"layers": k, "sqnr_db": f.sqnr_db, "agreement": f.agreement})).collect::<Vec<_>>()));
+    rep.stat("seconds", secs);
     Ok(rep)
+}
+
+fn progress(ctx: &PassContext, len: u64, tpl: &str) -> indicatif::ProgressBar {
+    if !ctx.show_progress() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(indicatif::ProgressStyle::with_template(tpl).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    pb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_parses_agreement_and_db() {
+        assert_eq!(Budget::parse("0.97").unwrap(), Budget::Agreement(0.97));
+        assert_eq!(Budget::parse(" 25dB").unwrap(), Budget::SqnrDb(25.0));
+        assert_eq!(Budget::parse("18.5 db").unwrap(), Budget::SqnrDb(18.5));
+        for bad in ["1.5", "-0.1", "abc", "dB", "nan", "infdb"] {
+            let e = Budget::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("accuracy budget") && e.contains("25dB"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn fidelity_measures_agreement_and_sqnr() {
+        let r = vec![vec![1.0f32, 0.0, 0.0], vec![0.0, 2.0, 0.0]];
+        let same = fidelity(&r, &r);
+        assert_eq!(same.agreement, 1.0);
+        assert!(same.sqnr_db.is_infinite() && same.noise == 0.0);
+        // second sample flips its class; noise power 0.5+? computed by hand
+        let g = vec![vec![1.0f32, 0.0, 0.0], vec![0.0, 1.0, 1.5]];
+        let f = fidelity(&r, &g);
+        assert_eq!(f.agreement, 0.5);
+        let rel = (1.0 + 2.25) / (1.0 + 4.0);
+        assert!((f.noise - rel).abs() < 1e-12);
+        assert!((f.sqnr_db + 10.0 * rel.log10()).abs() < 1e-9);
+        assert!(Budget::Agreement(0.5).met(&f) && !Budget::Agreement(0.51).met(&f));
+        assert!(Budget::SqnrDb(1.8).met(&f) && !Budget::SqnrDb(1.9).met(&f));
+    }
 }

@@ -15,7 +15,7 @@
 //! linear) is compared with it and the difference folded into the bias. This removes the
 //! mean shift accumulated from this and all upstream layers.
 
-use super::prune::{candidates, speed_class, Prune};
+use super::prune::{candidates, speed_class, Candidate, Prune};
 use crate::engine::{f32_tensor, ModelSession};
 use crate::error::{Error, Result};
 use crate::ir::{Model, Tensor, ValueId};
@@ -419,4 +419,126 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
     rep.stat("error_ratio", if err_mag > 0.0 { err_obs / err_mag } else { 1.0 });
     rep.stat("seconds", secs);
     Ok(rep)
+}
+
+/// One layer pruned on its own (the rest of the network dense), as the budget's
+/// sensitivity analysis needs it.
+pub(crate) struct AloneResult {
+    /// The pruned weight, in the constant's layout.
+    pub weight: Vec<f32>,
+    /// The bias after bias correction (`None`: leave the bias as it is).
+    pub bias: Option<Vec<f32>>,
+    /// Layer output error of magnitude pruning and of the chosen method, on the Hessian.
+    pub error_magnitude: f64,
+    pub error_method: f64,
+}
+
+/// Weights as rows `(k, cols)` in the Hessian's column order.
+fn weight_rows(w: &[f32], cand: &Candidate) -> Result<Vec<f32>> {
+    if cand.op == "Conv" {
+        crate::sparsity::conv_weight_to_rows(w, &cand.shape)
+    } else if cand.axis == 1 {
+        Ok(w.to_vec())
+    } else {
+        crate::sparsity::transpose(w, cand.c, cand.k)
+    }
+}
+
+/// Prunes every layer in `cands` **on its own**, each from the dense network's input
+/// statistics: one forward pass over `samples` accumulates all the input Hessians at once,
+/// then each layer is pruned (OBS when `p.method == "obs"` and `p.obs_reconstruct`, else
+/// magnitude masks) and, with `p.bias_correct`, its output mean shift folded into the bias
+/// (Conv and Gemm). Layers are solved in parallel. The model is not modified.
+pub(crate) fn prune_each_alone(
+    p: &Prune,
+    m: &Model,
+    cands: &[Candidate],
+    samples: &[Vec<(String, Vec<usize>, Vec<f32>)>],
+) -> Result<Vec<AloneResult>> {
+    use rayon::prelude::*;
+    let g = &m.graph;
+    let mut inputs: Vec<ValueId> = Vec::new();
+    let mut nodes = Vec::new();
+    for c in cands {
+        let n = g.n(c.node)?.clone();
+        let x = n.inputs[0].ok_or_else(|| Error::user(format!("{}: no input", c.label)))?;
+        if !inputs.contains(&x) {
+            inputs.push(x);
+        }
+        nodes.push(n);
+    }
+    let cols_of = |c: &Candidate| if c.op == "Conv" { c.c * c.rs } else { c.c };
+    let mut accs: Vec<HessianAccumulator> = cands.iter().map(|c| HessianAccumulator::new(cols_of(c))).collect();
+    let mut means: Vec<Vec<f64>> = cands.iter().map(|c| vec![0f64; cols_of(c)]).collect();
+    let mut rows_seen = vec![0u64; cands.len()];
+    let mut geoms: Vec<Option<ConvGeometry>> = vec![None; cands.len()];
+    forward(m, samples, &inputs, &mut |ts| {
+        for (li, c) in cands.iter().enumerate() {
+            let x = nodes[li].inputs[0].expect("checked");
+            let t = &ts[inputs.iter().position(|v| *v == x).expect("collected")];
+            let v = t.as_f32()?;
+            let cols = cols_of(c);
+            let patches;
+            let (rows, n_rows): (&[f32], usize) = if c.op == "Conv" {
+                let shape = t.shape().to_vec();
+                if geoms[li].is_none() {
+                    geoms[li] = Some(conv_geometry(&nodes[li], &c.shape[2..], &shape[2..])?);
+                }
+                patches = im2col(v, &shape, geoms[li].as_ref().expect("set"))?;
+                (&patches.data, patches.rows)
+            } else {
+                (v, v.len() / cols)
+            };
+            accs[li].add_rows(rows, n_rows)?;
+            for r in rows.chunks(cols) {
+                for (j, x) in r.iter().enumerate() {
+                    means[li][j] += *x as f64;
+                }
+            }
+            rows_seen[li] += n_rows as u64;
+        }
+        Ok(())
+    })?;
+    let hs: Vec<Vec<f64>> = accs.iter().map(|a| a.hessian()).collect::<Result<_>>()?;
+    cands
+        .par_iter()
+        .enumerate()
+        .map(|(li, c)| {
+            let n = &nodes[li];
+            let w0 = g.constant(c.weight).expect("candidate").to_f32()?;
+            let layout = GroupLayout::new(&c.shape, c.axis)?;
+            let mut w = w0.clone();
+            let obs = p.method == "obs" && p.obs_reconstruct && !(c.op != "Conv" && n.attr_i("transA").unwrap_or(0) != 0);
+            let (e_mag, e_m) = if obs {
+                let st = obs_prune_2of4_layout(&mut w, &layout, &hs[li], p.obs_damp, 128)?;
+                (st.error_magnitude, st.error_obs)
+            } else {
+                crate::sparsity::prune_2of4_magnitude(&mut w, &layout)?;
+                let e = crate::sparsity::layer_output_error(&weight_rows(&w0, c)?, &weight_rows(&w, c)?, c.k, cols_of(c), &hs[li])?;
+                (e, e)
+            };
+            let mut bias = None;
+            if p.bias_correct && matches!(c.op.as_str(), "Conv" | "Gemm") && rows_seen[li] > 0 {
+                let beta = if c.op == "Gemm" { n.attr_f("beta").unwrap_or(1.0) as f64 } else { 1.0 };
+                let alpha = if c.op == "Gemm" { n.attr_f("alpha").unwrap_or(1.0) as f64 } else { 1.0 };
+                let old_b: Vec<f32> = match n.inputs.get(2).copied().flatten() {
+                    Some(b) => g.constant_value(b).map(|t| t.to_f32()).transpose()?.unwrap_or_else(|| vec![0.0; c.k]),
+                    None => vec![0.0; c.k],
+                };
+                if old_b.len() == c.k && beta != 0.0 {
+                    let (r0, r1) = (weight_rows(&w0, c)?, weight_rows(&w, c)?);
+                    let cols = cols_of(c);
+                    let nr = rows_seen[li] as f64;
+                    let mut nb = old_b.clone();
+                    for k in 0..c.k {
+                        // dense mean − pruned mean of output channel k (the layer is linear)
+                        let shift: f64 = (0..cols).map(|j| (r0[k * cols + j] - r1[k * cols + j]) as f64 * means[li][j] / nr).sum::<f64>() * alpha;
+                        nb[k] = (old_b[k] as f64 + shift / beta) as f32;
+                    }
+                    bias = Some(nb);
+                }
+            }
+            Ok(AloneResult { weight: w, bias, error_magnitude: e_mag, error_method: e_m })
+        })
+        .collect()
 }

@@ -43,9 +43,9 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("bias-correct", OptionKind::Bool, "true", "obs: fold each layer's output mean shift into its bias"),
     OptionSpec::new("correct-target", OptionKind::Bool, "true", "obs: reconstruct the original network's output from the pruned input"),
     OptionSpec::new("reconstruct", OptionKind::Bool, "true", "obs: OBS weight update (false: magnitude masks, e.g. to measure bias correction alone)"),
-    OptionSpec::new("budget", OptionKind::Float, "", "choose layers so top-1 agreement with the float model stays >= this (e.g. 0.99)"),
-    OptionSpec::new("budget-samples", OptionKind::Int, "128", "budget: calibration samples for the agreement"),
-    OptionSpec::new("max-rounds", OptionKind::Int, "4", "budget: re-selection rounds when the chosen set misses the budget"),
+    OptionSpec::new("budget", OptionKind::Str, "", "choose the layers so the output stays this close to the float model: a top-1 agreement (0.97) or an output SQNR (25dB) on calibration samples"),
+    OptionSpec::new("budget-samples", OptionKind::Int, "256", "budget: calibration samples on which the fidelity is measured"),
+    OptionSpec::new("max-rounds", OptionKind::Int, "4", "budget: verified pruning runs at most (each shrinks the set by a quarter when it missed)"),
 ];
 
 pub struct Prune {
@@ -61,7 +61,7 @@ pub struct Prune {
     pub bias_correct: bool,
     pub obs_correct: bool,
     pub obs_reconstruct: bool,
-    pub budget: Option<f64>,
+    pub budget: Option<super::budget::Budget>,
     pub budget_samples: usize,
     pub budget_rounds: usize,
 }
@@ -108,17 +108,8 @@ impl Prune {
             bias_correct: o.bool("bias-correct", true)?,
             obs_correct: o.bool("correct-target", true)?,
             obs_reconstruct: o.bool("reconstruct", true)?,
-            budget: match o.str("budget") {
-                Some(_) => {
-                    let b = o.float("budget", 1.0)?;
-                    if !(0.0..=1.0).contains(&b) {
-                        return Err(Error::usage(format!("prune-2of4: budget is a top-1 agreement between 0 and 1, not {b}")));
-                    }
-                    Some(b)
-                }
-                None => None,
-            },
-            budget_samples: o.int("budget-samples", 128)?.max(1) as usize,
+            budget: o.str("budget").filter(|s| !s.is_empty()).map(super::budget::Budget::parse).transpose()?,
+            budget_samples: o.int("budget-samples", 256)?.max(1) as usize,
             budget_rounds: o.int("max-rounds", 4)?.max(1) as usize,
         })
     }

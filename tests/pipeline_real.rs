@@ -263,3 +263,67 @@ fn refine_never_lowers_the_output_sqnr() {
         assert!([0.35, 0.5, 0.7, 1.4].iter().any(|f| ((new / old) - f).abs() < 1e-4), "{old} -> {new}");
     }
 }
+
+#[test]
+fn budget_selection_meets_its_budget_prunes_a_ranked_prefix_and_leaves_the_rest_alone() {
+    let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
+    let weights = |m: &Model| -> std::collections::BTreeMap<String, Vec<f32>> {
+        m.graph
+            .node_ids()
+            .iter()
+            .filter_map(|id| {
+                let n = m.graph.node(*id).unwrap();
+                (n.op_type == "Conv" || n.op_type == "Gemm").then(|| (n.name.clone(), m.graph.constant_value(n.inputs[1].unwrap()).unwrap().to_f32().unwrap()))
+            })
+            .collect()
+    };
+    let sqnr = |a: &[Vec<f32>], b: &[Vec<f32>]| -20.0 * rel_l2(a, b).log10();
+    let mut dense = load("models/resnet20_bn.onnx");
+    run(&mut dense, "fold-bn,cleanup", CalibInput::default());
+    let (w_dense, y_dense) = (weights(&dense), logits_exec(&dense));
+    let opts = "min-channels=4,min-params=0,method=obs,samples=32,budget-samples=32";
+    let mut m = load("models/resnet20_bn.onnx");
+    let reps = run(&mut m, &format!("fold-bn,cleanup,prune-2of4{{{opts},budget=20dB}}"), calib());
+    let rep = &reps[2];
+    // the budget holds on the scoring samples, measured here independently of the pass
+    let got = sqnr(&y_dense, &logits_exec(&m));
+    assert!(got >= 20.0, "output SQNR {got} dB under the 20 dB budget");
+    assert!((got - rep.stats["sqnr_db"].as_f64().unwrap()).abs() < 0.05, "report says {} dB, measured {got}", rep.stats["sqnr_db"]);
+    // every eligible layer is ranked; the pruned ones are exactly the first k ranks
+    let items: Vec<_> = rep.items.iter().filter(|i| i.action == "pruned" || i.action == "kept-dense").collect();
+    assert_eq!(items.len(), 19);
+    let mut ranks: Vec<u64> = items.iter().map(|i| i.details["rank"].as_u64().unwrap()).collect();
+    ranks.sort();
+    assert_eq!(ranks, (1..=19).collect::<Vec<u64>>());
+    let k = rep.stats["pruned_layers"].as_u64().unwrap();
+    assert!(k > 0 && k < 19, "a real choice: {k} layers");
+    let w = weights(&m);
+    for it in &items {
+        let name = it.node.clone();
+        let r = it.details["rank"].as_u64().unwrap();
+        assert!(it.details["alone_sqnr_db"].as_f64().unwrap().is_finite());
+        if it.action == "pruned" {
+            assert!(r <= k, "{}: pruned at rank {r} > {k}", it.node);
+            // 2:4 along the input channels at every (k, r, s)
+            let wt = &w[&name];
+            let shape = m.graph.constant_value(m.graph.node_ids().iter().map(|id| m.graph.node(*id).unwrap()).find(|n| n.name == name).unwrap().inputs[1].unwrap()).unwrap().shape();
+            let layout = sparseqc::sparsity::GroupLayout::new(&shape, 1).unwrap();
+            assert!(sparseqc::sparsity::check_2of4(wt, &layout).unwrap().ok, "{name} not 2:4");
+        } else {
+            assert!(r > k);
+            assert_eq!(w[&name], w_dense[&name], "{name} left dense must keep its weights");
+        }
+    }
+    // an unreachable budget leaves every layer dense (and says so), never misses the budget
+    let mut none = load("models/resnet20_bn.onnx");
+    let reps = run(&mut none, &format!("fold-bn,cleanup,prune-2of4{{{opts},budget=200dB,max-rounds=1}}"), calib());
+    assert_eq!(reps[2].stats["pruned_layers"], 0);
+    assert!(!reps[2].changed);
+    assert_eq!(weights(&none), w_dense);
+    // an agreement budget of 1.0 also holds exactly
+    let mut full = load("models/resnet20_bn.onnx");
+    run(&mut full, &format!("fold-bn,cleanup,prune-2of4{{{opts},budget=1.0}}"), calib());
+    let (a, b) = (logits_exec(&full), y_dense.clone());
+    let argmax = |v: &Vec<f32>| v.iter().enumerate().fold((0, f32::MIN), |x, (i, y)| if *y > x.1 { (i, *y) } else { x }).0;
+    assert!(a.iter().zip(&b).all(|(x, y)| argmax(x) == argmax(y)));
+}
