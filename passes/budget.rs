@@ -25,7 +25,7 @@
 //! scoring samples misses the budget; layers left dense still get INT8 from insert-qdq.
 
 use super::calibrate::outputs_of;
-use super::obs::{load_samples, prune_each_alone, AloneResult};
+use super::obs::{count_samples, load_sample_window, prune_each_alone, AloneResult};
 use super::prune::{candidates, speed_class, Candidate, Prune};
 use crate::error::{Error, Result};
 use crate::ir::{Dim, Model, Tensor};
@@ -138,6 +138,18 @@ fn apply_alone(m: &mut Model, c: &Candidate, a: &AloneResult) -> Result<()> {
     Ok(())
 }
 
+/// `(start, count)` windows of the calibration samples for reconstruction and for scoring,
+/// disjoint whenever there are at least 8 samples: scoring takes the last `score_want`
+/// when both fit, else the last quarter; reconstruction takes what precedes it.
+fn split_samples(total: usize, recon_want: usize, score_want: usize) -> ((usize, usize), (usize, usize)) {
+    if total < 8 {
+        return ((0, total), (0, total));
+    }
+    let score = if total >= recon_want + score_want { score_want } else { score_want.min(total / 4).max(1) };
+    let start = total - score;
+    ((0, recon_want.min(start)), (start, score))
+}
+
 struct Sens {
     alone: Fidelity,
     gain: f64,
@@ -155,7 +167,11 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
         )));
     }
     let mut rep = PassReport::new(super::prune::NAME);
-    let samples = load_samples(m, ctx, p.budget_samples)?;
+    // Scoring samples are held out from the reconstruction samples: the last `budget-samples`
+    // when there are enough for both, else the last quarter.
+    let total = count_samples(m, ctx)?;
+    let (recon, score) = split_samples(total, p.obs_samples, p.budget_samples);
+    let samples = load_sample_window(m, ctx, score)?;
     let reference = outputs_of(m, &samples)?;
     let mut cands = Vec::new();
     for c in candidates(&m.graph, p)? {
@@ -168,7 +184,7 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
     let total_gain: f64 = cands.iter().map(|c| macs(m, c) * class_weight(speed_class(c.k, c.c, c.rs).0)).sum();
 
     // 2. each layer alone
-    let hess_samples = if p.method == "obs" { load_samples(m, ctx, p.obs_samples)? } else { samples.clone() };
+    let hess_samples = load_sample_window(m, ctx, recon)?;
     let alone = prune_each_alone(p, m, &cands, &hess_samples)?;
     let pb = progress(ctx, cands.len() as u64, "{msg:>30} [{bar:30}] {pos}/{len} layers alone ETA {eta}");
     let mut sens = Vec::with_capacity(cands.len());
@@ -232,6 +248,7 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
         let names: Vec<String> = order[..k].iter().map(|&i| cands[i].label.clone()).collect();
         let mut sub = Prune { include: Pattern::parse(&names.join("|")), ..p.clone_config() };
         sub.budget = None;
+        sub.sample_window = Some(recon);
         let r = if sub.method == "obs" { super::obs::run_obs(&sub, m, ctx)? } else { crate::pass::Pass::run(&mut sub, m, ctx)? };
         let f = fidelity(&reference, &outputs_of(m, &samples)?);
         rounds.push((k, f));
@@ -288,7 +305,7 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
     rep.changed = k_final > 0;
     let missed = if k_final == 0 && k_proxy > 0 { format!("; no verified set met it in {} rounds, all left dense", rounds.len()) } else { String::new() };
     rep.summary = format!(
-        "budget {}: {} of {} eligible layers 2:4 ({:.1}% of prunable MACs), output SQNR {:.1} dB, top-1 agreement {:.4} on {} samples{missed}; {:.1} s",
+        "budget {}: {} of {} eligible layers 2:4 ({:.1}% of prunable MACs), output SQNR {:.1} dB, top-1 agreement {:.4} on {} held-out samples{missed}; {:.1} s",
         budget.describe(),
         k_final,
         n,
@@ -306,6 +323,8 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
     rep.stat("proxy_prefix", k_proxy);
     rep.stat("proxy_evaluations", serde_json::json!(proxy_evals.iter().map(|(k, f)| serde_json::json!({"layers": k, "sqnr_db": f.sqnr_db, "agreement": f.agreement})).collect::<Vec<_>>()));
     rep.stat("verified_rounds", serde_json::json!(rounds.iter().map(|(k, f)| serde_json::json!({"layers": k, "sqnr_db": f.sqnr_db, "agreement": f.agreement})).collect::<Vec<_>>()));
+    rep.stat("reconstruction_samples", hess_samples.len());
+    rep.stat("scoring_samples", samples.len());
     rep.stat("seconds", secs);
     Ok(rep)
 }
@@ -332,6 +351,17 @@ mod tests {
             let e = Budget::parse(bad).unwrap_err().to_string();
             assert!(e.contains("accuracy budget") && e.contains("25dB"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn scoring_samples_are_held_out() {
+        // enough for both: the first 256 reconstruct, the last 256 score
+        assert_eq!(split_samples(1000, 256, 256), ((0, 256), (744, 256)));
+        // MobileNetV2's 250: the last quarter scores, the rest reconstructs
+        assert_eq!(split_samples(250, 256, 256), ((0, 188), (188, 62)));
+        assert_eq!(split_samples(32, 256, 32), ((0, 24), (24, 8)));
+        // too few to split: the same samples for both
+        assert_eq!(split_samples(5, 256, 256), ((0, 5), (0, 5)));
     }
 
     #[test]

@@ -26,10 +26,21 @@ use crate::sparsity::{im2col, obs_prune_2of4_layout, ConvGeometry, GroupLayout, 
 const CHUNK: usize = 16;
 
 pub(crate) fn load_samples(m: &Model, ctx: &PassContext, limit: usize) -> Result<Vec<Vec<(String, Vec<usize>, Vec<f32>)>>> {
-    let lim = Some(ctx.calib.limit.unwrap_or(usize::MAX).min(limit));
+    load_sample_window(m, ctx, (0, limit))
+}
+
+/// Number of calibration samples available (after `--calib-limit`).
+pub(crate) fn count_samples(m: &Model, ctx: &PassContext) -> Result<usize> {
+    Ok(super::calibrate::open_calib_source(m, ctx, ctx.calib.limit, "prune-2of4")?.len())
+}
+
+/// Samples `start .. start + count` of the calibration data (clipped to what exists).
+pub(crate) fn load_sample_window(m: &Model, ctx: &PassContext, (start, count): (usize, usize)) -> Result<Vec<Vec<(String, Vec<usize>, Vec<f32>)>>> {
+    let end = start.saturating_add(count);
+    let lim = Some(ctx.calib.limit.unwrap_or(usize::MAX).min(end));
     let src = super::calibrate::open_calib_source(m, ctx, lim, "prune-2of4{method=obs}")?;
     use rayon::prelude::*;
-    (0..src.len())
+    (start.min(src.len())..src.len())
         .into_par_iter()
         .map(|i| Ok(src.sample(i)?.into_iter().map(|t| (t.name, t.shape, t.data)).collect()))
         .collect()
@@ -182,7 +193,7 @@ fn conv_geometry(n: &crate::ir::Node, kernel: &[usize], in_sp: &[usize]) -> Resu
 pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassReport> {
     let mut rep = PassReport::new(super::prune::NAME);
     let bias_correct = p.bias_correct;
-    let samples = load_samples(m, ctx, p.obs_samples)?;
+    let samples = load_sample_window(m, ctx, p.sample_window.unwrap_or((0, p.obs_samples)))?;
     let orig = m.clone();
     let t0 = std::time::Instant::now();
     let cands = candidates(&m.graph, p)?;
@@ -310,10 +321,18 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
                 }
             }
             let cross = gt;
+            // Ridge toward the original weights, not toward zero:
+            //   W' = argmin ‖W'Xp − W·Xo‖² + ‖(W' − W)·Λ^½‖²  ⇒  W'(H + Λ) = W·Gᵀ + W·Λ
+            // so that input directions the calibration data never excites keep their
+            // weights (with Λ alone on the left, W·H·(H+Λ)⁻¹ would shrink them to zero:
+            // the 1280-input classifier of MobileNetV2 sees only 250 rows).
             let mut bmat = vec![0f64; cand.k * cols];
             for r in 0..cand.k {
                 let wr = &rows_w[r * cols..(r + 1) * cols];
                 let br = &mut bmat[r * cols..(r + 1) * cols];
+                for (j, wj) in wr.iter().enumerate() {
+                    br[j] += (hd[j * cols + j] - h[j * cols + j]) * *wj as f64;
+                }
                 for (i, wi) in wr.iter().enumerate() {
                     if *wi == 0.0 {
                         continue;

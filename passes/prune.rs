@@ -64,6 +64,9 @@ pub struct Prune {
     pub budget: Option<super::budget::Budget>,
     pub budget_samples: usize,
     pub budget_rounds: usize,
+    /// `method=obs`: calibration samples `(start, count)` for the Hessians instead of the
+    /// first `obs_samples` (set by the budget search to keep its scoring samples held out).
+    pub sample_window: Option<(usize, usize)>,
 }
 
 impl Prune {
@@ -85,6 +88,7 @@ impl Prune {
             budget: self.budget,
             budget_samples: self.budget_samples,
             budget_rounds: self.budget_rounds,
+            sample_window: self.sample_window,
         }
     }
 }
@@ -111,6 +115,7 @@ impl Prune {
             budget: o.str("budget").filter(|s| !s.is_empty()).map(super::budget::Budget::parse).transpose()?,
             budget_samples: o.int("budget-samples", 256)?.max(1) as usize,
             budget_rounds: o.int("max-rounds", 4)?.max(1) as usize,
+            sample_window: None,
         })
     }
 }

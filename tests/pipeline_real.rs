@@ -206,6 +206,18 @@ fn obs_components_switch_off_independently() {
     run(&mut bc, &format!("fold-bn,cleanup,prune-2of4{{{e},method=obs,samples=8,reconstruct=false,correct-target=false}}"), calib());
     assert_eq!(params(&mag, 1), params(&bc, 1));
     assert_ne!(params(&mag, 2), params(&bc, 2));
+    // target correction alone: the first pruned layer sees the dense network's input, so the
+    // correction must be the identity there (the ridge pulls toward W, not toward zero) and
+    // its weights are magnitude pruning's; later layers see pruned inputs and change
+    let mut tc = load("models/resnet20_bn.onnx");
+    run(&mut tc, &format!("fold-bn,cleanup,prune-2of4{{{e},method=obs,samples=8,reconstruct=false,bias-correct=false}}"), calib());
+    let (pm, pt) = (params(&mag, 1), params(&tc, 1));
+    let first = "/layer1/layer1.0/conv1/Conv";
+    let (a, b) = (&pm.iter().find(|x| x.0 == first).unwrap().1, &pt.iter().find(|x| x.0 == first).unwrap().1);
+    let num: f32 = a.iter().zip(b.iter()).map(|(x, y)| (x - y).powi(2)).sum();
+    let den: f32 = a.iter().map(|x| x * x).sum();
+    assert!((num / den).sqrt() < 1e-4, "first layer changed by target correction: rel {}", (num / den).sqrt());
+    assert!(pm.iter().zip(&pt).filter(|(x, y)| x.1 != y.1).count() > 10, "later layers corrected");
 }
 
 #[test]
@@ -280,13 +292,16 @@ fn budget_selection_meets_its_budget_prunes_a_ranked_prefix_and_leaves_the_rest_
     let sqnr = |a: &[Vec<f32>], b: &[Vec<f32>]| -20.0 * rel_l2(a, b).log10();
     let mut dense = load("models/resnet20_bn.onnx");
     run(&mut dense, "fold-bn,cleanup", CalibInput::default());
-    let (w_dense, y_dense) = (weights(&dense), logits_exec(&dense));
+    // the budget search scores on held-out samples: with 32, the last 8 (the first 24 reconstruct)
+    let held = |v: Vec<Vec<f32>>| v[24..].to_vec();
+    let (w_dense, y_dense) = (weights(&dense), held(logits_exec(&dense)));
     let opts = "min-channels=4,min-params=0,method=obs,samples=32,budget-samples=32";
     let mut m = load("models/resnet20_bn.onnx");
     let reps = run(&mut m, &format!("fold-bn,cleanup,prune-2of4{{{opts},budget=20dB}}"), calib());
     let rep = &reps[2];
     // the budget holds on the scoring samples, measured here independently of the pass
-    let got = sqnr(&y_dense, &logits_exec(&m));
+    assert_eq!((rep.stats["reconstruction_samples"].as_u64(), rep.stats["scoring_samples"].as_u64()), (Some(24), Some(8)));
+    let got = sqnr(&y_dense, &held(logits_exec(&m)));
     assert!(got >= 20.0, "output SQNR {got} dB under the 20 dB budget");
     assert!((got - rep.stats["sqnr_db"].as_f64().unwrap()).abs() < 0.05, "report says {} dB, measured {got}", rep.stats["sqnr_db"]);
     // every eligible layer is ranked; the pruned ones are exactly the first k ranks
@@ -323,7 +338,7 @@ fn budget_selection_meets_its_budget_prunes_a_ranked_prefix_and_leaves_the_rest_
     // an agreement budget of 1.0 also holds exactly
     let mut full = load("models/resnet20_bn.onnx");
     run(&mut full, &format!("fold-bn,cleanup,prune-2of4{{{opts},budget=1.0}}"), calib());
-    let (a, b) = (logits_exec(&full), y_dense.clone());
+    let (a, b) = (held(logits_exec(&full)), y_dense.clone());
     let argmax = |v: &Vec<f32>| v.iter().enumerate().fold((0, f32::MIN), |x, (i, y)| if *y > x.1 { (i, *y) } else { x }).0;
     assert!(a.iter().zip(&b).all(|(x, y)| argmax(x) == argmax(y)));
 }
