@@ -39,7 +39,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("prune", OptionKind::Bool, "true", "zero the weights (false: only permute)"),
     OptionSpec::new("method", OptionKind::Str, "magnitude", "magnitude | obs (reconstruction from calibration data)"),
     OptionSpec::new("samples", OptionKind::Int, "256", "obs: calibration samples used for the Hessians"),
-    OptionSpec::new("damp", OptionKind::Float, "0.01", "obs: dampening, relative to the mean Hessian diagonal"),
+    OptionSpec::new("damp", OptionKind::Str, "auto", "obs: dampening relative to the mean Hessian diagonal, or auto: per layer, the value of 0.003..0.3 with the least output error on held-out samples"),
     OptionSpec::new("bias-correct", OptionKind::Bool, "true", "obs: fold each layer's output mean shift into its bias"),
     OptionSpec::new("correct-target", OptionKind::Bool, "true", "obs: reconstruct the original network's output from the pruned input"),
     OptionSpec::new("reconstruct", OptionKind::Bool, "true", "obs: OBS weight update (false: magnitude masks, e.g. to measure bias correction alone)"),
@@ -58,6 +58,9 @@ pub struct Prune {
     pub method: String,
     pub obs_samples: usize,
     pub obs_damp: f64,
+    /// `damp=auto`: choose each layer's dampening by held-out error (obs_damp is then the
+    /// value used where no choice is made: sensitivity runs, too few samples).
+    pub damp_auto: bool,
     pub bias_correct: bool,
     pub obs_correct: bool,
     pub obs_reconstruct: bool,
@@ -82,6 +85,7 @@ impl Prune {
             method: self.method.clone(),
             obs_samples: self.obs_samples,
             obs_damp: self.obs_damp,
+            damp_auto: self.damp_auto,
             bias_correct: self.bias_correct,
             obs_correct: self.obs_correct,
             obs_reconstruct: self.obs_reconstruct,
@@ -108,7 +112,13 @@ impl Prune {
             prune: o.bool("prune", true)?,
             method,
             obs_samples: o.int("samples", 256)?.max(1) as usize,
-            obs_damp: o.float("damp", 0.01)?,
+            obs_damp: match o.str("damp") {
+                None | Some("auto") | Some("") => 0.01,
+                Some(v) => v.parse::<f64>().ok().filter(|d| d.is_finite() && *d >= 0.0).ok_or_else(|| {
+                    Error::usage(format!("prune-2of4: damp must be auto or a non-negative number, not '{v}'"))
+                })?,
+            },
+            damp_auto: matches!(o.str("damp"), None | Some("auto") | Some("")),
             bias_correct: o.bool("bias-correct", true)?,
             obs_correct: o.bool("correct-target", true)?,
             obs_reconstruct: o.bool("reconstruct", true)?,

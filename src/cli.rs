@@ -45,6 +45,10 @@ Examples:
       --preprocess 'resize=256,crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225'
   trtexec --onnx=resnet.int8.onnx --sparsity=enable
 
+  # Sparsify only the layers that keep >= 97 % of top-1 answers (held-out calib samples)
+  sparseqc mobilenet.onnx -o mbv2.int8.onnx --calib images/ --preprocess '...' \
+      --accuracy-budget 0.97 --report report.json
+
   # Dense INT8, calibration from a TensorRT calibration cache
   sparseqc model.onnx -o model.int8.onnx --dense --calib-cache model.cache
 

@@ -201,6 +201,16 @@ fn obs_components_switch_off_independently() {
     let ratio = reps[2].stats["error_ratio"].as_f64().unwrap();
     assert!(ratio < 1.0, "OBS error ratio {ratio}");
     assert_ne!(params(&mag, 1), params(&obs, 1));
+    // the Gemm sees one row per sample: 8 rows for 64 inputs is too few to reconstruct, so it
+    // gets magnitude masks (and says why) while the convs (8·32·32 rows) are reconstructed
+    let gemm = |v: &[(String, Vec<f32>)]| v.iter().find(|x| x.0 == "/linear/Gemm").unwrap().1.clone();
+    assert_eq!(gemm(&params(&mag, 1)), gemm(&params(&obs, 1)));
+    let it = reps[2].items.iter().find(|i| i.node == "/linear/Gemm").unwrap();
+    assert_eq!(it.details["underdetermined"], true);
+    assert!(it.reason.contains("too few to reconstruct"), "{}", it.reason);
+    let layer1: Vec<_> = reps[2].items.iter().filter(|i| i.node.starts_with("/layer1/") && i.action == "pruned").collect();
+    assert_eq!(layer1.len(), 6);
+    assert!(layer1.iter().all(|i| i.details["underdetermined"] == false));
     // bias correction alone: magnitude's weights, other biases
     let mut bc = load("models/resnet20_bn.onnx");
     run(&mut bc, &format!("fold-bn,cleanup,prune-2of4{{{e},method=obs,samples=8,reconstruct=false,correct-target=false}}"), calib());
@@ -341,4 +351,38 @@ fn budget_selection_meets_its_budget_prunes_a_ranked_prefix_and_leaves_the_rest_
     let (a, b) = (held(logits_exec(&full)), y_dense.clone());
     let argmax = |v: &Vec<f32>| v.iter().enumerate().fold((0, f32::MIN), |x, (i, y)| if *y > x.1 { (i, *y) } else { x }).0;
     assert!(a.iter().zip(&b).all(|(x, y)| argmax(x) == argmax(y)));
+}
+
+#[test]
+fn damp_auto_keeps_the_dampening_with_the_least_held_out_error() {
+    let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
+    let opts = "min-channels=4,min-params=0,method=obs,samples=32,include=/layer1/*";
+    let mut m = load("models/resnet20_bn.onnx");
+    let reps = run(&mut m, &format!("fold-bn,cleanup,prune-2of4{{{opts}}}"), calib());
+    let pruned: Vec<_> = reps[2].items.iter().filter(|i| i.action == "pruned").collect();
+    assert_eq!(pruned.len(), 6);
+    for it in &pruned {
+        let scores: Vec<(f64, f64)> = it.details["damp_heldout_error"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
+            .collect();
+        assert_eq!(scores.iter().map(|s| s.0).collect::<Vec<_>>(), sparseqc::passes::obs::DAMP_GRID.to_vec());
+        let best = scores.iter().min_by(|a, b| a.1.partial_cmp(&b.1).unwrap()).unwrap().0;
+        assert_eq!(it.details["damp"].as_f64().unwrap(), best, "{}", it.node);
+    }
+    // a fixed dampening is used as given, without a search
+    let mut f = load("models/resnet20_bn.onnx");
+    let reps = run(&mut f, &format!("fold-bn,cleanup,prune-2of4{{{opts},damp=0.05}}"), calib());
+    for it in reps[2].items.iter().filter(|i| i.action == "pruned") {
+        assert_eq!(it.details["damp"].as_f64().unwrap(), 0.05);
+        assert!(it.details["damp_heldout_error"].as_array().unwrap().is_empty());
+    }
+    // a bad value is a usage error naming the option
+    let reg = Registry::with_builtins();
+    for bad in ["damp=-1", "damp=lots"] {
+        let e = reg.create(&parse_pipeline(&format!("prune-2of4{{{bad}}}")).unwrap()[0]).err().expect("rejected").to_string();
+        assert!(e.contains("damp must be auto or a non-negative number"), "{e}");
+    }
 }
