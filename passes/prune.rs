@@ -39,7 +39,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("prune", OptionKind::Bool, "true", "zero the weights (false: only permute)"),
     OptionSpec::new("method", OptionKind::Str, "magnitude", "magnitude | obs (reconstruction from calibration data)"),
     OptionSpec::new("samples", OptionKind::Int, "256", "obs: calibration samples used for the Hessians"),
-    OptionSpec::new("damp", OptionKind::Str, "auto", "obs: dampening relative to the mean Hessian diagonal, or auto: per layer, the value of 0.003..0.3 with the least output error on held-out samples"),
+    OptionSpec::new("damp", OptionKind::Str, "0.01", "obs: dampening relative to the mean Hessian diagonal, or auto: per layer, the value of 0.003..0.3 with the least output error on held-out samples"),
     OptionSpec::new("bias-correct", OptionKind::Bool, "true", "obs: fold each layer's output mean shift into its bias"),
     OptionSpec::new("correct-target", OptionKind::Bool, "true", "obs: reconstruct the original network's output from the pruned input"),
     OptionSpec::new("reconstruct", OptionKind::Bool, "true", "obs: OBS weight update (false: magnitude masks, e.g. to measure bias correction alone)"),
@@ -118,7 +118,7 @@ impl Prune {
                     Error::usage(format!("prune-2of4: damp must be auto or a non-negative number, not '{v}'"))
                 })?,
             },
-            damp_auto: matches!(o.str("damp"), None | Some("auto") | Some("")),
+            damp_auto: o.str("damp") == Some("auto"),
             bias_correct: o.bool("bias-correct", true)?,
             obs_correct: o.bool("correct-target", true)?,
             obs_reconstruct: o.bool("reconstruct", true)?,

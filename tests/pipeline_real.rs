@@ -358,7 +358,7 @@ fn damp_auto_keeps_the_dampening_with_the_least_held_out_error() {
     let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
     let opts = "min-channels=4,min-params=0,method=obs,samples=32,include=/layer1/*";
     let mut m = load("models/resnet20_bn.onnx");
-    let reps = run(&mut m, &format!("fold-bn,cleanup,prune-2of4{{{opts}}}"), calib());
+    let reps = run(&mut m, &format!("fold-bn,cleanup,prune-2of4{{{opts},damp=auto}}"), calib());
     let pruned: Vec<_> = reps[2].items.iter().filter(|i| i.action == "pruned").collect();
     assert_eq!(pruned.len(), 6);
     for it in &pruned {
