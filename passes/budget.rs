@@ -12,11 +12,12 @@
 //! 3. Gain: the layer's multiply-accumulates weighted by TensorRT's expected speed class
 //!    (likely sparse 1.0, maybe 0.5, likely dense 0.1).
 //! 4. Order: gain per unit of output noise power (10^(-SQNR/10)), most profitable first.
-//! 5. Proxy search: the per-layer pruned weights of the first k layers of that order are
-//!    applied together and the model run once; a binary search finds the largest k that
-//!    meets the budget. Errors add up without the sequential correction here, so the proxy
-//!    is pessimistic.
-//! 6. Verification: the first k layers are pruned for real (the configured method, layers in
+//! 5. Proxy, greedy in that order: a layer joins when the alone-pruned weights of the layers
+//!    taken so far plus its own, applied together, still meet the budget (one forward run
+//!    each); a layer that misses it, alone or with the earlier ones, is skipped and the later
+//!    ones are still tried. Errors add up without the sequential correction here, so the
+//!    proxy is pessimistic.
+//! 6. Verification: the k layers taken are pruned for real (the configured method, layers in
 //!    order with their inputs taken from the network as already pruned) and the fidelity
 //!    measured. When it misses the budget, k shrinks by a quarter (at most `max-rounds`
 //!    real runs); when no run meets it, every layer is left dense.
@@ -209,34 +210,37 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
         rank[i] = r + 1;
     }
 
-    // 5. proxy: the alone-pruned weights of the first k layers together
+    // 5. proxy, greedy in rank order: a layer joins when the alone-pruned weights of the
+    //    layers taken so far plus its own still meet the budget (a layer that misses it
+    //    alone, or together with the earlier ones, is skipped and later ones still tried)
     let mut proxy_evals = Vec::new();
-    let mut eval_prefix = |k: usize| -> Result<Fidelity> {
-        let mut trial = m.clone();
-        for &i in &order[..k] {
-            apply_alone(&mut trial, &cands[i], &alone[i])?;
+    let mut picked: Vec<usize> = Vec::new();
+    let mut why_not: Vec<Option<String>> = vec![None; cands.len()];
+    let mut base = m.clone();
+    for &i in &order {
+        if !budget.met(&sens[i].alone) {
+            why_not[i] = Some("alone it already misses the budget".into());
+            continue;
         }
+        let mut trial = base.clone();
+        apply_alone(&mut trial, &cands[i], &alone[i])?;
         let f = fidelity(&reference, &outputs_of(&trial, &samples)?);
-        proxy_evals.push((k, f));
-        Ok(f)
-    };
-    let n = order.len();
-    let k_proxy = if n == 0 {
-        0
-    } else if budget.met(&eval_prefix(n)?) {
-        n
-    } else {
-        let (mut lo, mut hi) = (0usize, n);
-        while hi - lo > 1 {
-            let mid = (lo + hi) / 2;
-            if budget.met(&eval_prefix(mid)?) {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
+        proxy_evals.push((picked.len() + 1, f));
+        if budget.met(&f) {
+            picked.push(i);
+            base = trial;
+        } else {
+            why_not[i] = Some(format!(
+                "with the {} layers taken before it the output would fall to SQNR {:.1} dB, agreement {:.1} %",
+                picked.len(),
+                f.sqnr_db,
+                100.0 * f.agreement
+            ));
         }
-        lo
-    };
+    }
+    drop(base);
+    let n = order.len();
+    let k_proxy = picked.len();
 
     // 6. the real thing, shrinking while it misses
     let original = m.clone();
@@ -245,7 +249,7 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
     let mut accepted: Option<(usize, PassReport, Fidelity)> = None;
     while k > 0 && rounds.len() < p.budget_rounds.max(1) {
         *m = original.clone();
-        let names: Vec<String> = order[..k].iter().map(|&i| cands[i].label.clone()).collect();
+        let names: Vec<String> = picked[..k].iter().map(|&i| cands[i].label.clone()).collect();
         let mut sub = Prune { include: Pattern::parse(&names.join("|")), ..p.clone_config() };
         sub.budget = None;
         sub.sample_window = Some(recon);
@@ -265,24 +269,26 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
             (0, PassReport::new(super::prune::NAME), fidelity(&reference, &reference))
         }
     };
-    let chosen: Vec<usize> = order[..k_final].to_vec();
-    let chosen_macs: f64 = chosen.iter().map(|&i| sens[i].macs).sum();
-    let chosen_gain: f64 = chosen.iter().map(|&i| sens[i].gain).sum();
+    let chosen: Vec<usize> = picked[..k_final].to_vec();
+    // `+ 0.0`: the sum of nothing is -0.0, which would print as "-0.0%"
+    let chosen_macs: f64 = chosen.iter().map(|&i| sens[i].macs).sum::<f64>() + 0.0;
+    let chosen_gain: f64 = chosen.iter().map(|&i| sens[i].gain).sum::<f64>() + 0.0;
 
     for (i, (c, s)) in cands.iter().zip(&sens).enumerate() {
-        let picked = chosen.contains(&i);
+        let is_chosen = chosen.contains(&i);
         let alone_txt = format!(
             "alone: output SQNR {:.1} dB, top-1 agreement {:.1} %",
             s.alone.sqnr_db,
             100.0 * s.alone.agreement
         );
-        let why = if picked {
+        let why = if is_chosen {
             format!("chosen (rank {} of {} by speed-up per output noise; {alone_txt}; {})", rank[i], n, s.class)
-        } else if rank[i] <= k_proxy {
-            format!("left dense (INT8): rank {} of {}; the verified set had to shrink to {k_final} layers to meet the budget; {alone_txt}; {}", rank[i], n, s.class)
+        } else if let Some(w) = &why_not[i] {
+            format!("left dense (INT8): rank {} of {}; {w}; {alone_txt}; {}", rank[i], n, s.class)
         } else {
-            format!("left dense (INT8): rank {} of {}; adding it would break the budget; {alone_txt}; {}", rank[i], n, s.class)
+            format!("left dense (INT8): rank {} of {}; the verified set had to shrink to {k_final} layers to meet the budget; {alone_txt}; {}", rank[i], n, s.class)
         };
+        let picked = is_chosen;
         let mut it = ReportItem::new(&c.label, &c.op, if picked { "pruned" } else { "kept-dense" }, why)
             .with("rank", rank[i])
             .with("alone_sqnr_db", s.alone.sqnr_db)
