@@ -45,7 +45,6 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("reconstruct", OptionKind::Bool, "true", "obs: OBS weight update (false: magnitude masks, e.g. to measure bias correction alone)"),
     OptionSpec::new("budget", OptionKind::Str, "", "choose the layers so the output stays this close to the float model: a top-1 agreement (0.97) or an output SQNR (25dB) on calibration samples"),
     OptionSpec::new("budget-samples", OptionKind::Int, "256", "budget: calibration samples on which the fidelity is measured"),
-    OptionSpec::new("max-rounds", OptionKind::Int, "4", "budget: verified pruning runs at most (each shrinks the set by a quarter when it missed)"),
 ];
 
 pub struct Prune {
@@ -66,7 +65,6 @@ pub struct Prune {
     pub obs_reconstruct: bool,
     pub budget: Option<super::budget::Budget>,
     pub budget_samples: usize,
-    pub budget_rounds: usize,
     /// `method=obs`: calibration samples `(start, count)` for the Hessians instead of the
     /// first `obs_samples` (set by the budget search to keep its scoring samples held out).
     pub sample_window: Option<(usize, usize)>,
@@ -91,7 +89,6 @@ impl Prune {
             obs_reconstruct: self.obs_reconstruct,
             budget: self.budget,
             budget_samples: self.budget_samples,
-            budget_rounds: self.budget_rounds,
             sample_window: self.sample_window,
         }
     }
@@ -124,7 +121,6 @@ impl Prune {
             obs_reconstruct: o.bool("reconstruct", true)?,
             budget: o.str("budget").filter(|s| !s.is_empty()).map(super::budget::Budget::parse).transpose()?,
             budget_samples: o.int("budget-samples", 256)?.max(1) as usize,
-            budget_rounds: o.int("max-rounds", 4)?.max(1) as usize,
             sample_window: None,
         })
     }
