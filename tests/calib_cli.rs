@@ -119,3 +119,36 @@ fn refine_scales_flag() {
     assert!(stderr(&o).contains("--refine-scales needs calibration data"));
     assert!(!out.exists());
 }
+
+#[test]
+fn accuracy_budget_flag() {
+    let d = tmpdir();
+    let m = testdata("models/resnet20_bn.onnx");
+    let npy = testdata("cifar10-mini.input.npy");
+    let out = d.path().join("b.onnx");
+    // usage errors before any work: a value that is neither an agreement nor dB, a pipeline
+    // without prune-2of4
+    for (extra, msg) in [
+        (vec!["--accuracy-budget", "1.5"], "give a top-1 agreement between 0 and 1"),
+        (vec!["--accuracy-budget", "lots"], "or an output SQNR in dB"),
+        (vec!["--dense", "--accuracy-budget", "0.9"], "--accuracy-budget applies to prune-2of4"),
+    ] {
+        let mut args = vec![path_str(&m), "-o", path_str(&out), "--calib", path_str(&npy), "-q"];
+        args.extend(extra);
+        let o = sparseqc(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(msg), "{}", stderr(&o));
+        assert!(!out.exists());
+    }
+    // an SQNR budget through the default pipeline: the report says what was chosen and why
+    let rep = d.path().join("r.json");
+    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--calib", path_str(&npy), "-q", "--accuracy-budget", "18dB", "--report", path_str(&rep)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let p = r["passes"].as_array().unwrap().iter().find(|p| p["pass"] == "prune-2of4").unwrap();
+    assert!(p["summary"].as_str().unwrap().starts_with("budget output SQNR >= 18.0 dB"), "{}", p["summary"]);
+    assert!(p["stats"]["sqnr_db"].as_f64().unwrap() >= 18.0);
+    for it in p["items"].as_array().unwrap().iter().filter(|i| i["action"] == "pruned" || i["action"] == "kept-dense") {
+        assert!(it["details"]["rank"].as_u64().is_some() && !it["reason"].as_str().unwrap().is_empty(), "{it}");
+    }
+}
