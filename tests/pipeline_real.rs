@@ -302,15 +302,21 @@ fn budget_selection_meets_its_budget_and_leaves_the_rest_alone_with_a_reason() {
     let sqnr = |a: &[Vec<f32>], b: &[Vec<f32>]| -20.0 * rel_l2(a, b).log10();
     let mut dense = load("models/resnet20_bn.onnx");
     run(&mut dense, "fold-bn,cleanup", CalibInput::default());
-    // the budget search scores on held-out samples: with 32, the last 8 (the first 24 reconstruct)
     let held = |v: Vec<Vec<f32>>| v[24..].to_vec();
-    let (w_dense, y_dense) = (weights(&dense), held(logits_exec(&dense)));
-    let opts = "min-channels=4,min-params=0,method=obs,samples=32,budget-samples=32";
+    let untouched = |v: Vec<Vec<f32>>| v[16..24].to_vec();
+    let (w_dense, y_dense, u_dense) = (weights(&dense), held(logits_exec(&dense)), untouched(logits_exec(&dense)));
+    // 32 samples: the first 16 reconstruct, the last 8 score, the 8 between are untouched
+    let opts = "min-channels=4,min-params=0,method=obs,samples=16,budget-samples=8";
     let mut m = load("models/resnet20_bn.onnx");
     let reps = run(&mut m, &format!("fold-bn,cleanup,prune-2of4{{{opts},budget=20dB}}"), calib());
     let rep = &reps[2];
     // the budget holds on the scoring samples, measured here independently of the pass
-    assert_eq!((rep.stats["reconstruction_samples"].as_u64(), rep.stats["scoring_samples"].as_u64()), (Some(24), Some(8)));
+    assert_eq!((rep.stats["reconstruction_samples"].as_u64(), rep.stats["scoring_samples"].as_u64()), (Some(16), Some(8)));
+    // the untouched check is reported as measured (not enforced)
+    let u = &rep.stats["untouched"];
+    assert_eq!(u["samples"].as_u64(), Some(8));
+    let got_u = sqnr(&u_dense, &untouched(logits_exec(&m)));
+    assert!((got_u - u["sqnr_db"].as_f64().unwrap()).abs() < 0.05, "untouched: report {} dB, measured {got_u}", u["sqnr_db"]);
     let got = sqnr(&y_dense, &held(logits_exec(&m)));
     assert!(got >= 20.0, "output SQNR {got} dB under the 20 dB budget");
     assert!((got - rep.stats["sqnr_db"].as_f64().unwrap()).abs() < 0.05, "report says {} dB, measured {got}", rep.stats["sqnr_db"]);
