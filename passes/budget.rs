@@ -25,12 +25,13 @@
 //!    target correction) generalizes worse than the alone-reconstructed layers on held-out
 //!    samples, so this choice matters there.
 //! 7. Untouched check: the search decided many times on the scoring samples, so its figure
-//!    is optimistic. When the calibration data has samples that neither reconstruction nor
-//!    scoring used (between the two windows), the result is measured there too and reported
-//!    (not enforced).
+//!    is optimistic (selection bias). When the calibration data has samples that neither
+//!    reconstruction nor scoring used (between the two windows), the result is measured
+//!    there too; when it misses the budget there, the set shrinks (last taken first, a
+//!    quarter at a time, layers reconstructed alone) until it meets the budget on both.
 //!
 //! Architecture invariant: the pass never returns a model whose measured fidelity on the
-//! held-out scoring samples misses the budget; layers left dense still get INT8 from insert-qdq.
+//! held-out scoring samples (and on the untouched ones, where there are any) misses the budget; layers left dense still get INT8 from insert-qdq.
 
 use super::calibrate::outputs_of;
 use super::obs::{count_samples, load_sample_window, prune_each_alone, AloneResult};
@@ -282,18 +283,56 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
             *m = base;
         }
     }
-    let k_final = picked.len();
-    let achieved = if used_sequential { real_fid.expect("measured") } else { proxy_fid };
-    // The search decided many times on the scoring samples, so `achieved` is optimistic.
+    let mut k_final = picked.len();
+    let k_searched = k_final;
+    let mut achieved = if used_sequential { real_fid.expect("measured") } else { proxy_fid };
+    // 7. The search decided many times on the scoring samples, so `achieved` is optimistic.
     // Where the data allows, the result is also measured on samples neither the
-    // reconstruction nor the search has seen (reported, not enforced).
-    let untouched = match untouched_window(recon, score) {
-        Some(w) if k_final > 0 => {
-            let u = load_sample_window(m, ctx, w)?;
-            Some((u.len(), fidelity(&outputs_of(&dense, &u)?, &outputs_of(m, &u)?)))
+    // reconstruction nor the search has seen; when it misses the budget there, the set
+    // shrinks (last taken first, a quarter at a time, layers reconstructed alone) until it
+    // meets the budget on both, or nothing is left.
+    let mut untouched = None;
+    let mut shrink_rounds: Vec<(usize, Fidelity, Fidelity)> = Vec::new();
+    if let (Some(w), true) = (untouched_window(recon, score), k_final > 0) {
+        let u = load_sample_window(m, ctx, w)?;
+        let u_ref = outputs_of(&dense, &u)?;
+        let fu = fidelity(&u_ref, &outputs_of(m, &u)?);
+        untouched = Some((u.len(), fu));
+        if !budget.met(&fu) {
+            let mut k = k_final;
+            let mut met = None;
+            while k > 0 {
+                k -= (k / 4).max(1);
+                let mut trial = dense.clone();
+                for &i in &picked[..k] {
+                    apply_alone(&mut trial, &cands[i], &alone[i])?;
+                }
+                let fs = fidelity(&reference, &outputs_of(&trial, &samples)?);
+                let fu = fidelity(&u_ref, &outputs_of(&trial, &u)?);
+                shrink_rounds.push((k, fs, fu));
+                if budget.met(&fs) && budget.met(&fu) {
+                    met = Some((k, trial, fs, fu));
+                    break;
+                }
+            }
+            let (k, trial, fs, fu) = met.unwrap_or_else(|| (0, dense.clone(), fidelity(&reference, &reference), fidelity(&u_ref, &u_ref)));
+            for &i in &picked[k..] {
+                why_not[i] = Some(format!(
+                    "taken by the search, dropped because the {k_final} layers taken missed the budget on {} untouched samples (SQNR {:.1} dB, agreement {:.1} %)",
+                    u.len(),
+                    untouched.map(|x| x.1.sqnr_db).unwrap_or(0.0),
+                    100.0 * untouched.map(|x| x.1.agreement).unwrap_or(0.0)
+                ));
+            }
+            picked.truncate(k);
+            *m = trial;
+            k_final = k;
+            achieved = fs;
+            used_sequential = false;
+            sub_rep = PassReport::new(super::prune::NAME);
+            untouched = Some((u.len(), fu));
         }
-        _ => None,
-    };
+    }
     let chosen: Vec<usize> = picked.clone();
     // `+ 0.0`: the sum of nothing is -0.0, which would print as "-0.0%"
     let chosen_macs: f64 = chosen.iter().map(|&i| sens[i].macs).sum::<f64>() + 0.0;
@@ -355,7 +394,11 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
         achieved.agreement,
         samples.len(),
         match untouched {
-            Some((n, f)) => format!("; on {n} untouched samples: SQNR {:.1} dB, agreement {:.4}", f.sqnr_db, f.agreement),
+            Some((n, f)) if shrink_rounds.is_empty() => format!("; on {n} untouched samples: SQNR {:.1} dB, agreement {:.4}", f.sqnr_db, f.agreement),
+            Some((n, f)) => format!(
+                "; on {n} untouched samples the {k_searched} layers found missed the budget, {k_final} kept: SQNR {:.1} dB, agreement {:.4} there",
+                f.sqnr_db, f.agreement
+            ),
             None => String::new(),
         },
         secs
@@ -371,6 +414,7 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
     rep.stat("reconstruction_samples", hess_samples.len());
     rep.stat("scoring_samples", samples.len());
     rep.stat("untouched", serde_json::json!(untouched.map(|(n, f)| serde_json::json!({"samples": n, "sqnr_db": f.sqnr_db, "agreement": f.agreement}))));
+    rep.stat("untouched_shrink", serde_json::json!(shrink_rounds.iter().map(|(k, fs, fu)| serde_json::json!({"layers": k, "scoring": {"sqnr_db": fs.sqnr_db, "agreement": fs.agreement}, "untouched": {"sqnr_db": fu.sqnr_db, "agreement": fu.agreement}})).collect::<Vec<_>>()));
     rep.stat("seconds", secs);
     Ok(rep)
 }
