@@ -221,17 +221,40 @@ pub(crate) fn outputs_of(m: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>
     Ok(res)
 }
 
-/// Signal-to-noise ratio (dB) of `q`'s outputs against `reference` (from [`outputs_of`]).
-pub(crate) fn sqnr_against(reference: &[Vec<f32>], q: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>)>]) -> Result<f64> {
-    let got = outputs_of(q, samples)?;
-    let (mut sig, mut noise) = (0f64, 0f64);
-    for (r, g) in reference.iter().zip(&got) {
+/// How closely outputs reproduce reference outputs (both from [`outputs_of`], per sample).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fidelity {
+    /// Fraction of samples whose argmax (over the sample's concatenated outputs) is the same.
+    pub agreement: f64,
+    /// Signal-to-noise ratio over all values, in dB.
+    pub sqnr_db: f64,
+    /// Noise power relative to the signal.
+    pub noise: f64,
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (i, x)| if *x > a.1 { (i, *x) } else { a }).0
+}
+
+pub(crate) fn fidelity(reference: &[Vec<f32>], got: &[Vec<f32>]) -> Fidelity {
+    let (mut sig, mut noise, mut same) = (0f64, 0f64, 0usize);
+    for (r, g) in reference.iter().zip(got) {
         for (a, b) in r.iter().zip(g) {
             sig += (*a as f64).powi(2);
             noise += (*a as f64 - *b as f64).powi(2);
         }
+        same += usize::from(argmax(r) == argmax(g));
     }
-    Ok(if noise > 0.0 { 10.0 * (sig / noise).log10() } else { f64::INFINITY })
+    Fidelity {
+        agreement: same as f64 / reference.len().max(1) as f64,
+        sqnr_db: if noise > 0.0 { 10.0 * (sig / noise).log10() } else { f64::INFINITY },
+        noise: if sig > 0.0 { noise / sig } else if noise > 0.0 { f64::INFINITY } else { 0.0 },
+    }
+}
+
+/// Signal-to-noise ratio (dB) of `q`'s outputs against `reference` (from [`outputs_of`]).
+pub(crate) fn sqnr_against(reference: &[Vec<f32>], q: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>)>]) -> Result<f64> {
+    Ok(fidelity(reference, &outputs_of(q, samples)?).sqnr_db)
 }
 
 /// Multipliers of the current amax that `refine=true` tries for each tensor.

@@ -372,21 +372,9 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
         if bias_correct {
             // new output mean per channel = W'·mean_patch + b; target = original network's mean
             let b_slot = 2;
-            let old_b: Vec<f32> = match node.inputs.get(b_slot).copied().flatten() {
-                Some(b) => m.graph.constant_value(b).map(|t| t.to_f32()).transpose()?.unwrap_or_else(|| vec![0.0; cand.k]),
-                None => vec![0.0; cand.k],
-            };
-            let beta = if cand.op == "Gemm" { node.attr_f("beta").unwrap_or(1.0) as f64 } else { 1.0 };
-            let alpha = if cand.op == "Gemm" { node.attr_f("alpha").unwrap_or(1.0) as f64 } else { 1.0 };
-            if old_b.len() == cand.k && beta != 0.0 {
+            if let Some((old_b, alpha, beta)) = bias_terms(&m.graph, &node, cand)? {
                 // weights as rows (k, cols) in the same column order as mean_patch
-                let rows: Vec<f32> = if is_conv {
-                    crate::sparsity::conv_weight_to_rows(&w, &cand.shape)?
-                } else if cand.axis == 1 {
-                    w.clone()
-                } else {
-                    crate::sparsity::transpose(&w, cand.c, cand.k)?
-                };
+                let rows = weight_rows(&w, cand)?;
                 let mut new_b = old_b.clone();
                 let mut shift_abs = 0f64;
                 for k in 0..cand.k {
@@ -524,6 +512,18 @@ pub(crate) struct AloneResult {
     pub error_method: f64,
 }
 
+/// The layer's bias (zeros when it has none) with Gemm's `alpha` and `beta` (1 for Conv),
+/// or `None` when the bias cannot absorb a shift (wrong length, `beta = 0`).
+fn bias_terms(g: &crate::ir::Graph, n: &crate::ir::Node, c: &Candidate) -> Result<Option<(Vec<f32>, f64, f64)>> {
+    let attr = |name: &str| if c.op == "Gemm" { n.attr_f(name).unwrap_or(1.0) as f64 } else { 1.0 };
+    let (alpha, beta) = (attr("alpha"), attr("beta"));
+    let old_b: Vec<f32> = match n.inputs.get(2).copied().flatten() {
+        Some(b) => g.constant_value(b).map(|t| t.to_f32()).transpose()?.unwrap_or_else(|| vec![0.0; c.k]),
+        None => vec![0.0; c.k],
+    };
+    Ok((old_b.len() == c.k && beta != 0.0).then_some((old_b, alpha, beta)))
+}
+
 /// Weights as rows `(k, cols)` in the Hessian's column order.
 fn weight_rows(w: &[f32], cand: &Candidate) -> Result<Vec<f32>> {
     if cand.op == "Conv" {
@@ -611,13 +611,7 @@ pub(crate) fn prune_each_alone(
             };
             let mut bias = None;
             if p.bias_correct && matches!(c.op.as_str(), "Conv" | "Gemm") && rows_seen[li] > 0 {
-                let beta = if c.op == "Gemm" { n.attr_f("beta").unwrap_or(1.0) as f64 } else { 1.0 };
-                let alpha = if c.op == "Gemm" { n.attr_f("alpha").unwrap_or(1.0) as f64 } else { 1.0 };
-                let old_b: Vec<f32> = match n.inputs.get(2).copied().flatten() {
-                    Some(b) => g.constant_value(b).map(|t| t.to_f32()).transpose()?.unwrap_or_else(|| vec![0.0; c.k]),
-                    None => vec![0.0; c.k],
-                };
-                if old_b.len() == c.k && beta != 0.0 {
+                if let Some((old_b, alpha, beta)) = bias_terms(g, n, c)? {
                     let (r0, r1) = (weight_rows(&w0, c)?, weight_rows(&w, c)?);
                     let cols = cols_of(c);
                     let nr = rows_seen[li] as f64;

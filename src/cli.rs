@@ -547,16 +547,10 @@ impl Fidelity {
 fn fidelity_check(original: &Model, compiled: &Model, ctx: &PassContext) -> Result<Fidelity> {
     let samples = crate::passes::obs::load_samples(original, ctx, 8)?;
     let r = crate::passes::calibrate::outputs_of(original, &samples)?;
-    let sqnr_db = crate::passes::calibrate::sqnr_against(&r, compiled, &samples)?;
-    let agreement = if original.graph.outputs.len() == 1 && compiled.graph.outputs.len() == 1 {
-        let c = crate::passes::calibrate::outputs_of(compiled, &samples)?;
-        let am = |v: &[f32]| v.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |b, (i, x)| if *x > b.1 { (i, *x) } else { b }).0;
-        let same = r.iter().zip(&c).filter(|(a, b)| am(a) == am(b)).count();
-        Some(same as f64 / r.len().max(1) as f64)
-    } else {
-        None
-    };
-    Ok(Fidelity { samples: samples.len(), sqnr_db, agreement })
+    let f = crate::passes::calibrate::fidelity(&r, &crate::passes::calibrate::outputs_of(compiled, &samples)?);
+    // top-1 agreement only means something for a single output
+    let agreement = (original.graph.outputs.len() == 1 && compiled.graph.outputs.len() == 1).then_some(f.agreement);
+    Ok(Fidelity { samples: samples.len(), sqnr_db: f.sqnr_db, agreement })
 }
 
 /// `layers: 18 sparse 2:4, 20 INT8, 1 float (of 21 Conv/Gemm/MatMul)`
