@@ -1,17 +1,27 @@
-//! `bias-correct`: after quantization (place it after `insert-qdq`), re-estimates each
-//! quantized layer's per-output-channel mean shift on calibration data and folds it into
-//! the layer's (float) bias.
+//! `bias-correct`: after quantization (place it after `insert-qdq`; both default pipelines
+//! end with it), re-estimates each quantized layer's per-output-channel shift on calibration
+//! data and folds it into the layer's (float) bias.
 //!
 //! The float reference is the same graph with every QuantizeLinear → DequantizeLinear pair
-//! bypassed. Its per-channel output means of every Conv/Gemm/MatMul are measured once;
-//! then, layer by layer in topological order, the quantized network (as corrected so far)
-//! runs to the layer's output and the difference of means is added to the bias. Correcting
-//! in order lets each layer also absorb the mean shift its quantized inputs carry.
+//! bypassed. Its per-channel output means of every Conv/Gemm are measured once. Then one
+//! sweep runs the quantized network over the samples in topological order, keeping only the
+//! values that cross the cut after each layer: at each layer the shift is measured, folded
+//! into the bias and added to the layer's cached output before the layers after it run.
+//! Each node runs once (ResNet-20: 0.8 s instead of one forward per layer), and each layer
+//! also absorbs the shift its quantized (and already corrected) inputs carry.
 //!
-//! With `min-t=T` a channel is corrected only when its mean shift exceeds T standard errors
+//! The shift of a channel is the **median over samples** of the per-sample difference of
+//! channel means (`estimator=median`, the default), not their mean: the differences are
+//! heavy-tailed (on MobileNetV2's features.16 project conv the mean of one channel's
+//! differences is −0.078 while the median is −0.006 and 5 % of the samples lie below −0.42),
+//! and moving every sample by a mean that a few samples dominate made the output worse
+//! (onnxruntime, 64 held-out samples: 16.19 → 10.14 dB with means, → 16.56 dB with medians).
+//!
+//! With `min-t=T` a channel is corrected only when its shift exceeds T standard errors
 //! (paired over samples). With `validate=N` (default 32) the last N calibration samples are
 //! held out: the output SQNR against the float reference is measured before and after, and
-//! the whole correction is undone when it went down. Opt-in: not in the default pipelines.
+//! the whole correction is undone when it went down, so the pass never makes the model
+//! reproduce its float form worse on data it did not fit.
 
 use super::obs::{forward, load_samples};
 use super::util::{node_label, set_const_input};
@@ -22,6 +32,7 @@ use crate::pass::{OptionKind, OptionSpec, Pass, PassContext, PassOptions, PassRe
 pub const NAME: &str = "bias-correct";
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("samples", OptionKind::Int, "64", "calibration samples used"),
+    OptionSpec::new("estimator", OptionKind::Str, "median", "per-channel shift: median (robust to the few samples that carry most of the difference) or mean of the per-sample differences"),
     OptionSpec::new("min-t", OptionKind::Float, "0", "correct a channel only when its shift exceeds this many standard errors (0: always)"),
     OptionSpec::new("exclude", OptionKind::Str, "", "layers left alone: name globs or op:Type, separated by |"),
     OptionSpec::new("validate", OptionKind::Int, "32", "held-out calibration samples on which the corrected model must reproduce the float outputs better, else it is undone (0: no check)"),
@@ -29,6 +40,7 @@ pub const OPTIONS: &[OptionSpec] = &[
 
 pub struct BiasCorrect {
     samples: usize,
+    median: bool,
     min_t: f64,
     exclude: Pattern,
     validate: usize,
@@ -38,6 +50,11 @@ impl BiasCorrect {
     pub fn from_options(o: &PassOptions) -> Result<Self> {
         Ok(BiasCorrect {
             samples: o.int("samples", 64)?.max(1) as usize,
+            median: match o.str("estimator").unwrap_or("median") {
+                "median" | "" => true,
+                "mean" => false,
+                v => return Err(crate::error::Error::usage(format!("bias-correct: estimator must be median or mean, not '{v}'"))),
+            },
             min_t: o.float("min-t", 0.0)?.max(0.0),
             validate: o.int("validate", 32)?.max(0) as usize,
             exclude: Pattern::parse(o.str("exclude").unwrap_or("")),
@@ -84,6 +101,39 @@ fn channel_means(t: &crate::exec::Tensor, k: usize, channel_last: bool, acc: &mu
     Ok(())
 }
 
+/// `t` with `shift[c]` added to every element of channel `c` (axis 1, or the last axis for
+/// a Gemm output).
+fn add_channel_shift(t: &crate::exec::Tensor, shift: &[f64], channel_last: bool) -> Result<crate::exec::Tensor> {
+    let k = shift.len().max(1);
+    let mut v = t.as_f32()?.to_vec();
+    if channel_last {
+        for row in v.chunks_mut(k) {
+            row.iter_mut().zip(shift).for_each(|(x, s)| *x = (*x as f64 + s) as f32);
+        }
+    } else {
+        let inner = (v.len() / k / t.shape().first().copied().unwrap_or(1).max(1)).max(1);
+        for (j, c) in v.chunks_mut(inner).enumerate() {
+            let s = shift[j % k];
+            c.iter_mut().for_each(|x| *x = (*x as f64 + s) as f32);
+        }
+    }
+    crate::exec::Tensor::new(t.shape().to_vec(), v)
+}
+
+/// The median (mean of the two middle values for an even count; 0 for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
 impl Pass for BiasCorrect {
     fn name(&self) -> &str {
         NAME
@@ -119,6 +169,15 @@ impl Pass for BiasCorrect {
                 ("Gemm", Some(crate::ir::Dim::Known(k))) => *k as usize,
                 _ => continue,
             };
+            // the bias must be able to absorb the shift: none yet, or a constant of K values
+            let beta = if n.op_type == "Gemm" { n.attr_f("beta").unwrap_or(1.0) } else { 1.0 };
+            let bias_ok = match n.inputs.get(2).copied().flatten() {
+                None => true,
+                Some(b) => m.graph.constant_value(b).map(|t| t.numel().ok() == Some(k)).unwrap_or(false),
+            };
+            if beta == 0.0 || !bias_ok {
+                continue;
+            }
             layers.push((id, out, k, n.op_type == "Gemm"));
         }
         let reference = float_reference(m)?;
@@ -135,15 +194,54 @@ impl Pass for BiasCorrect {
         })?;
         let mut total_shift = 0f64;
         let (mut kept, mut total) = (0usize, 0usize);
+        // One sweep through the quantized network: the samples' values that cross the cut
+        // after each layer are kept, so each node runs once; a layer's correction is added
+        // to its cached output before the layers after it run (the bias is additive).
+        let ms = crate::engine::ModelSession::new(m)?;
+        let topo = m.graph.topo_order()?;
+        let pos: std::collections::HashMap<NodeId, usize> = topo.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let frontier_after = |t: usize| -> Result<Vec<usize>> {
+            let mut v = Vec::new();
+            for val in m.graph.value_ids() {
+                let x = m.graph.v(val)?;
+                if x.constant.is_some() {
+                    continue;
+                }
+                let made = match m.graph.producer_node(val) {
+                    Some((pid, _)) => pos.get(&pid).is_some_and(|p| *p <= t),
+                    None => m.graph.inputs.contains(&val),
+                };
+                if made && x.uses.iter().any(|u| pos.get(&u.node).is_some_and(|p| *p > t)) {
+                    v.push(ms.id(val)?);
+                }
+            }
+            Ok(v)
+        };
+        let mut state: Vec<Vec<(usize, crate::exec::Tensor)>> = Vec::with_capacity(samples.len());
+        for smp in &samples {
+            let mut feed = Vec::new();
+            for (name, shape, data) in smp {
+                let id = ms.inputs.iter().find(|(n, _)| n == name).map(|(_, id)| *id).ok_or_else(|| {
+                    crate::error::Error::user(format!("calibration data names input '{name}', which the model does not have"))
+                })?;
+                feed.push((id, crate::engine::f32_tensor(shape, data.clone())?));
+            }
+            state.push(feed);
+        }
+        let mut shifts: Vec<Vec<f64>> = Vec::with_capacity(layers.len());
         for (li, (id, out, k, gemm)) in layers.iter().enumerate() {
+            let out_id = ms.id(*out)?;
+            let mut targets = vec![out_id];
+            let front = frontier_after(pos[id])?;
+            targets.extend(front.iter().copied().filter(|v| *v != out_id));
+            let results = ms.session.run_batch(std::mem::take(&mut state), &targets)?;
             // paired differences reference - quantized, per sample and channel
-            let mut diffs: Vec<Vec<f64>> = Vec::new();
-            forward(m, &samples, &[*out], &mut |ts| {
+            let mut diffs: Vec<Vec<f64>> = Vec::with_capacity(results.len());
+            for r in &results {
                 let mut acc = vec![0f64; *k];
-                channel_means(&ts[0], *k, *gemm, &mut acc)?;
+                channel_means(&r[0], *k, *gemm, &mut acc)?;
                 diffs.push(acc);
-                Ok(())
-            })?;
+            }
             let ns = diffs.len().min(ref_means[li].len());
             let mut shift = vec![0f64; *k];
             for j in 0..*k {
@@ -151,23 +249,35 @@ impl Pass for BiasCorrect {
                 let mean = d.iter().sum::<f64>() / ns.max(1) as f64;
                 let var = if ns > 1 { d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (ns - 1) as f64 } else { 0.0 };
                 let se = (var / ns.max(1) as f64).sqrt();
+                let est = if self.median { median(d) } else { mean };
                 // a shift that sampling noise explains is left alone
-                if self.min_t == 0.0 || mean.abs() > self.min_t * se {
-                    shift[j] = mean;
+                if self.min_t == 0.0 || est.abs() > self.min_t * se {
+                    shift[j] = est;
                     kept += 1;
                 }
                 total += 1;
             }
+            // the next cut: the frontier, with this layer's output moved by the shift
+            for r in results {
+                let mut next = Vec::with_capacity(front.len());
+                for (t, v) in targets.iter().zip(r) {
+                    if !front.contains(t) {
+                        continue;
+                    }
+                    let v = if *t == out_id { add_channel_shift(&v, &shift, *gemm)? } else { v };
+                    next.push((*t, v));
+                }
+                state.push(next);
+            }
+            shifts.push(shift);
+        }
+        drop(state);
+        for (li, (id, _out, k, gemm)) in layers.iter().enumerate() {
+            let shift = &shifts[li];
             let n = m.graph.n(*id)?.clone();
             let beta = if *gemm { n.attr_f("beta").unwrap_or(1.0) as f64 } else { 1.0 };
-            if beta == 0.0 {
-                continue;
-            }
             let old: Vec<f32> = match n.inputs.get(2).copied().flatten() {
-                Some(b) => match m.graph.constant_value(b) {
-                    Some(t) if t.numel()? == *k => t.to_f32()?,
-                    _ => continue,
-                },
+                Some(b) => m.graph.constant_value(b).ok_or_else(|| crate::error::Error::internal("bias checked above"))?.to_f32()?,
                 None => vec![0.0; *k],
             };
             let mut shift_abs = 0.0;

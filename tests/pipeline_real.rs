@@ -302,8 +302,10 @@ fn budget_selection_meets_its_budget_and_leaves_the_rest_alone_with_a_reason() {
     let sqnr = |a: &[Vec<f32>], b: &[Vec<f32>]| -20.0 * rel_l2(a, b).log10();
     let mut dense = load("models/resnet20_bn.onnx");
     run(&mut dense, "fold-bn,cleanup", CalibInput::default());
-    let held = |v: Vec<Vec<f32>>| v[24..].to_vec();
-    let untouched = |v: Vec<Vec<f32>>| v[16..24].to_vec();
+    // logits_exec gives the rows as stored; the passes take samples in spread order
+    let order = sparseqc::calib::data::spread_order(32);
+    let held = |v: Vec<Vec<f32>>| order[24..].iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
+    let untouched = |v: Vec<Vec<f32>>| order[16..24].iter().map(|&i| v[i].clone()).collect::<Vec<_>>();
     let (w_dense, y_dense, u_dense) = (weights(&dense), held(logits_exec(&dense)), untouched(logits_exec(&dense)));
     // 32 samples: the first 16 reconstruct, the last 8 score, the 8 between are untouched
     let opts = "min-channels=4,min-params=0,method=obs,samples=16,budget-samples=8";
@@ -399,4 +401,96 @@ fn damp_auto_keeps_the_dampening_with_the_least_held_out_error() {
         let e = reg.create(&parse_pipeline(&format!("prune-2of4{{{bad}}}")).unwrap()[0]).err().expect("rejected").to_string();
         assert!(e.contains("damp must be auto or a non-negative number"), "{e}");
     }
+}
+
+/// Per-channel mean of every Conv/Gemm output, per sample (samples in spread order, the
+/// first `n`), by name of the output.
+fn layer_channel_means(m: &Model, n: usize) -> std::collections::BTreeMap<String, Vec<Vec<f64>>> {
+    let ms = sparseqc::engine::ModelSession::new(m).unwrap();
+    let arr = sparseqc::calib::npy::NpyArray::open(&testdata("cifar10-mini.input.npy")).unwrap();
+    let outs: Vec<String> = m
+        .graph
+        .node_ids()
+        .iter()
+        .filter_map(|id| {
+            let nd = m.graph.node(*id).unwrap();
+            matches!(nd.op_type.as_str(), "Conv" | "Gemm").then(|| m.graph.name_of(nd.outputs[0].unwrap()).to_string())
+        })
+        .collect();
+    let capture: Vec<&str> = outs.iter().map(|s| s.as_str()).collect();
+    let input = m.graph.name_of(m.graph.inputs[0]).to_string();
+    let mut res: std::collections::BTreeMap<String, Vec<Vec<f64>>> = Default::default();
+    for &row in &sparseqc::calib::data::spread_order(32)[..n] {
+        let x = sparseqc::exec::Tensor::new(vec![1, 3, 32, 32], arr.read_rows(row, 1).unwrap()).unwrap();
+        let got = ms.session.run(&[(input.as_str(), x)], &capture).unwrap();
+        for name in &outs {
+            let t = &got[name];
+            let (k, v) = (t.shape()[1], t.as_f32().unwrap());
+            let inner = v.len() / k;
+            res.entry(name.clone()).or_default().push(v.chunks(inner).map(|c| c.iter().map(|x| *x as f64).sum::<f64>() / inner as f64).collect());
+        }
+    }
+    res
+}
+
+#[test]
+fn bias_correct_leaves_every_layer_with_zero_median_shift() {
+    // float model and its Q/DQ form with the same weights; then bias-correct on 16 samples
+    let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
+    let mut f = load("models/resnet20_bn.onnx");
+    run(&mut f, "fold-bn,cleanup,calibrate{method=max}", calib());
+    let mut q = f.clone();
+    run(&mut q, "insert-qdq", calib());
+    let mut bc = q.clone();
+    let reps = run(&mut bc, "bias-correct{samples=16,validate=0}", calib());
+    assert_eq!(reps[0].count("bias-corrected"), 20);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        0.5 * (v[(v.len() - 1) / 2] + v[v.len() / 2])
+    };
+    let (mf, mq, mb) = (layer_channel_means(&f, 16), layer_channel_means(&q, 16), layer_channel_means(&bc, 16));
+    let worst = |m: &std::collections::BTreeMap<String, Vec<Vec<f64>>>, name: &str| {
+        let k = mf[name][0].len();
+        (0..k).map(|j| median((0..16).map(|i| mf[name][i][j] - m[name][i][j]).collect()).abs()).fold(0f64, f64::max)
+    };
+    let mut before_total = 0f64;
+    // mf is keyed by name; visit the layers in network order
+    let order: Vec<String> = bc
+        .graph
+        .topo_order()
+        .unwrap()
+        .iter()
+        .filter_map(|id| {
+            let nd = bc.graph.node(*id).unwrap();
+            matches!(nd.op_type.as_str(), "Conv" | "Gemm").then(|| bc.graph.name_of(nd.outputs[0].unwrap()).to_string())
+        })
+        .collect();
+    for (i, name) in order.iter().enumerate() {
+        let (before, after) = (worst(&mq, name), worst(&mb, name));
+        before_total += before;
+        if i < 5 {
+            // each layer's median shift, measured on the corrected network, is gone
+            assert!(after < 1e-6, "{name}: median shift {before:.2e} -> {after:.2e}");
+        } else {
+            // deeper, the sweep's outputs (shift added after the conv) and the corrected
+            // conv (shift inside the bias) differ by an ulp, which Q/DQ rounding flips
+            // amplify layer after layer; the shift is still mostly removed
+            assert!(after <= 0.5 * before, "{name}: median shift {before:.2e} -> {after:.2e}");
+        }
+    }
+    assert!(before_total > 1e-2, "quantization moved the layer means: {before_total}");
+}
+
+#[test]
+fn bias_correct_options_are_checked() {
+    let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
+    let reg = Registry::with_builtins();
+    let e = parse_pipeline("bias-correct{estimator=mode}").unwrap();
+    let err = reg.create(&e[0]).err().expect("bad estimator is refused").to_string();
+    assert!(err.contains("median or mean"), "{err}");
+    // the mean estimator still runs
+    let mut q = load("models/resnet20_bn.onnx");
+    run(&mut q, "fold-bn,cleanup,calibrate{method=max},insert-qdq", calib());
+    let reps = run(&mut q, "bias-correct{samples=16,validate=0,estimator=mean}", calib());
+    assert!(reps[0].changed);
 }

@@ -6,11 +6,13 @@
 //!
 //! * [`ImageFolder`]: `.jpg`/`.jpeg`/`.png` files (any case) found recursively under a
 //!   folder, sorted by path component by component (like Python's
-//!   `sorted(Path(dir).rglob(...))`), turned into `[1, 3, H, W]` (or `[1, H, W, 3]`) f32 tensors
-//!   by a [`Preprocess`] spec. Only for single-input models.
+//!   `sorted(Path(dir).rglob(...))`), handed out in [`spread_order`] (so that any run of
+//!   consecutive samples covers every class of a class-sorted folder), turned into
+//!   `[1, 3, H, W]` (or `[1, H, W, 3]`) f32 tensors by a [`Preprocess`] spec. Only for
+//!   single-input models.
 //! * [`NpySource`]: ready tensors in an `.npz` archive, a single `.npy` file or a folder of
 //!   `<input name>.npy` files. The **first axis of every array counts the samples**; sample `i`
-//!   is row `i` kept as a batch of one (`[N, C, H, W]` gives samples `[1, C, H, W]`). Arrays are
+//!   is row `spread_order(n)[i]` kept as a batch of one (`[N, C, H, W]` gives samples `[1, C, H, W]`). Arrays are
 //!   matched to model inputs by name; a single array feeding a single-input model is matched
 //!   whatever its name. Extra arrays (e.g. labels) are ignored by [`open_source`].
 //!
@@ -102,6 +104,30 @@ fn fmt_dims(d: &[Option<usize>]) -> String {
         .map(|x| x.map_or("?".to_string(), |v| v.to_string()))
         .collect();
     format!("[{}]", parts.join(","))
+}
+
+/// The order in which a source hands out its `n` stored samples: sample `i` is stored item
+/// `(i · s) mod n`, with `s` the integer nearest `0.618 · n` that is coprime with `n`.
+///
+/// Calibration folders are usually sorted by class (`airplane/…`, `automobile/…`, or
+/// ImageNet's `n01440764_…` names), and every consumer takes runs of consecutive samples: the
+/// first `--calib-limit` or `samples=N`, a held-out tail. In stored order such a run would be
+/// a few classes only (the first 256 of CIFAR-10's sorted 1,000 are airplanes, automobiles
+/// and birds). Stepping by the golden ratio of `n` makes every run of consecutive samples
+/// spread evenly over the whole set (the three-distance theorem), deterministically. All
+/// samples are still visited exactly once, so statistics over the whole set do not change.
+pub fn spread_order(n: usize) -> Vec<usize> {
+    if n <= 2 {
+        return (0..n).collect();
+    }
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let mut s = ((n as f64) * 0.618_033_988_749_895).round().max(1.0) as usize;
+    while gcd(s, n) != 1 {
+        s += 1;
+    }
+    (0..n).map(|i| ((i as u128 * s as u128) % n as u128) as usize).collect()
 }
 
 /// A source of calibration samples.
@@ -580,8 +606,8 @@ pub struct ImageFolder {
 }
 
 impl ImageFolder {
-    /// Finds the images under `dir` (recursively, sorted, at most `limit`) for model input
-    /// `input`. Errors when the folder is missing or holds no image.
+    /// Finds the images under `dir` (recursively, sorted, then in [`spread_order`], at most
+    /// `limit`) for model input `input`. Errors when the folder is missing or holds no image.
     pub fn open(
         dir: &Path,
         input: &str,
@@ -601,6 +627,8 @@ impl ImageFolder {
             )));
         }
         files.sort();
+        let order = spread_order(files.len());
+        let mut files: Vec<PathBuf> = order.into_iter().map(|i| files[i].clone()).collect();
         if let Some(n) = limit {
             files.truncate(n);
         }
@@ -779,7 +807,8 @@ fn static_hw(dims: &[Option<usize>], layout: Layout) -> Option<(usize, usize)> {
 pub struct NpySource {
     desc: String,
     arrays: Vec<(String, NpyArray)>,
-    len: usize,
+    /// Stored row of each sample ([`spread_order`]), truncated by [`NpySource::limit`].
+    order: Vec<usize>,
 }
 
 impl NpySource {
@@ -846,13 +875,13 @@ impl NpySource {
                 all.join(", ")
             )));
         }
-        Ok(NpySource { desc, arrays, len })
+        Ok(NpySource { desc, arrays, order: spread_order(len) })
     }
 
-    /// Keeps at most `n` samples.
+    /// Keeps at most `n` samples (the first `n` in [`spread_order`]).
     pub fn limit(mut self, n: Option<usize>) -> Self {
         if let Some(n) = n {
-            self.len = self.len.min(n);
+            self.order.truncate(n);
         }
         self
     }
@@ -897,7 +926,7 @@ impl CalibSource for NpySource {
     }
 
     fn len(&self) -> usize {
-        self.len
+        self.order.len()
     }
 
     fn inputs(&self) -> Vec<SourceInput> {
@@ -914,12 +943,12 @@ impl CalibSource for NpySource {
     }
 
     fn sample(&self, index: usize) -> Result<Sample> {
-        if index >= self.len {
+        let Some(&row) = self.order.get(index) else {
             return Err(Error::internal(format!(
                 "sample {index} out of range ({})",
-                self.len
+                self.order.len()
             )));
-        }
+        };
         self.arrays
             .iter()
             .map(|(n, a)| {
@@ -928,7 +957,7 @@ impl CalibSource for NpySource {
                 Ok(InputTensor {
                     name: n.clone(),
                     shape,
-                    data: a.read_rows(index, 1).ctx(self.desc.clone())?,
+                    data: a.read_rows(row, 1).ctx(self.desc.clone())?,
                 })
             })
             .collect()
@@ -944,7 +973,7 @@ pub struct SourceOptions {
     /// Image preprocessing; `None` means the defaults for images, and is required for
     /// `.npy`/`.npz` data (which must already be tensors).
     pub preprocess: Option<Preprocess>,
-    /// Use at most this many samples (the first ones in order).
+    /// Use at most this many samples (the first ones in [`spread_order`]).
     pub limit: Option<usize>,
 }
 
@@ -1156,7 +1185,9 @@ mod tests {
 
     #[test]
     fn png_pixels_match_pil_exactly() {
-        // d.png and g.png are samples 3 and 6 in sorted order.
+        // d.png and g.png are files 3 and 6 in sorted order (the reference's rows); the
+        // source hands them out in spread order.
+        let pos = |i: usize| spread_order(8).iter().position(|&x| x == i).unwrap();
         let src = open_source(
             &fixture("img"),
             &SourceOptions {
@@ -1171,7 +1202,7 @@ mod tests {
         assert_eq!(shape, vec![8, 3, 32, 32]);
         let n = 3 * 32 * 32;
         for i in [3, 6] {
-            let s = src.sample(i).unwrap();
+            let s = src.sample(pos(i)).unwrap();
             assert_eq!(s[0].name, "input");
             assert_eq!(s[0].shape, vec![1, 3, 32, 32]);
             let d = max_diff(&s[0].data, &reference[i * n..(i + 1) * n]);
@@ -1193,26 +1224,18 @@ mod tests {
                     .to_string()
             })
             .collect();
-        assert_eq!(
-            names,
-            [
-                "a.jpg",
-                "b.jpg",
-                "c.JPEG",
-                "d.png",
-                "e.jpg",
-                "f.jpg",
-                "g.png",
-                "sub/h.jpg"
-            ]
-        );
+        // sorted like Python's sorted(rglob), then handed out in spread order
+        let sorted = ["a.jpg", "b.jpg", "c.JPEG", "d.png", "e.jpg", "f.jpg", "g.png", "sub/h.jpg"];
+        let order = spread_order(8);
+        assert_eq!(names, order.iter().map(|&i| sorted[i]).collect::<Vec<_>>());
         let (_, reference) = ref_array("ref_img.npy");
         let n = 3 * 32 * 32;
         for i in [0, 1, 2, 4, 5, 7] {
-            let s = src.sample(i).unwrap();
+            let p = order.iter().position(|&x| x == i).unwrap();
+            let s = src.sample(p).unwrap();
             // 1e-6 after normalisation is 1e-4 pixel levels: the decoded pixels are Pillow's.
             let d = max_diff(&s[0].data, &reference[i * n..(i + 1) * n]);
-            assert!(d < 1e-6, "sample {i} ({}): max diff {d}", names[i]);
+            assert!(d < 1e-6, "file {i} ({}): max diff {d}", sorted[i]);
         }
     }
 
@@ -1400,6 +1423,30 @@ mod tests {
     }
 
     #[test]
+    fn spread_order_is_a_permutation_whose_runs_cover_every_class() {
+        for n in [0usize, 1, 2, 3, 7, 10, 32, 250, 1000, 1024] {
+            let o = spread_order(n);
+            let mut seen = vec![false; n];
+            o.iter().for_each(|&i| seen[i] = true);
+            assert!(o.len() == n && seen.iter().all(|x| *x), "n={n}");
+        }
+        // 10 classes of 100, stored sorted by class: every run of 100 consecutive samples
+        // (a limit, a held-out tail, a window in the middle) holds 7..=13 of each class; the
+        // stored order would give one class.
+        let o = spread_order(1000);
+        for start in (0..=900).step_by(50) {
+            let mut per = [0usize; 10];
+            o[start..start + 100].iter().for_each(|&i| per[i / 100] += 1);
+            assert!(per.iter().all(|&c| (7..=13).contains(&c)), "start {start}: {per:?}");
+        }
+        // ImageNet sample: 250 images of 250 classes; the first 64 reach all over the set
+        let o = spread_order(250);
+        let mut first: Vec<usize> = o[..64].to_vec();
+        first.sort();
+        assert!(first.windows(2).all(|w| w[1] - w[0] <= 6), "{first:?}");
+    }
+
+    #[test]
     fn image_folder_limit_and_dynamic_model() {
         let opts = SourceOptions {
             preprocess: None,
@@ -1423,7 +1470,8 @@ mod tests {
             // 'y' (labels) is ignored.
             let src = open_source(&fixture(f), &SourceOptions::default(), &model).unwrap();
             assert_eq!(src.len(), 5);
-            let s = src.sample(2).unwrap();
+            // row 2 of the arrays, handed out in spread order
+            let s = src.sample(spread_order(5).iter().position(|&x| x == 2).unwrap()).unwrap();
             assert_eq!(s.len(), 1);
             assert_eq!(s[0].name, "x");
             assert_eq!(s[0].shape, vec![1, 3, 4, 4]);
@@ -1443,11 +1491,13 @@ mod tests {
             &model2,
         )
         .unwrap();
+        // the limit keeps the first two in spread order: rows 0 and 3 (y = -4, 5)
+        assert_eq!(spread_order(5)[..2], [0, 3]);
         assert_eq!(src.len(), 2);
         let s = src.sample(1).unwrap();
         assert_eq!(
             (s[1].name.as_str(), s[1].shape.clone(), s[1].data.clone()),
-            ("y", vec![1], vec![-1.0])
+            ("y", vec![1], vec![5.0])
         );
         // Missing input: the message lists what the file holds.
         let bad = vec![
@@ -1504,7 +1554,9 @@ mod tests {
         ];
         let src = open_source(dir.path(), &SourceOptions::default(), &model).unwrap();
         assert_eq!(src.len(), 4);
-        let s = src.sample(3).unwrap();
+        // sample 1 in spread order (0, 3, 2, 1) is row 3
+        assert_eq!(spread_order(4), [0, 3, 2, 1]);
+        let s = src.sample(1).unwrap();
         assert_eq!(s[0].data, vec![6.0, 7.0]);
         assert_eq!(s[1].shape, vec![1, 3, 2]);
         assert_eq!(s[1].data[0], 18.0);
