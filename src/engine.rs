@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::exec::{ExecNode, Program, Session};
 use crate::ir::{Model, Producer, Tensor, ValueId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// An executable session for a model, with value lookups by IR id.
 pub struct ModelSession {
@@ -15,11 +15,56 @@ pub struct ModelSession {
     pub ids: HashMap<ValueId, usize>,
     /// Program ids of the graph inputs (non-initializer), in graph order.
     pub inputs: Vec<(String, usize)>,
+    /// IR values computed once when the session was built (outputs of nodes whose inputs are
+    /// all constant, such as weights behind QuantizeLinear → DequantizeLinear): constants of
+    /// the program, so they cannot be fed.
+    pub folded: HashSet<ValueId>,
 }
 
+/// Ops evaluated once at session build when all their inputs are constant.
+const FOLDABLE: &[&str] = &["QuantizeLinear", "DequantizeLinear", "Identity", "Cast", "Transpose"];
+
 impl ModelSession {
-    /// Builds a session for `m` (every node, every initializer as a constant).
+    /// Builds a session for `m` (every node, every initializer as a constant). Nodes of
+    /// [`FOLDABLE`] ops whose inputs are all initializers (or such nodes' outputs) are run
+    /// once here and their outputs become constants: a Q/DQ model's weights then reach the
+    /// Conv/Gemm kernels as constants, which pack them once instead of per run
+    /// (MobileNetV2 Q/DQ forward about 2× faster), with identical results.
     pub fn new(m: &Model) -> Result<ModelSession> {
+        let g = &m.graph;
+        let order = g.topo_order()?;
+        let mut constant: HashSet<ValueId> = g.value_ids().into_iter().filter(|v| g.v(*v).map(|x| x.producer == Producer::Initializer).unwrap_or(false)).collect();
+        let mut fold_nodes = HashSet::new();
+        for &id in &order {
+            let n = g.n(id)?;
+            if n.domain.is_empty()
+                && FOLDABLE.contains(&n.op_type.as_str())
+                && n.inputs.iter().flatten().all(|v| constant.contains(v))
+                && n.outputs.iter().all(|o| o.is_some())
+                && !n.outputs.iter().flatten().any(|o| g.outputs.contains(o))
+            {
+                fold_nodes.insert(id);
+                constant.extend(n.outputs.iter().flatten().copied());
+            }
+        }
+        if fold_nodes.is_empty() {
+            return Self::build(m, &order, &HashSet::new(), Vec::new());
+        }
+        let full = Self::build(m, &order, &HashSet::new(), Vec::new())?;
+        let folded: Vec<ValueId> = order.iter().filter(|id| fold_nodes.contains(id)).flat_map(|id| g.n(*id).map(|n| n.outputs.iter().flatten().copied().collect::<Vec<_>>()).unwrap_or_default()).collect();
+        let targets: Vec<usize> = folded.iter().map(|v| full.id(*v)).collect::<Result<_>>()?;
+        let values = full.session.run_from(Vec::new(), &targets)?;
+        drop(full);
+        Self::build(m, &order, &fold_nodes, folded.into_iter().zip(values).collect())
+    }
+
+    /// A session without constant folding (every node runs on every call), to check that
+    /// folding changes nothing.
+    pub fn new_unfolded(m: &Model) -> Result<ModelSession> {
+        Self::build(m, &m.graph.topo_order()?, &HashSet::new(), Vec::new())
+    }
+
+    fn build(m: &Model, order: &[crate::ir::NodeId], skip: &HashSet<crate::ir::NodeId>, extra: Vec<(ValueId, crate::exec::Tensor)>) -> Result<ModelSession> {
         let g = &m.graph;
         let mut p = Program::new(m.opset());
         let mut ids = HashMap::new();
@@ -35,6 +80,10 @@ impl ModelSession {
                 p.add_constant(ids[&v], crate::exec::Tensor::from_proto(&t.proto)?);
             }
         }
+        let folded: HashSet<ValueId> = extra.iter().map(|(v, _)| *v).collect();
+        for (v, t) in extra {
+            p.add_constant(ids[&v], t);
+        }
         for v in &g.inputs {
             let val = g.v(*v)?;
             if let Some(t) = &val.constant {
@@ -48,7 +97,10 @@ impl ModelSession {
         for v in &g.outputs {
             p.add_output(ids[v]);
         }
-        for id in g.topo_order()? {
+        for &id in order {
+            if skip.contains(&id) {
+                continue;
+            }
             let n = g.n(id)?;
             p.add_node(ExecNode {
                 name: n.name.clone(),
@@ -60,7 +112,7 @@ impl ModelSession {
             });
         }
         let session = Session::new(p)?;
-        Ok(ModelSession { session, ids, inputs })
+        Ok(ModelSession { session, ids, inputs, folded })
     }
 
     pub fn id(&self, v: ValueId) -> Result<usize> {

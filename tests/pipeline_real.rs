@@ -494,3 +494,20 @@ fn bias_correct_options_are_checked() {
     let reps = run(&mut q, "bias-correct{samples=16,validate=0,estimator=mean}", calib());
     assert!(reps[0].changed);
 }
+
+#[test]
+fn sessions_fold_constant_weight_qdq_without_changing_results() {
+    let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
+    let mut q = load("models/resnet20_bn.onnx");
+    run(&mut q, "fold-bn,cleanup,calibrate{method=max},insert-qdq", calib());
+    let folded = sparseqc::engine::ModelSession::new(&q).unwrap();
+    let plain = sparseqc::engine::ModelSession::new_unfolded(&q).unwrap();
+    // every weight's QuantizeLinear and DequantizeLinear output (19 convs and the Gemm: 20 × 2)
+    assert_eq!(folded.folded.len(), 40);
+    assert!(plain.folded.is_empty());
+    let arr = sparseqc::calib::npy::NpyArray::open(&testdata("cifar10-mini.input.npy")).unwrap();
+    let x = sparseqc::exec::Tensor::new(vec![32, 3, 32, 32], arr.read_all().unwrap()).unwrap();
+    let a = folded.session.run_outputs(vec![x.clone()]).unwrap();
+    let b = plain.session.run_outputs(vec![x]).unwrap();
+    assert_eq!(a[0].as_f32().unwrap(), b[0].as_f32().unwrap());
+}

@@ -212,6 +212,32 @@ pub(crate) fn build_quantize(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
     Ok(Box::new(QuantizeKernel { axis: a.int("axis", 1)?, out }))
 }
 
+#[inline(always)]
+fn zip_map_impl<A: Copy, B: Copy, F: Fn(A) -> B>(xs: &[A], ys: &mut [B], f: &F) {
+    for (o, &v) in ys.iter_mut().zip(xs) {
+        *o = f(v);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn zip_map_avx2<A: Copy, B: Copy, F: Fn(A) -> B>(xs: &[A], ys: &mut [B], f: &F) {
+    zip_map_impl(xs, ys, f)
+}
+
+/// `ys[i] = f(xs[i])`, compiled for AVX2 when the CPU has it (the same arithmetic either way:
+/// IEEE division and rounding, no FMA contraction in `f`).
+fn zip_map<A: Copy, B: Copy, F: Fn(A) -> B>(xs: &[A], ys: &mut [B], f: &F) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::super::gemm::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { zip_map_avx2(xs, ys, f) };
+        }
+    }
+    zip_map_impl(xs, ys, f)
+}
+
 /// `saturate(round_half_even(x / scale) + zero_point)` into int8 or uint8.
 pub(crate) fn quantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64, out: DType) -> Result<Tensor> {
     let xs = x.shape();
@@ -242,20 +268,21 @@ pub(crate) fn quantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i6
     };
     let block = if ch == 1 { xv.len().max(1) } else { inner };
     let chan = |b: usize| if ch == 1 { 0 } else { b % ch };
+    // zipped slices (not `extend(map)`) so that the loops vectorize
     Ok(match out {
         DType::I8 => {
-            let mut y = Vec::with_capacity(xv.len());
-            for (b, xs_) in xv.chunks(block).enumerate() {
+            let mut y = vec![0i8; xv.len()];
+            for (b, (xs_, ys_)) in xv.chunks(block).zip(y.chunks_mut(block)).enumerate() {
                 let (s_, z_) = (sv[chan(b)], zpv[chan(b)]);
-                y.extend(xs_.iter().map(|&v| q(v, s_, z_) as i8));
+                zip_map(xs_, ys_, &|v| q(v, s_, z_) as i32 as i8);
             }
             Tensor::from_vec(xs.to_vec(), y)
         }
         _ => {
-            let mut y = Vec::with_capacity(xv.len());
-            for (b, xs_) in xv.chunks(block).enumerate() {
+            let mut y = vec![0u8; xv.len()];
+            for (b, (xs_, ys_)) in xv.chunks(block).zip(y.chunks_mut(block)).enumerate() {
                 let (s_, z_) = (sv[chan(b)], zpv[chan(b)]);
-                y.extend(xs_.iter().map(|&v| q(v, s_, z_) as u8));
+                zip_map(xs_, ys_, &|v| q(v, s_, z_) as i32 as u8);
             }
             Tensor::from_vec(xs.to_vec(), y)
         }
@@ -306,17 +333,20 @@ pub(crate) fn dequantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: 
     let block = if ch == 1 { x.len().max(1) } else { inner };
     let chan = |b: usize| if ch == 1 { 0 } else { b % ch };
     let mut y: Vec<f32> = Vec::with_capacity(x.len());
+    // 8-bit inputs: i32 arithmetic (exact) and zipped slices, so that the loops vectorize
     match x.dtype() {
         DType::I8 => {
-            for (b, xs_) in x.as_slice::<i8>()?.chunks(block).enumerate() {
-                let (s_, z_) = (sv[chan(b)], zpv[chan(b)]);
-                y.extend(xs_.iter().map(|&v| (v as i64 - z_) as f32 * s_));
+            y.resize(x.len(), 0.0);
+            for (b, (xs_, ys_)) in x.as_slice::<i8>()?.chunks(block).zip(y.chunks_mut(block)).enumerate() {
+                let (s_, z_) = (sv[chan(b)], zpv[chan(b)] as i32);
+                zip_map(xs_, ys_, &|v| (v as i32 - z_) as f32 * s_);
             }
         }
         DType::U8 => {
-            for (b, xs_) in x.as_slice::<u8>()?.chunks(block).enumerate() {
-                let (s_, z_) = (sv[chan(b)], zpv[chan(b)]);
-                y.extend(xs_.iter().map(|&v| (v as i64 - z_) as f32 * s_));
+            y.resize(x.len(), 0.0);
+            for (b, (xs_, ys_)) in x.as_slice::<u8>()?.chunks(block).zip(y.chunks_mut(block)).enumerate() {
+                let (s_, z_) = (sv[chan(b)], zpv[chan(b)] as i32);
+                zip_map(xs_, ys_, &|v| (v as i32 - z_) as f32 * s_);
             }
         }
         _ => {
