@@ -7,7 +7,7 @@
 //! sweep runs the quantized network over the samples in topological order, keeping only the
 //! values that cross the cut after each layer: at each layer the shift is measured, folded
 //! into the bias and added to the layer's cached output before the layers after it run.
-//! Each node runs once (ResNet-20: 0.8 s instead of one forward per layer), and each layer
+//! Each node runs once (MobileNetV2: 4.3 s instead of 146 s with one forward per layer), and each layer
 //! also absorbs the shift its quantized (and already corrected) inputs carry.
 //!
 //! The shift of a channel is the **median over samples** of the per-sample difference of
@@ -23,7 +23,7 @@
 //! the whole correction is undone when it went down, so the pass never makes the model
 //! reproduce its float form worse on data it did not fit.
 
-use super::obs::{forward, load_samples};
+use super::obs::{feed, forward, load_samples};
 use super::util::{node_label, set_const_input};
 use crate::error::Result;
 use crate::ir::{Model, NodeId, Tensor, ValueId};
@@ -234,17 +234,7 @@ impl Pass for BiasCorrect {
             }
             Ok(v)
         };
-        let mut state: Vec<Vec<(usize, crate::exec::Tensor)>> = Vec::with_capacity(samples.len());
-        for smp in &samples {
-            let mut feed = Vec::new();
-            for (name, shape, data) in smp {
-                let id = ms.inputs.iter().find(|(n, _)| n == name).map(|(_, id)| *id).ok_or_else(|| {
-                    crate::error::Error::user(format!("calibration data names input '{name}', which the model does not have"))
-                })?;
-                feed.push((id, crate::engine::f32_tensor(shape, data.clone())?));
-            }
-            state.push(feed);
-        }
+        let mut state = samples.iter().map(|smp| feed(&ms, smp)).collect::<Result<Vec<_>>>()?;
         let mut shifts: Vec<Vec<f64>> = Vec::with_capacity(layers.len());
         for (li, (id, out, k, gemm)) in layers.iter().enumerate() {
             let out_id = ms.id(*out)?;

@@ -46,6 +46,19 @@ pub(crate) fn load_sample_window(m: &Model, ctx: &PassContext, (start, count): (
         .collect()
 }
 
+/// One calibration sample as the session's fed values (its graph inputs by name).
+pub(crate) fn feed(ms: &ModelSession, sample: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<(usize, crate::exec::Tensor)>> {
+    sample
+        .iter()
+        .map(|(name, shape, data)| {
+            let id = ms.inputs.iter().find(|(n, _)| n == name).map(|(_, id)| *id).ok_or_else(|| {
+                Error::user(format!("calibration data names input '{name}', which the model does not have"))
+            })?;
+            Ok((id, f32_tensor(shape, data.clone())?))
+        })
+        .collect()
+}
+
 /// Runs the model on all samples, returning `targets` per sample (in chunks of CHUNK,
 /// handed to `f` in sample order).
 pub(crate) fn forward(
@@ -57,17 +70,7 @@ pub(crate) fn forward(
     let ms = ModelSession::new(m)?;
     let tids: Vec<usize> = targets.iter().map(|v| ms.id(*v)).collect::<Result<_>>()?;
     for chunk in samples.chunks(CHUNK) {
-        let mut batch = Vec::with_capacity(chunk.len());
-        for s in chunk {
-            let mut feed = Vec::new();
-            for (name, shape, data) in s {
-                let id = ms.inputs.iter().find(|(n, _)| n == name).map(|(_, id)| *id).ok_or_else(|| {
-                    Error::user(format!("calibration data names input '{name}', which the model does not have"))
-                })?;
-                feed.push((id, f32_tensor(shape, data.clone())?));
-            }
-            batch.push(feed);
-        }
+        let batch = chunk.iter().map(|s| feed(&ms, s)).collect::<Result<Vec<_>>>()?;
         for outs in ms.session.run_batch(batch, &tids)? {
             f(outs)?;
         }

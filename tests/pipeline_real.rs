@@ -403,20 +403,25 @@ fn damp_auto_keeps_the_dampening_with_the_least_held_out_error() {
     }
 }
 
-/// Per-channel mean of every Conv/Gemm output, per sample (samples in spread order, the
-/// first `n`), by name of the output.
-fn layer_channel_means(m: &Model, n: usize) -> std::collections::BTreeMap<String, Vec<Vec<f64>>> {
-    let ms = sparseqc::engine::ModelSession::new(m).unwrap();
-    let arr = sparseqc::calib::npy::NpyArray::open(&testdata("cifar10-mini.input.npy")).unwrap();
-    let outs: Vec<String> = m
-        .graph
-        .node_ids()
+/// The output names of every Conv and Gemm, in topological order.
+fn weighted_outputs(m: &Model) -> Vec<String> {
+    m.graph
+        .topo_order()
+        .unwrap()
         .iter()
         .filter_map(|id| {
             let nd = m.graph.node(*id).unwrap();
             matches!(nd.op_type.as_str(), "Conv" | "Gemm").then(|| m.graph.name_of(nd.outputs[0].unwrap()).to_string())
         })
-        .collect();
+        .collect()
+}
+
+/// Per-channel mean of every Conv/Gemm output, per sample (samples in spread order, the
+/// first `n`), by name of the output.
+fn layer_channel_means(m: &Model, n: usize) -> std::collections::BTreeMap<String, Vec<Vec<f64>>> {
+    let ms = sparseqc::engine::ModelSession::new(m).unwrap();
+    let arr = sparseqc::calib::npy::NpyArray::open(&testdata("cifar10-mini.input.npy")).unwrap();
+    let outs = weighted_outputs(m);
     let capture: Vec<&str> = outs.iter().map(|s| s.as_str()).collect();
     let input = m.graph.name_of(m.graph.inputs[0]).to_string();
     let mut res: std::collections::BTreeMap<String, Vec<Vec<f64>>> = Default::default();
@@ -455,17 +460,7 @@ fn bias_correct_leaves_every_layer_with_zero_median_shift() {
     };
     let mut before_total = 0f64;
     // mf is keyed by name; visit the layers in network order
-    let order: Vec<String> = bc
-        .graph
-        .topo_order()
-        .unwrap()
-        .iter()
-        .filter_map(|id| {
-            let nd = bc.graph.node(*id).unwrap();
-            matches!(nd.op_type.as_str(), "Conv" | "Gemm").then(|| bc.graph.name_of(nd.outputs[0].unwrap()).to_string())
-        })
-        .collect();
-    for (i, name) in order.iter().enumerate() {
+    for (i, name) in weighted_outputs(&bc).iter().enumerate() {
         let (before, after) = (worst(&mq, name), worst(&mb, name));
         before_total += before;
         if i < 5 {
