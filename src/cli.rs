@@ -265,6 +265,7 @@ fn out(text: &str) {
 
 /// Entry point: returns the process exit status.
 pub fn main() -> i32 {
+    crate::util::tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -272,13 +272,16 @@ fn entropy_bin(stats: &TensorStats) -> Option<usize> {
 }
 
 /// Integral of `(x - q)^2` over `[lo, hi]`.
+#[cfg(test)]
 fn sq_integral(lo: f64, hi: f64, q: f64) -> f64 {
     let (a, b) = (lo - q, hi - q);
     (b * b * b - a * a * a) / 3.0
 }
 
 /// Squared quantization error, with clipping threshold `c`, of the values in `bins[range]`
-/// (spread uniformly within each bin; exact zeros cost nothing).
+/// (spread uniformly within each bin; exact zeros cost nothing). The direct form, the tests'
+/// oracle for [`InRangeMoments`].
+#[cfg(test)]
 fn mse_bins(stats: &TensorStats, c: f64, range: std::ops::Range<usize>) -> f64 {
     let s = c / 127.0;
     let w = stats.bin_width();
@@ -357,16 +360,76 @@ fn mse_bin(stats: &TensorStats) -> usize {
         m1[b] = m1[b + 1] + cnt * (lo + hi) / 2.0;
         m2[b] = m2[b + 1] + cnt * (lo * lo + lo * hi + hi * hi) / 3.0;
     }
+    let below = InRangeMoments::new(stats);
     let mut best = (f64::INFINITY, NUM_BINS);
     for i in 1..=NUM_BINS {
         let c = stats.edge(i);
         let tail = (m2[i] - 2.0 * c * m1[i] + c * c * n[i]).max(0.0);
-        let e = mse_bins(stats, c, 0..i) + tail + mse_overflow(stats, c);
+        let e = below.error(i) * w * w + tail + mse_overflow(stats, c);
         if e <= best.0 {
             best = (e, i);
         }
     }
     best.1
+}
+
+/// Prefix moments of the histogram in units of one bin width (values spread uniformly within
+/// each bin, exact zeros left out), so that the rounding error of the values below a candidate
+/// edge is a sum over the 128 quantization cells instead of over the bins: O(128) per candidate
+/// instead of O(bins) (65 MobileNetV2 tensors: 2.2 s of CPU -> milliseconds). [`mse_bins`] is
+/// the direct form; `fast_mse_agrees_with_direct_form` checks one against the other.
+struct InRangeMoments {
+    counts: Vec<f64>,
+    /// `p[q][j]`: integral of `u^q` times the density over bins `0..j`.
+    p: [Vec<f64>; 3],
+}
+
+impl InRangeMoments {
+    fn new(stats: &TensorStats) -> Self {
+        let counts: Vec<f64> = (0..NUM_BINS).map(|b| (if b == 0 { stats.bins[0] - stats.zeros } else { stats.bins[b] }) as f64).collect();
+        let mut p = [vec![0f64; NUM_BINS + 1], vec![0f64; NUM_BINS + 1], vec![0f64; NUM_BINS + 1]];
+        for (j, &c) in counts.iter().enumerate() {
+            let (a, b) = (j as f64, j as f64 + 1.0);
+            p[0][j + 1] = p[0][j] + c;
+            p[1][j + 1] = p[1][j] + c * (a + b) / 2.0;
+            p[2][j + 1] = p[2][j] + c * (a * a + a * b + b * b) / 3.0;
+        }
+        InRangeMoments { counts, p }
+    }
+
+    /// The three moments of the values in `[0, u)`, for `u` in bin units (`u <= NUM_BINS`).
+    fn at(&self, u: f64) -> [f64; 3] {
+        let b = (u.floor() as usize).min(NUM_BINS);
+        let mut m = [self.p[0][b], self.p[1][b], self.p[2][b]];
+        if b < NUM_BINS && u > b as f64 {
+            let (c, a) = (self.counts[b], b as f64);
+            m[0] += c * (u - a);
+            m[1] += c * (u * u - a * a) / 2.0;
+            m[2] += c * (u * u * u - a * a * a) / 3.0;
+        }
+        m
+    }
+
+    /// Squared rounding error, in squared bin widths, of the values in bins `0..i` quantized
+    /// with clipping threshold at edge `i` (step `i / 127` bins).
+    fn error(&self, i: usize) -> f64 {
+        let end = i as f64;
+        let s = end / 127.0;
+        let mut err = 0.0;
+        let mut lo = self.at(0.0);
+        for k in 0..=127usize {
+            let hi_u = if k >= 127 { end } else { ((k as f64 + 0.5) * s).min(end) };
+            let hi = self.at(hi_u);
+            let t = k as f64 * s;
+            let e = (hi[2] - lo[2]) - 2.0 * t * (hi[1] - lo[1]) + t * t * (hi[0] - lo[0]);
+            err += e.max(0.0);
+            if hi_u >= end {
+                break;
+            }
+            lo = hi;
+        }
+        err
+    }
 }
 
 #[cfg(test)]
@@ -522,6 +585,21 @@ mod tests {
                 "{} vs {min}",
                 direct[i - 1]
             );
+        }
+    }
+
+    #[test]
+    fn cell_sums_match_bin_by_bin_integration() {
+        // the O(128) in-range error against the direct integration, at every candidate edge
+        for v in [gaussian_with_outliers(5_000, 4), relu_like(5_000, 5), relu_like(300, 6)] {
+            let st = TensorStats::from_values(&v);
+            let fast = InRangeMoments::new(&st);
+            let w = st.bin_width();
+            for i in (1..=NUM_BINS).step_by(7).chain([1, 2, 126, 127, 128, NUM_BINS]) {
+                let direct = mse_bins(&st, st.edge(i), 0..i);
+                let got = fast.error(i) * w * w;
+                assert!((got - direct).abs() <= 1e-9 * direct.max(1e-300) + 1e-12 * w * w, "edge {i}: {got} vs {direct}");
+            }
         }
     }
 
