@@ -23,7 +23,7 @@
 //! the whole correction is undone when it went down, so the pass never makes the model
 //! reproduce its float form worse on data it did not fit.
 
-use super::obs::{feed, forward, load_samples};
+use super::obs::{channel_means, feed, forward, load_samples, FloatObs};
 use super::util::{node_label, set_const_input};
 use crate::error::Result;
 use crate::ir::{Model, NodeId, Tensor, ValueId};
@@ -83,41 +83,6 @@ fn float_reference(m: &Model) -> Result<Model> {
     Ok(f)
 }
 
-fn channel_means(t: &crate::exec::Tensor, k: usize, channel_last: bool, acc: &mut [f64]) -> Result<()> {
-    let v = t.as_f32()?;
-    let per = (v.len() / k.max(1)).max(1) as f64;
-    if channel_last {
-        for row in v.chunks(k) {
-            for (j, x) in row.iter().enumerate() {
-                acc[j] += *x as f64 / per;
-            }
-        }
-    } else {
-        let inner = v.len() / k.max(1) / t.shape().first().copied().unwrap_or(1).max(1);
-        for (j, c) in v.chunks(inner.max(1)).enumerate() {
-            acc[j % k] += sum_f32(c) / per;
-        }
-    }
-    Ok(())
-}
-
-/// Sum of `v` in f64, from f32 partial sums over blocks of 256 in 8 lanes (vectorizes; the
-/// partial sums of at most 32 values per lane keep f32 rounding far below what a mean needs).
-fn sum_f32(v: &[f32]) -> f64 {
-    let mut total = 0f64;
-    for blk in v.chunks(256) {
-        let mut lanes = [0f32; 8];
-        let mut it = blk.chunks_exact(8);
-        for c in &mut it {
-            for (l, x) in lanes.iter_mut().zip(c) {
-                *l += *x;
-            }
-        }
-        total += lanes.iter().map(|x| *x as f64).sum::<f64>() + it.remainder().iter().map(|x| *x as f64).sum::<f64>();
-    }
-    total
-}
-
 /// `t` with `shift[c]` added to every element of channel `c` (axis 1, or the last axis for
 /// a Gemm output).
 fn add_channel_shift(t: &crate::exec::Tensor, shift: &[f64], channel_last: bool) -> Result<crate::exec::Tensor> {
@@ -160,11 +125,8 @@ impl Pass for BiasCorrect {
         crate::ir::shape::infer(&mut m.graph)?;
         let mut samples = load_samples(m, ctx, self.samples + self.validate)?;
         // the last `validate` samples are held out (when there are enough to keep some for estimation)
-        let held: Vec<_> = if self.validate > 0 && samples.len() > self.validate {
-            samples.split_off(samples.len() - self.validate)
-        } else {
-            samples.clone()
-        };
+        let held_apart = self.validate > 0 && samples.len() > self.validate;
+        let held: Vec<_> = if held_apart { samples.split_off(samples.len() - self.validate) } else { samples.clone() };
         let before = m.clone();
         // quantized weighted layers with a constant-size output channel count
         let mut layers: Vec<(NodeId, ValueId, usize, bool)> = Vec::new();
@@ -199,16 +161,32 @@ impl Pass for BiasCorrect {
         }
         let reference = float_reference(m)?;
         let outs: Vec<ValueId> = layers.iter().map(|l| l.1).collect();
-        // per sample (callback) and channel: the float reference's output means
+        // per sample and channel: the float reference's output means, and its outputs on the
+        // held-out samples; from what `calibrate` recorded when its float model computes the
+        // same (checked on the first sample), else by running the reference
+        let labelled: Vec<(String, ValueId, usize, bool)> = layers.iter().map(|l| (node_label(&m.graph, l.0), l.1, l.2, l.3)).collect();
+        let n_all = samples.len() + if held_apart { held.len() } else { 0 };
+        let cached: Option<std::sync::Arc<FloatObs>> = match &ctx.cache.float_obs {
+            Some(o) if o.key == FloatObs::key_of(ctx) && o.len() >= n_all && !samples.is_empty() && o.matches(&reference, &samples[0], &labelled)? => Some(o.clone()),
+            _ => None,
+        };
         let mut ref_means: Vec<Vec<Vec<f64>>> = layers.iter().map(|_| Vec::new()).collect();
-        forward(&reference, &samples, &outs, &mut |ts| {
-            for (i, t) in ts.iter().enumerate() {
-                let mut acc = vec![0f64; layers[i].2];
-                channel_means(t, layers[i].2, layers[i].3, &mut acc)?;
-                ref_means[i].push(acc);
+        match &cached {
+            Some(o) => {
+                for (i, l) in labelled.iter().enumerate() {
+                    ref_means[i] = o.means[&l.0][..samples.len()].to_vec();
+                }
+                rep.stat("float_runs_reused", n_all);
             }
-            Ok(())
-        })?;
+            None => forward(&reference, &samples, &outs, &mut |ts| {
+                for (i, t) in ts.iter().enumerate() {
+                    let mut acc = vec![0f64; layers[i].2];
+                    channel_means(t, layers[i].2, layers[i].3, &mut acc)?;
+                    ref_means[i].push(acc);
+                }
+                Ok(())
+            })?,
+        }
         let mut total_shift = 0f64;
         let (mut kept, mut total) = (0usize, 0usize);
         // One sweep through the quantized network: the samples' values that cross the cut
@@ -304,7 +282,13 @@ impl Pass for BiasCorrect {
             );
         }
         if self.validate > 0 && !layers.is_empty() {
-            let r = super::calibrate::outputs_of(&reference, &held)?;
+            let r = match &cached {
+                Some(o) => {
+                    let start = if held_apart { samples.len() } else { 0 };
+                    o.outputs[start..start + held.len()].to_vec()
+                }
+                None => super::calibrate::outputs_of(&reference, &held)?,
+            };
             let (db_before, db_after) = (super::calibrate::sqnr_against(&r, &before, &held)?, super::calibrate::sqnr_against(&r, m, &held)?);
             rep.stat("sqnr_db_before", db_before);
             rep.stat("sqnr_db_after", db_after);

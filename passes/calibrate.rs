@@ -11,6 +11,7 @@
 //! as published), `mse`; per-tensor overrides with `override=glob=method;glob=method`.
 
 use super::insert_qdq::tensors_to_calibrate;
+use super::obs::FloatObs;
 use super::util::node_label;
 use crate::calib::{self, CalibTable, Method, StatsSet};
 use crate::engine::{f32_tensor, ModelSession};
@@ -117,12 +118,34 @@ pub fn collect_stats(
     ctx: &PassContext,
     passes: usize,
 ) -> Result<std::collections::BTreeMap<String, calib::TensorStats>> {
+    Ok(collect_stats_recording(m, src, targets, ctx, passes, 0)?.0)
+}
+
+/// [`collect_stats`], also recording the float model's [`FloatObs`] on the first `record`
+/// samples (in the first pass) at the cost of some channel sums.
+pub(crate) fn collect_stats_recording(
+    m: &Model,
+    src: &dyn calib::CalibSource,
+    targets: &[ValueId],
+    ctx: &PassContext,
+    passes: usize,
+    record: usize,
+) -> Result<(std::collections::BTreeMap<String, calib::TensorStats>, Option<FloatObs>)> {
     let ms = ModelSession::new(m)?;
     let target_ids: Vec<usize> = targets.iter().map(|v| ms.id(*v)).collect::<Result<_>>()?;
     let names: Vec<String> = targets.iter().map(|v| m.graph.name_of(*v).to_string()).collect();
     let known: Vec<usize> = ms.inputs.iter().map(|(_, id)| *id).collect();
     let plan = ms.session.plan(&known, &target_ids)?;
     let n = src.len();
+    let record = record.min(n);
+    // recorded samples run a plan with the layer outputs and graph outputs as targets too
+    let layers = if record > 0 { super::obs::layers_with_channels(m)? } else { Vec::new() };
+    let mut rec_ids = target_ids.clone();
+    for v in layers.iter().map(|l| l.2).chain(m.graph.outputs.iter().copied()) {
+        rec_ids.push(ms.id(v)?);
+    }
+    let rec_plan = if record > 0 { Some(ms.session.plan(&known, &rec_ids)?) } else { None };
+    let recorded: std::sync::Mutex<Vec<Option<(Vec<Vec<f64>>, Vec<f32>)>>> = std::sync::Mutex::new(vec![None; record]);
     let pb = progress(ctx, (passes * n) as u64, "calibrating");
     let mut set = if passes == 1 { StatsSet::one_pass() } else { StatsSet::new() };
     for pass in 0..passes {
@@ -143,7 +166,25 @@ pub fn collect_stats(
                             .ok_or_else(|| Error::user(format!("calibration data names input '{}', which the model does not have", t.name)))?;
                         feed.push((id, f32_tensor(&t.shape, t.data)?));
                     }
-                    let outs = ms.session.run_plan(&plan, feed).map_err(|e| e.context(format!("calibration sample {i}")))?;
+                    let rec = pass == 0 && i < record;
+                    let the_plan = if rec { rec_plan.as_ref().expect("record > 0") } else { &plan };
+                    let mut outs = ms.session.run_plan(the_plan, feed).map_err(|e| e.context(format!("calibration sample {i}")))?;
+                    if rec {
+                        let extra = outs.split_off(names.len());
+                        let mut means = Vec::with_capacity(layers.len());
+                        for (l, t) in layers.iter().zip(&extra) {
+                            let mut a = vec![0f64; l.3];
+                            super::obs::channel_means(t, l.3, l.4, &mut a)?;
+                            means.push(a);
+                        }
+                        let mut out = Vec::new();
+                        for t in &extra[layers.len()..] {
+                            if let Ok(x) = t.as_f32() {
+                                out.extend_from_slice(x);
+                            }
+                        }
+                        recorded.lock().map_err(|_| Error::internal("recording lock poisoned"))?[i] = Some((means, out));
+                    }
                     for (name, t) in names.iter().zip(outs) {
                         if let Ok(values) = t.as_f32() {
                             acc.observe(name, values)?;
@@ -163,7 +204,22 @@ pub fn collect_stats(
         }
     }
     pb.finish_and_clear();
-    set.finish()
+    let obs = if record > 0 {
+        let rows = recorded.into_inner().map_err(|_| Error::internal("recording lock poisoned"))?;
+        let mut means: std::collections::HashMap<String, Vec<Vec<f64>>> = layers.iter().map(|l| (l.1.clone(), Vec::with_capacity(record))).collect();
+        let mut outputs = Vec::with_capacity(record);
+        for row in rows {
+            let (ms_, out) = row.ok_or_else(|| Error::internal("a recorded sample is missing"))?;
+            for (l, mm) in layers.iter().zip(ms_) {
+                means.get_mut(&l.1).expect("inserted").push(mm);
+            }
+            outputs.push(out);
+        }
+        Some(FloatObs { key: FloatObs::key_of(ctx), means, outputs })
+    } else {
+        None
+    };
+    Ok((set.finish()?, obs))
 }
 
 /// Opens the user's calibration data (`--calib`, `--preprocess`) for the model's
@@ -348,7 +404,11 @@ impl Calibrate {
         stats: &std::collections::BTreeMap<String, calib::TensorStats>,
     ) -> Result<Vec<(Method, f64, std::collections::BTreeMap<String, calib::Calibration>)>> {
         let samples = super::obs::load_samples(m, ctx, self.auto_samples)?;
-        let reference = outputs_of(m, &samples)?;
+        // the float outputs on these samples were recorded during the run over the data
+        let reference = match &ctx.cache.float_obs {
+            Some(o) if o.key == FloatObs::key_of(ctx) && o.len() >= samples.len() => o.outputs[..samples.len()].to_vec(),
+            _ => outputs_of(m, &samples)?,
+        };
         let mut scores = Vec::new();
         for cand in AUTO_CANDIDATES {
             let mut q = m.clone();
@@ -429,7 +489,8 @@ impl Pass for Calibrate {
 
         let src = open_calib_source(m, ctx, ctx.calib.limit, "calibrate")?;
         let t0 = std::time::Instant::now();
-        let stats = collect_stats(m, src.as_ref(), &targets, ctx, self.passes)?;
+        let (stats, obs) = collect_stats_recording(m, src.as_ref(), &targets, ctx, self.passes, super::obs::OBS_SAMPLES)?;
+        ctx.cache.float_obs = obs.map(std::sync::Arc::new);
         let secs = t0.elapsed().as_secs_f64();
         let mut cached = std::collections::BTreeMap::new();
         let method = match self.method {

@@ -436,7 +436,7 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
             cache: a.calib_cache.clone(),
             write_cache: a.write_calib_cache.clone(),
         },
-        notes: Default::default(),
+        ..Default::default()
     };
     let mut pm = PassManager::new(
         passes,

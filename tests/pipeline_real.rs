@@ -477,6 +477,43 @@ fn bias_correct_leaves_every_layer_with_zero_median_shift() {
 }
 
 #[test]
+fn bias_correct_reuses_the_float_runs_of_calibrate_with_identical_results() {
+    let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
+    let print = |m: &Model| sparseqc::text::print(m, &Default::default()).unwrap();
+    // one pipeline: bias-correct takes the float model's layer means and outputs that
+    // calibrate recorded (all 32 samples) after checking them on the first sample
+    let mut one = load("models/resnet20_bn.onnx");
+    let reps = run(&mut one, "fold-bn,cleanup,calibrate,insert-qdq,bias-correct{samples=16,validate=16}", calib());
+    assert_eq!(reps[4].stats["float_runs_reused"], 32);
+    // two runs: nothing recorded, bias-correct runs the float model itself; same model
+    let mut two = load("models/resnet20_bn.onnx");
+    run(&mut two, "fold-bn,cleanup,calibrate,insert-qdq", calib());
+    let reps2 = run(&mut two, "bias-correct{samples=16,validate=16}", calib());
+    assert!(!reps2[0].stats.contains_key("float_runs_reused"));
+    for k in ["sqnr_db_before", "sqnr_db_after"] {
+        assert_eq!(reps[4].stats[k], reps2[0].stats[k], "{k}");
+    }
+    assert_eq!(print(&one), print(&two));
+    // the float model changed after calibrate (pruned): the records no longer match
+    let mut three = load("models/resnet20_bn.onnx");
+    let reps3 = run(&mut three, "fold-bn,cleanup,calibrate,prune-2of4,insert-qdq,bias-correct{samples=16,validate=16}", calib());
+    assert!(!reps3[5].stats.contains_key("float_runs_reused"));
+    // other calibration data (a limit changes the samples): not used either
+    let mut four = load("models/resnet20_bn.onnx");
+    run(&mut four, "fold-bn,cleanup,calibrate,insert-qdq", calib());
+    let reg = Registry::with_builtins();
+    let mut ctx = PassContext { quiet: true, calib: calib(), ..Default::default() };
+    let passes = parse_pipeline("calibrate").unwrap().iter().map(|e| reg.create(e).unwrap()).collect();
+    let mut f = load("models/resnet20_bn.onnx");
+    run(&mut f, "fold-bn,cleanup", calib());
+    PassManager::new(passes, RunOptions::default()).run(&mut f, &mut ctx).unwrap();
+    ctx.calib.limit = Some(20);
+    let passes = parse_pipeline("bias-correct{samples=10,validate=10}").unwrap().iter().map(|e| reg.create(e).unwrap()).collect();
+    let reps4 = PassManager::new(passes, RunOptions::default()).run(&mut four, &mut ctx).unwrap();
+    assert!(!reps4[0].stats.contains_key("float_runs_reused"));
+}
+
+#[test]
 fn bias_correct_options_are_checked() {
     let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
     let reg = Registry::with_builtins();

@@ -120,6 +120,26 @@ pub struct PassContext {
     pub calib: CalibInput,
     /// Free-form values passes leave for later passes (e.g. which layers were pruned).
     pub notes: BTreeMap<String, serde_json::Value>,
+    /// Results built-in passes share within one pipeline run to avoid recomputing them
+    /// (opaque; plugins pass it along untouched).
+    pub cache: RunCache,
+}
+
+/// Results that built-in passes leave for later passes of the same pipeline run, so that
+/// they are not computed twice. Opaque outside sparseqc. Today: the float model's
+/// observations on the first calibration samples, recorded by `calibrate` during its run
+/// over the data; `bias-correct` reuses them after checking on one sample that its float
+/// model computes bit-identical values (else it runs the float model itself), which saves
+/// it 96 of its 224 model runs on the default pipelines.
+#[derive(Clone, Default)]
+pub struct RunCache {
+    pub(crate) float_obs: Option<std::sync::Arc<crate::passes::obs::FloatObs>>,
+}
+
+impl std::fmt::Debug for RunCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunCache").field("float_obs_samples", &self.float_obs.as_ref().map(|o| o.len())).finish()
+    }
 }
 
 impl PassContext {

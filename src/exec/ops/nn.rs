@@ -1,6 +1,7 @@
 //! BatchNormalization (inference), Softmax/LogSoftmax, QuantizeLinear/DequantizeLinear,
 //! ReduceMean/Sum/Max/Min.
 
+use std::mem::MaybeUninit;
 use crate::error::{Error, Result};
 
 use super::super::tensor::{numel, DType, Tensor};
@@ -213,21 +214,22 @@ pub(crate) fn build_quantize(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
 }
 
 #[inline(always)]
-fn zip_map_impl<A: Copy, B: Copy, F: Fn(A) -> B>(xs: &[A], ys: &mut [B], f: &F) {
+fn zip_map_impl<A: Copy, B: Copy, F: Fn(A) -> B>(xs: &[A], ys: &mut [MaybeUninit<B>], f: &F) {
     for (o, &v) in ys.iter_mut().zip(xs) {
-        *o = f(v);
+        o.write(f(v));
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn zip_map_avx2<A: Copy, B: Copy, F: Fn(A) -> B>(xs: &[A], ys: &mut [B], f: &F) {
+unsafe fn zip_map_avx2<A: Copy, B: Copy, F: Fn(A) -> B>(xs: &[A], ys: &mut [MaybeUninit<B>], f: &F) {
     zip_map_impl(xs, ys, f)
 }
 
 /// `ys[i] = f(xs[i])`, compiled for AVX2 when the CPU has it (the same arithmetic either way:
-/// IEEE division and rounding, no FMA contraction in `f`).
-fn zip_map<A: Copy, B: Copy, F: Fn(A) -> B>(xs: &[A], ys: &mut [B], f: &F) {
+/// IEEE division and rounding, no FMA contraction in `f`). `ys` may be uninitialized (the
+/// spare capacity of the output vector: no zero-fill before the write).
+fn zip_map<A: Copy, B: Copy, F: Fn(A) -> B>(xs: &[A], ys: &mut [MaybeUninit<B>], f: &F) {
     #[cfg(target_arch = "x86_64")]
     {
         if super::super::gemm::has_avx2_fma() {
@@ -236,6 +238,20 @@ fn zip_map<A: Copy, B: Copy, F: Fn(A) -> B>(xs: &[A], ys: &mut [B], f: &F) {
         }
     }
     zip_map_impl(xs, ys, f)
+}
+
+/// `f(block index, block of xs)` written into a new vector of `xs.len()` elements, block by
+/// block (`block` elements each, the last one possibly shorter).
+fn map_blocks<A: Copy, B: Copy>(xs: &[A], block: usize, f: impl Fn(usize, &[A], &mut [MaybeUninit<B>])) -> Vec<B> {
+    let n = xs.len();
+    let mut y: Vec<B> = Vec::with_capacity(n);
+    for (b, (xs_, ys_)) in xs.chunks(block.max(1)).zip(y.spare_capacity_mut()[..n].chunks_mut(block.max(1))).enumerate() {
+        f(b, xs_, ys_);
+    }
+    // SAFETY: the blocks cover 0..n and `f` writes each of its elements (every caller passes
+    // its block to zip_map, which writes one output per input).
+    unsafe { y.set_len(n) };
+    y
 }
 
 /// `saturate(round_half_even(x / scale) + zero_point)` into int8 or uint8.
@@ -262,28 +278,32 @@ pub(crate) fn quantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i6
     // saturate anyway. Written per channel block so that the loop vectorizes.
     const MAGIC: f32 = 12_582_912.0;
     const LIM: f32 = 4_194_304.0;
+    // The result is an integer in [lo, hi], or NaN for a NaN input, which becomes 0 (what a
+    // saturating `as i32` gives): the conversions below are then exact and vectorize (a
+    // saturating `as` cast compiled to one scalar conversion per element).
     let q = |v: f32, s: f32, z: f32| -> f32 {
         let t = (v / s).clamp(-LIM, LIM);
-        ((t + MAGIC) - MAGIC + z).clamp(lo, hi)
+        let r = ((t + MAGIC) - MAGIC + z).clamp(lo, hi);
+        if r.is_nan() { 0.0 } else { r }
     };
     let block = if ch == 1 { xv.len().max(1) } else { inner };
     let chan = |b: usize| if ch == 1 { 0 } else { b % ch };
     // zipped slices (not `extend(map)`) so that the loops vectorize
     Ok(match out {
         DType::I8 => {
-            let mut y = vec![0i8; xv.len()];
-            for (b, (xs_, ys_)) in xv.chunks(block).zip(y.chunks_mut(block)).enumerate() {
+            let y = map_blocks(xv, block, |b, xs_, ys_| {
                 let (s_, z_) = (sv[chan(b)], zpv[chan(b)]);
-                zip_map(xs_, ys_, &|v| q(v, s_, z_) as i32 as i8);
-            }
+                // SAFETY: q gives an integer in [-128, 127] (or 0).
+                zip_map(xs_, ys_, &|v| unsafe { q(v, s_, z_).to_int_unchecked::<i32>() } as i8);
+            });
             Tensor::from_vec(xs.to_vec(), y)
         }
         _ => {
-            let mut y = vec![0u8; xv.len()];
-            for (b, (xs_, ys_)) in xv.chunks(block).zip(y.chunks_mut(block)).enumerate() {
+            let y = map_blocks(xv, block, |b, xs_, ys_| {
                 let (s_, z_) = (sv[chan(b)], zpv[chan(b)]);
-                zip_map(xs_, ys_, &|v| q(v, s_, z_) as i32 as u8);
-            }
+                // SAFETY: q gives an integer in [0, 255] (or 0).
+                zip_map(xs_, ys_, &|v| unsafe { q(v, s_, z_).to_int_unchecked::<i32>() } as u8);
+            });
             Tensor::from_vec(xs.to_vec(), y)
         }
     })
@@ -336,18 +356,16 @@ pub(crate) fn dequantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: 
     // 8-bit inputs: i32 arithmetic (exact) and zipped slices, so that the loops vectorize
     match x.dtype() {
         DType::I8 => {
-            y.resize(x.len(), 0.0);
-            for (b, (xs_, ys_)) in x.as_slice::<i8>()?.chunks(block).zip(y.chunks_mut(block)).enumerate() {
+            y = map_blocks(x.as_slice::<i8>()?, block, |b, xs_, ys_| {
                 let (s_, z_) = (sv[chan(b)], zpv[chan(b)] as i32);
                 zip_map(xs_, ys_, &|v| (v as i32 - z_) as f32 * s_);
-            }
+            });
         }
         DType::U8 => {
-            y.resize(x.len(), 0.0);
-            for (b, (xs_, ys_)) in x.as_slice::<u8>()?.chunks(block).zip(y.chunks_mut(block)).enumerate() {
+            y = map_blocks(x.as_slice::<u8>()?, block, |b, xs_, ys_| {
                 let (s_, z_) = (sv[chan(b)], zpv[chan(b)] as i32);
                 zip_map(xs_, ys_, &|v| (v as i32 - z_) as f32 * s_);
-            }
+            });
         }
         _ => {
             let xv = x.to_i64_vec()?;
