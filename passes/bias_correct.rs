@@ -26,6 +26,7 @@
 use super::obs::{channel_means, feed, forward, load_samples, FloatObs};
 use super::util::{node_label, set_const_input};
 use crate::error::Result;
+use rayon::prelude::*;
 use crate::ir::{Model, NodeId, Tensor, ValueId};
 use crate::pass::{OptionKind, OptionSpec, Pass, PassContext, PassOptions, PassReport, Pattern, ReportItem};
 
@@ -221,12 +222,14 @@ impl Pass for BiasCorrect {
             targets.extend(front.iter().copied().filter(|v| *v != out_id));
             let results = ms.session.run_batch(std::mem::take(&mut state), &targets)?;
             // paired differences reference - quantized, per sample and channel
-            let mut diffs: Vec<Vec<f64>> = Vec::with_capacity(results.len());
-            for r in &results {
-                let mut acc = vec![0f64; *k];
-                channel_means(&r[0], *k, *gemm, &mut acc)?;
-                diffs.push(acc);
-            }
+            let diffs: Vec<Vec<f64>> = results
+                .par_iter()
+                .map(|r| {
+                    let mut acc = vec![0f64; *k];
+                    channel_means(&r[0], *k, *gemm, &mut acc)?;
+                    Ok(acc)
+                })
+                .collect::<Result<_>>()?;
             let ns = diffs.len().min(ref_means[li].len());
             let mut shift = vec![0f64; *k];
             for j in 0..*k {
@@ -243,17 +246,20 @@ impl Pass for BiasCorrect {
                 total += 1;
             }
             // the next cut: the frontier, with this layer's output moved by the shift
-            for r in results {
-                let mut next = Vec::with_capacity(front.len());
-                for (t, v) in targets.iter().zip(r) {
-                    if !front.contains(t) {
-                        continue;
+            state = results
+                .into_par_iter()
+                .map(|r| {
+                    let mut next = Vec::with_capacity(front.len());
+                    for (t, v) in targets.iter().zip(r) {
+                        if !front.contains(t) {
+                            continue;
+                        }
+                        let v = if *t == out_id { add_channel_shift(&v, &shift, *gemm)? } else { v };
+                        next.push((*t, v));
                     }
-                    let v = if *t == out_id { add_channel_shift(&v, &shift, *gemm)? } else { v };
-                    next.push((*t, v));
-                }
-                state.push(next);
-            }
+                    Ok(next)
+                })
+                .collect::<Result<_>>()?;
             shifts.push(shift);
         }
         drop(state);

@@ -11,7 +11,7 @@
 //! as published), `mse`; per-tensor overrides with `override=glob=method;glob=method`.
 
 use super::insert_qdq::tensors_to_calibrate;
-use super::obs::FloatObs;
+use super::obs::{FloatObs, SampleCache};
 use super::util::node_label;
 use crate::calib::{self, CalibTable, Method, StatsSet};
 use crate::engine::{f32_tensor, ModelSession};
@@ -122,7 +122,8 @@ pub fn collect_stats(
 }
 
 /// [`collect_stats`], also recording the float model's [`FloatObs`] on the first `record`
-/// samples (in the first pass) at the cost of some channel sums.
+/// samples (in the first pass) at the cost of some channel sums, and keeping those samples
+/// decoded (within [`super::obs::SAMPLE_CACHE_BYTES`]).
 pub(crate) fn collect_stats_recording(
     m: &Model,
     src: &dyn calib::CalibSource,
@@ -130,7 +131,7 @@ pub(crate) fn collect_stats_recording(
     ctx: &PassContext,
     passes: usize,
     record: usize,
-) -> Result<(std::collections::BTreeMap<String, calib::TensorStats>, Option<FloatObs>)> {
+) -> Result<(std::collections::BTreeMap<String, calib::TensorStats>, Option<FloatObs>, Option<SampleCache>)> {
     let ms = ModelSession::new(m)?;
     let target_ids: Vec<usize> = targets.iter().map(|v| ms.id(*v)).collect::<Result<_>>()?;
     let names: Vec<String> = targets.iter().map(|v| m.graph.name_of(*v).to_string()).collect();
@@ -146,6 +147,8 @@ pub(crate) fn collect_stats_recording(
     }
     let rec_plan = if record > 0 { Some(ms.session.plan(&known, &rec_ids)?) } else { None };
     let recorded: std::sync::Mutex<Vec<Option<(Vec<Vec<f64>>, Vec<f32>)>>> = std::sync::Mutex::new(vec![None; record]);
+    let decoded: std::sync::Mutex<Vec<Option<super::obs::Sample>>> = std::sync::Mutex::new(vec![None; record]);
+    let decoded_bytes = std::sync::atomic::AtomicUsize::new(0);
     let pb = progress(ctx, (passes * n) as u64, "calibrating");
     let mut set = if passes == 1 { StatsSet::one_pass() } else { StatsSet::new() };
     for pass in 0..passes {
@@ -156,6 +159,13 @@ pub(crate) fn collect_stats_recording(
                 || base.fork(),
                 |mut acc, i| -> Result<StatsSet> {
                     let sample = src.sample(i)?;
+                    if pass == 0 && i < record {
+                        let bytes: usize = sample.iter().map(|t| 4 * t.data.len()).sum();
+                        if decoded_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes <= super::obs::SAMPLE_CACHE_BYTES {
+                            let copy = sample.iter().map(|t| (t.name.clone(), t.shape.clone(), t.data.clone())).collect();
+                            decoded.lock().map_err(|_| Error::internal("recording lock poisoned"))?[i] = Some(copy);
+                        }
+                    }
                     let mut feed = Vec::with_capacity(sample.len());
                     for t in sample {
                         let id = ms
@@ -219,7 +229,10 @@ pub(crate) fn collect_stats_recording(
     } else {
         None
     };
-    Ok((set.finish()?, obs))
+    // the decoded samples, when all of the first `record` fit the budget
+    let decoded: Option<Vec<super::obs::Sample>> = decoded.into_inner().map_err(|_| Error::internal("recording lock poisoned"))?.into_iter().collect();
+    let samples = decoded.filter(|d| !d.is_empty()).map(|samples| SampleCache { key: FloatObs::key_of(ctx), total: n, samples });
+    Ok((set.finish()?, obs, samples))
 }
 
 /// Opens the user's calibration data (`--calib`, `--preprocess`) for the model's
@@ -489,8 +502,9 @@ impl Pass for Calibrate {
 
         let src = open_calib_source(m, ctx, ctx.calib.limit, "calibrate")?;
         let t0 = std::time::Instant::now();
-        let (stats, obs) = collect_stats_recording(m, src.as_ref(), &targets, ctx, self.passes, super::obs::OBS_SAMPLES)?;
+        let (stats, obs, decoded) = collect_stats_recording(m, src.as_ref(), &targets, ctx, self.passes, super::obs::OBS_SAMPLES)?;
         ctx.cache.float_obs = obs.map(std::sync::Arc::new);
+        ctx.cache.samples = decoded.map(std::sync::Arc::new);
         let secs = t0.elapsed().as_secs_f64();
         let mut cached = std::collections::BTreeMap::new();
         let method = match self.method {

@@ -55,7 +55,7 @@ use std::str::FromStr;
 
 use crate::calib::jpeg;
 use crate::calib::npy::NpyArray;
-use crate::calib::resize::resize_bilinear;
+use crate::calib::resize::resize_bilinear_window;
 use crate::error::{Error, Result, ResultExt};
 
 /// A model input as the validator sees it: name and dims (`None` = dynamic).
@@ -530,15 +530,15 @@ impl Preprocess {
         }
         let (oh, ow) = self.output_size(h, w)?;
         let (rh, rw) = self.resized_size(h, w);
+        // only the crop's pixels of the resized image are computed
         let resized;
-        let img: &[u8] = if (rh, rw) != (h, w) {
-            resized = resize_bilinear(rgb, w, h, 3, rw, rh);
-            &resized
+        let (img, top, left, rw) = if (rh, rw) != (h, w) {
+            let (t, l) = (center_offset(rh, oh), center_offset(rw, ow));
+            resized = resize_bilinear_window(rgb, w, h, 3, (rw, rh), (l, t), (ow, oh));
+            (&resized[..], 0, 0, ow)
         } else {
-            rgb
+            (rgb, center_offset(rh, oh), center_offset(rw, ow), rw)
         };
-        let top = center_offset(rh, oh);
-        let left = center_offset(rw, ow);
         let src_ch = match self.order {
             ChannelOrder::Rgb => [0, 1, 2],
             ChannelOrder::Bgr => [2, 1, 0],

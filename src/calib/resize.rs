@@ -101,6 +101,73 @@ pub fn resize_bilinear(
     }
 }
 
+/// The window `[top, top + win_h) x [left, left + win_w)` (rows x columns) of
+/// `resize_bilinear(src, w, h, ch, out_w, out_h)`, computing only its pixels (and the rows
+/// of the horizontal pass its vertical taps read): a center crop after a resize costs the
+/// crop's size, not the resized image's. Bit-identical to resizing then cropping.
+#[allow(clippy::too_many_arguments)]
+pub fn resize_bilinear_window(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    ch: usize,
+    (out_w, out_h): (usize, usize),
+    (left, top): (usize, usize),
+    (win_w, win_h): (usize, usize),
+) -> Vec<u8> {
+    debug_assert_eq!(src.len(), w * h * ch);
+    debug_assert!(left + win_w <= out_w && top + win_h <= out_h);
+    // source rows the vertical pass reads for the window's rows
+    let vt = (out_h != h).then(|| taps(h, out_h));
+    let (r0, r1) = match &vt {
+        Some(t) => {
+            let rows = &t.bounds[top..top + win_h];
+            let lo = rows.iter().map(|b| b.0).min().unwrap_or(0);
+            let hi = rows.iter().map(|b| b.0 + b.1).max().unwrap_or(0);
+            (lo, hi.max(lo))
+        }
+        None => (top, top + win_h),
+    };
+    // horizontal pass over rows r0..r1, window columns only
+    let mut mid = vec![0u8; (r1 - r0) * win_w * ch];
+    if out_w != w {
+        let t = taps(w, out_w);
+        for y in r0..r1 {
+            let row = &src[y * w * ch..(y + 1) * w * ch];
+            for o in left..left + win_w {
+                let (lo, n) = t.bounds[o];
+                let k = &t.weights[o * t.ksize..o * t.ksize + n];
+                for c in 0..ch {
+                    let mut acc: i32 = 1 << (PRECISION_BITS - 1);
+                    for (x, &kx) in k.iter().enumerate() {
+                        acc += row[(lo + x) * ch + c] as i32 * kx;
+                    }
+                    mid[((y - r0) * win_w + o - left) * ch + c] = clip8(acc);
+                }
+            }
+        }
+    } else {
+        for y in r0..r1 {
+            mid[(y - r0) * win_w * ch..(y - r0 + 1) * win_w * ch].copy_from_slice(&src[(y * w + left) * ch..(y * w + left + win_w) * ch]);
+        }
+    }
+    let Some(t) = vt else { return mid };
+    let stride = win_w * ch;
+    let mut out = vec![0u8; stride * win_h];
+    for o in top..top + win_h {
+        let (lo, n) = t.bounds[o];
+        let k = &t.weights[o * t.ksize..o * t.ksize + n];
+        for i in 0..stride {
+            let mut acc: i32 = 1 << (PRECISION_BITS - 1);
+            for (y, &ky) in k.iter().enumerate() {
+                acc += mid[(lo + y - r0) * stride + i] as i32 * ky;
+            }
+            out[(o - top) * stride + i] = clip8(acc);
+        }
+    }
+    out
+}
+
 fn horizontal(src: &[u8], w: usize, h: usize, ch: usize, out_w: usize) -> Vec<u8> {
     let t = taps(w, out_w);
     let mut out = vec![0u8; out_w * h * ch];
@@ -140,6 +207,23 @@ fn vertical(src: &[u8], w: usize, h: usize, ch: usize, out_h: usize) -> Vec<u8> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_equals_the_crop_of_the_whole_resize() {
+        let (w, h) = (37usize, 23usize);
+        let src: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) % 251) as u8).collect();
+        for (ow, oh) in [(20, 12), (37, 12), (20, 23), (37, 23), (50, 31), (9, 40)] {
+            let full = resize_bilinear(&src, w, h, 3, ow, oh);
+            for (l, t, cw, chh) in [(0, 0, ow, oh), (3, 2, ow / 2, oh / 2), (ow - 1, oh - 1, 1, 1), (1, 0, ow - 2, oh)] {
+                let win = resize_bilinear_window(&src, w, h, 3, (ow, oh), (l, t), (cw, chh));
+                let mut crop = Vec::new();
+                for y in t..t + chh {
+                    crop.extend_from_slice(&full[(y * ow + l) * 3..(y * ow + l + cw) * 3]);
+                }
+                assert_eq!(win, crop, "{ow}x{oh} window {l},{t} {cw}x{chh}");
+            }
+        }
+    }
 
     #[test]
     fn identity_and_constant() {

@@ -126,19 +126,26 @@ pub struct PassContext {
 }
 
 /// Results that built-in passes leave for later passes of the same pipeline run, so that
-/// they are not computed twice. Opaque outside sparseqc. Today: the float model's
-/// observations on the first calibration samples, recorded by `calibrate` during its run
-/// over the data; `bias-correct` reuses them after checking on one sample that its float
+/// they are not computed twice. Opaque outside sparseqc. Today: the first calibration
+/// samples, decoded, and the float model's observations on them, both recorded by
+/// `calibrate` during its run over the data; `bias-correct` reuses the observations after checking on one sample that its float
 /// model computes bit-identical values (else it runs the float model itself), which saves
 /// it 96 of its 224 model runs on the default pipelines.
 #[derive(Clone, Default)]
 pub struct RunCache {
     pub(crate) float_obs: Option<std::sync::Arc<crate::passes::obs::FloatObs>>,
+    /// The first calibration samples as decoded and preprocessed by `calibrate`, for the
+    /// passes after it that take samples from the front (auto scoring, bias-correct, the
+    /// fidelity check): JPEG decoding and resizing are not done twice.
+    pub(crate) samples: Option<std::sync::Arc<crate::passes::obs::SampleCache>>,
 }
 
 impl std::fmt::Debug for RunCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunCache").field("float_obs_samples", &self.float_obs.as_ref().map(|o| o.len())).finish()
+        f.debug_struct("RunCache")
+            .field("float_obs_samples", &self.float_obs.as_ref().map(|o| o.len()))
+            .field("decoded_samples", &self.samples.as_ref().map(|c| c.samples.len()))
+            .finish()
     }
 }
 
