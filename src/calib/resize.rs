@@ -88,17 +88,7 @@ pub fn resize_bilinear(
     out_w: usize,
     out_h: usize,
 ) -> Vec<u8> {
-    debug_assert_eq!(src.len(), w * h * ch);
-    let horizontal_pass = (out_w != w).then(|| horizontal(src, w, h, ch, out_w));
-    let (img, iw) = match &horizontal_pass {
-        Some(v) => (v.as_slice(), out_w),
-        None => (src, w),
-    };
-    if out_h != h {
-        vertical(img, iw, h, ch, out_h)
-    } else {
-        img.to_vec()
-    }
+    resize_bilinear_window(src, w, h, ch, (out_w, out_h), (0, 0), (out_w, out_h))
 }
 
 /// The window `[top, top + win_h) x [left, left + win_w)` (rows x columns) of
@@ -163,42 +153,6 @@ pub fn resize_bilinear_window(
                 acc += mid[(lo + y - r0) * stride + i] as i32 * ky;
             }
             out[(o - top) * stride + i] = clip8(acc);
-        }
-    }
-    out
-}
-
-fn horizontal(src: &[u8], w: usize, h: usize, ch: usize, out_w: usize) -> Vec<u8> {
-    let t = taps(w, out_w);
-    let mut out = vec![0u8; out_w * h * ch];
-    for y in 0..h {
-        let row = &src[y * w * ch..(y + 1) * w * ch];
-        for (o, &(lo, n)) in t.bounds.iter().enumerate() {
-            let k = &t.weights[o * t.ksize..o * t.ksize + n];
-            for c in 0..ch {
-                let mut acc: i32 = 1 << (PRECISION_BITS - 1);
-                for (x, &kx) in k.iter().enumerate() {
-                    acc += row[(lo + x) * ch + c] as i32 * kx;
-                }
-                out[(y * out_w + o) * ch + c] = clip8(acc);
-            }
-        }
-    }
-    out
-}
-
-fn vertical(src: &[u8], w: usize, h: usize, ch: usize, out_h: usize) -> Vec<u8> {
-    let t = taps(h, out_h);
-    let stride = w * ch;
-    let mut out = vec![0u8; stride * out_h];
-    for (o, &(lo, n)) in t.bounds.iter().enumerate() {
-        let k = &t.weights[o * t.ksize..o * t.ksize + n];
-        for i in 0..stride {
-            let mut acc: i32 = 1 << (PRECISION_BITS - 1);
-            for (y, &ky) in k.iter().enumerate() {
-                acc += src[(lo + y) * stride + i] as i32 * ky;
-            }
-            out[o * stride + i] = clip8(acc);
         }
     }
     out
