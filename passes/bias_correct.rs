@@ -310,12 +310,17 @@ impl Pass for BiasCorrect {
             }
         }
         rep.changed = !layers.is_empty();
+        let channels = if self.min_t > 0.0 { format!("{kept} of {total} channels beyond {} standard errors", self.min_t) } else { format!("{total} channels") };
+        let checked = match (rep.stats.get("sqnr_db_before").and_then(|v| v.as_f64()), rep.stats.get("sqnr_db_after").and_then(|v| v.as_f64())) {
+            (Some(b), Some(a)) => format!("; output SQNR on {} {} samples {b:.2} -> {a:.2} dB", held.len(), if held_apart { "held-out" } else { "of the same" }),
+            _ => String::new(),
+        };
         rep.summary = format!(
-            "{} layers bias-corrected on {} samples: {kept} of {total} channels shifted beyond {} standard errors (mean |shift| {:.2e})",
+            "{} layers bias-corrected ({channels}, mean |shift| {:.2e}) from {} samples{checked}{}",
             layers.len(),
+            total_shift / layers.len().max(1) as f64,
             samples.len(),
-            self.min_t,
-            total_shift / layers.len().max(1) as f64
+            if cached.is_some() { "; float reference from calibrate's run" } else { "" }
         );
         rep.stat("channels_corrected", kept);
         Ok(rep)
