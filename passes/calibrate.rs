@@ -140,7 +140,17 @@ pub(crate) fn collect_stats_recording(
     let n = src.len();
     let record = record.min(n);
     // recorded samples run a plan with the layer outputs and graph outputs as targets too
-    let layers = if record > 0 { super::obs::layers_with_channels(m)? } else { Vec::new() };
+    // the layer outputs of a recorded sample stay alive until its run ends: recorded only
+    // when their size is known and small (else later passes compute their own); a symbolic
+    // dim counts as 1, the batch of one calibration sample
+    let mut layers = if record > 0 { super::obs::layers_with_channels(m)? } else { Vec::new() };
+    let held_bytes = layers.iter().try_fold(0u64, |acc, l| {
+        let dims = m.graph.v(l.2).ok()?.ty.as_ref()?.shape.clone()?;
+        Some(acc + 4 * dims.iter().map(|d| if let crate::ir::Dim::Known(k) = d { (*k).max(0) as u64 } else { 1 }).product::<u64>())
+    });
+    if held_bytes.is_none_or(|b| b > super::obs::RECORD_LAYER_BYTES) {
+        layers.clear();
+    }
     let mut rec_ids = target_ids.clone();
     for v in layers.iter().map(|l| l.2).chain(m.graph.outputs.iter().copied()) {
         rec_ids.push(ms.id(v)?);

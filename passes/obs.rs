@@ -124,6 +124,10 @@ pub(crate) fn sum_f32(v: &[f32]) -> f64 {
 /// method=auto scores on.
 pub(crate) const OBS_SAMPLES: usize = 96;
 
+/// Largest total size of one sample's Conv/Gemm outputs that `calibrate` keeps alive to record
+/// their channel means (MobileNetV2: 40 MB).
+pub(crate) const RECORD_LAYER_BYTES: u64 = 512 << 20;
+
 /// The float model's observations on the first calibration samples, recorded by `calibrate`
 /// during its run over the data and kept in the pipeline's [`crate::pass::RunCache`]:
 /// per sample, the channel means of every Conv/Gemm output (by node label) and the graph's
