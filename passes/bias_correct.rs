@@ -23,7 +23,7 @@
 //! the whole correction is undone when it went down, so the pass never makes the model
 //! reproduce its float form worse on data it did not fit.
 
-use super::obs::{channel_means, feed, forward, load_samples, FloatObs};
+use super::obs::{channel_means, feed, forward, layers_with_channels, load_samples, FloatObs};
 use super::util::{node_label, set_const_input};
 use crate::error::Result;
 use rayon::prelude::*;
@@ -131,26 +131,17 @@ impl Pass for BiasCorrect {
         let before = m.clone();
         // quantized weighted layers with a constant-size output channel count
         let mut layers: Vec<(NodeId, ValueId, usize, bool)> = Vec::new();
-        for id in m.graph.topo_order()? {
+        // the same with node labels (to look up calibrate's records)
+        let mut labelled: Vec<(String, ValueId, usize, bool)> = Vec::new();
+        for (id, label, out, k, gemm) in layers_with_channels(m)? {
             let n = m.graph.n(id)?;
-            if !matches!(n.op_type.as_str(), "Conv" | "Gemm") {
-                continue;
-            }
             let w = n.inputs.get(1).copied().flatten();
             let quantized = w.and_then(|w| m.graph.producer_node(w)).map(|(_, p)| p.op_type == "DequantizeLinear").unwrap_or(false);
-            if !quantized || self.exclude.matches_any(&node_label(&m.graph, id), &n.op_type) {
+            if !quantized || self.exclude.matches_any(&label, &n.op_type) {
                 continue;
             }
-            let out = n.outputs[0].expect("output");
-            let dims = m.graph.v(out)?.ty.as_ref().and_then(|t| t.shape.clone());
-            let Some(dims) = dims else { continue };
-            let k = match (n.op_type.as_str(), dims.get(1)) {
-                ("Conv", Some(crate::ir::Dim::Known(k))) => *k as usize,
-                ("Gemm", Some(crate::ir::Dim::Known(k))) => *k as usize,
-                _ => continue,
-            };
             // the bias must be able to absorb the shift: none yet, or a constant of K values
-            let beta = if n.op_type == "Gemm" { n.attr_f("beta").unwrap_or(1.0) } else { 1.0 };
+            let beta = if gemm { n.attr_f("beta").unwrap_or(1.0) } else { 1.0 };
             let bias_ok = match n.inputs.get(2).copied().flatten() {
                 None => true,
                 Some(b) => m.graph.constant_value(b).map(|t| t.numel().ok() == Some(k)).unwrap_or(false),
@@ -158,14 +149,14 @@ impl Pass for BiasCorrect {
             if beta == 0.0 || !bias_ok {
                 continue;
             }
-            layers.push((id, out, k, n.op_type == "Gemm"));
+            layers.push((id, out, k, gemm));
+            labelled.push((label, out, k, gemm));
         }
         let reference = float_reference(m)?;
         let outs: Vec<ValueId> = layers.iter().map(|l| l.1).collect();
         // per sample and channel: the float reference's output means, and its outputs on the
         // held-out samples; from what `calibrate` recorded when its float model computes the
         // same (checked on the first sample), else by running the reference
-        let labelled: Vec<(String, ValueId, usize, bool)> = layers.iter().map(|l| (node_label(&m.graph, l.0), l.1, l.2, l.3)).collect();
         let n_all = samples.len() + if held_apart { held.len() } else { 0 };
         let cached: Option<std::sync::Arc<FloatObs>> = match &ctx.cache.float_obs {
             Some(o) if o.key == FloatObs::key_of(ctx) && o.len() >= n_all && !samples.is_empty() && o.matches(&reference, &samples[0], &labelled)? => Some(o.clone()),

@@ -139,7 +139,7 @@ pub(crate) fn collect_stats_recording(
     let plan = ms.session.plan(&known, &target_ids)?;
     let n = src.len();
     let record = record.min(n);
-    // recorded samples run a plan with the layer outputs and graph outputs as targets too
+    // recorded samples run a plan with the layer outputs and graph outputs as targets too;
     // the layer outputs of a recorded sample stay alive until its run ends: recorded only
     // when their size is known and small (else later passes compute their own); a symbolic
     // dim counts as 1, the batch of one calibration sample
@@ -186,10 +186,9 @@ pub(crate) fn collect_stats_recording(
                             .ok_or_else(|| Error::user(format!("calibration data names input '{}', which the model does not have", t.name)))?;
                         feed.push((id, f32_tensor(&t.shape, t.data)?));
                     }
-                    let rec = pass == 0 && i < record;
-                    let the_plan = if rec { rec_plan.as_ref().expect("record > 0") } else { &plan };
-                    let mut outs = ms.session.run_plan(the_plan, feed).map_err(|e| e.context(format!("calibration sample {i}")))?;
-                    if rec {
+                    let rec = rec_plan.as_ref().filter(|_| pass == 0 && i < record);
+                    let mut outs = ms.session.run_plan(rec.unwrap_or(&plan), feed).map_err(|e| e.context(format!("calibration sample {i}")))?;
+                    if rec.is_some() {
                         let extra = outs.split_off(names.len());
                         let mut means = Vec::with_capacity(layers.len());
                         for (l, t) in layers.iter().zip(&extra) {
@@ -226,15 +225,15 @@ pub(crate) fn collect_stats_recording(
     pb.finish_and_clear();
     let obs = if record > 0 {
         let rows = recorded.into_inner().map_err(|_| Error::internal("recording lock poisoned"))?;
-        let mut means: std::collections::HashMap<String, Vec<Vec<f64>>> = layers.iter().map(|l| (l.1.clone(), Vec::with_capacity(record))).collect();
+        // per layer, the samples' means (rows hold, per sample, the layers' means)
+        let mut per_layer: Vec<Vec<Vec<f64>>> = layers.iter().map(|_| Vec::with_capacity(record)).collect();
         let mut outputs = Vec::with_capacity(record);
         for row in rows {
-            let (ms_, out) = row.ok_or_else(|| Error::internal("a recorded sample is missing"))?;
-            for (l, mm) in layers.iter().zip(ms_) {
-                means.get_mut(&l.1).expect("inserted").push(mm);
-            }
+            let (means, out) = row.ok_or_else(|| Error::internal("a recorded sample is missing"))?;
+            per_layer.iter_mut().zip(means).for_each(|(l, mm)| l.push(mm));
             outputs.push(out);
         }
+        let means = layers.iter().map(|l| l.1.clone()).zip(per_layer).collect();
         Some(FloatObs { key: FloatObs::key_of(ctx), means, outputs })
     } else {
         None

@@ -42,7 +42,7 @@ pub(crate) struct SampleCache {
 /// At most this many bytes of decoded samples are kept (MobileNetV2: 96 × 0.6 MB).
 pub(crate) const SAMPLE_CACHE_BYTES: usize = 256 << 20;
 
-pub(crate) fn load_samples(m: &Model, ctx: &PassContext, limit: usize) -> Result<Vec<Vec<(String, Vec<usize>, Vec<f32>)>>> {
+pub(crate) fn load_samples(m: &Model, ctx: &PassContext, limit: usize) -> Result<Vec<Sample>> {
     load_sample_window(m, ctx, (0, limit))
 }
 
@@ -52,7 +52,7 @@ pub(crate) fn count_samples(m: &Model, ctx: &PassContext) -> Result<usize> {
 }
 
 /// Samples `start .. start + count` of the calibration data (clipped to what exists).
-pub(crate) fn load_sample_window(m: &Model, ctx: &PassContext, (start, count): (usize, usize)) -> Result<Vec<Vec<(String, Vec<usize>, Vec<f32>)>>> {
+pub(crate) fn load_sample_window(m: &Model, ctx: &PassContext, (start, count): (usize, usize)) -> Result<Vec<Sample>> {
     let end = start.saturating_add(count);
     if let Some(c) = &ctx.cache.samples {
         let avail = c.total.min(end);
@@ -155,7 +155,7 @@ impl FloatObs {
 
     /// Whether `m` gives bit-identical layer means (for `layers`: node label, output value,
     /// channels, channel-last) and outputs on the first sample (one forward run).
-    pub fn matches(&self, m: &Model, sample: &[(String, Vec<usize>, Vec<f32>)], layers: &[(String, ValueId, usize, bool)]) -> Result<bool> {
+    pub fn matches(&self, m: &Model, sample: &Sample, layers: &[(String, ValueId, usize, bool)]) -> Result<bool> {
         if self.outputs.is_empty() || layers.iter().any(|l| self.means.get(&l.0).is_none_or(|v| v.is_empty())) {
             return Ok(false);
         }
@@ -163,7 +163,7 @@ impl FloatObs {
         let n_layers = targets.len();
         targets.extend(m.graph.outputs.iter().copied());
         let mut same = true;
-        forward(m, std::slice::from_ref(&sample.to_vec()), &targets, &mut |ts| {
+        forward(m, std::slice::from_ref(sample), &targets, &mut |ts| {
             for (l, t) in layers.iter().zip(&ts) {
                 let mut acc = vec![0f64; l.2];
                 channel_means(t, l.2, l.3, &mut acc)?;

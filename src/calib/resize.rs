@@ -78,6 +78,17 @@ fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
+/// One output pixel: the fixed-point weighted sum of the source pixels `px(0..k.len())`,
+/// rounded and clamped as Pillow does.
+#[inline(always)]
+fn apply_taps(k: &[i32], px: impl Fn(usize) -> u8) -> u8 {
+    let mut acc: i32 = 1 << (PRECISION_BITS - 1);
+    for (j, &kj) in k.iter().enumerate() {
+        acc += px(j) as i32 * kj;
+    }
+    clip8(acc)
+}
+
 /// Resizes an interleaved 8-bit image (`ch` channels, row-major `h x w x ch`) to
 /// `out_w x out_h` like Pillow's bilinear `resize`. Sizes must be nonzero.
 pub fn resize_bilinear(
@@ -128,11 +139,7 @@ pub fn resize_bilinear_window(
                 let (lo, n) = t.bounds[o];
                 let k = &t.weights[o * t.ksize..o * t.ksize + n];
                 for c in 0..ch {
-                    let mut acc: i32 = 1 << (PRECISION_BITS - 1);
-                    for (x, &kx) in k.iter().enumerate() {
-                        acc += row[(lo + x) * ch + c] as i32 * kx;
-                    }
-                    mid[((y - r0) * win_w + o - left) * ch + c] = clip8(acc);
+                    mid[((y - r0) * win_w + o - left) * ch + c] = apply_taps(k, |x| row[(lo + x) * ch + c]);
                 }
             }
         }
@@ -148,11 +155,7 @@ pub fn resize_bilinear_window(
         let (lo, n) = t.bounds[o];
         let k = &t.weights[o * t.ksize..o * t.ksize + n];
         for i in 0..stride {
-            let mut acc: i32 = 1 << (PRECISION_BITS - 1);
-            for (y, &ky) in k.iter().enumerate() {
-                acc += mid[(lo + y - r0) * stride + i] as i32 * ky;
-            }
-            out[(o - top) * stride + i] = clip8(acc);
+            out[(o - top) * stride + i] = apply_taps(k, |y| mid[(lo + y - r0) * stride + i]);
         }
     }
     out

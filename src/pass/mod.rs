@@ -128,9 +128,9 @@ pub struct PassContext {
 /// Results that built-in passes leave for later passes of the same pipeline run, so that
 /// they are not computed twice. Opaque outside sparseqc. Today: the first calibration
 /// samples, decoded, and the float model's observations on them, both recorded by
-/// `calibrate` during its run over the data; `bias-correct` reuses the observations after checking on one sample that its float
-/// model computes bit-identical values (else it runs the float model itself), which saves
-/// it 96 of its 224 model runs on the default pipelines.
+/// `calibrate` during its run over the data; `bias-correct` reuses the observations after
+/// checking on one sample that its float model computes bit-identical values (else it runs
+/// the float model itself), which saves it 96 of its 224 model runs on the default pipelines.
 #[derive(Clone, Default)]
 pub struct RunCache {
     pub(crate) float_obs: Option<std::sync::Arc<crate::passes::obs::FloatObs>>,
