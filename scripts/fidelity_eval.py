@@ -6,7 +6,11 @@
 
 Prints, for the reference and then each model: top-1 on the labels, top-1 agreement with the
 reference's predictions, and the SQNR of the logits against the reference's
-(10·log10(Σref² / Σ(ref − model)²)). Graph optimisations are off (onnxruntime would otherwise
+(10·log10(Σref² / Σ(ref − model)²)), and the paired top-1 difference to the reference
+with its 95 % interval: of the images exactly one of the two gets right, b are the
+reference's and c the model's; the difference is (c − b)/n with standard error
+√(b + c − (c − b)²/n)/n (each image a paired trial). A difference whose interval covers 0
+cannot be told apart from the luck of this split. Graph optimisations are off (onnxruntime would otherwise
 fuse Q/DQ into integer kernels). Used in docs/accuracy.md to compare INT8 variants of one
 float model by how well they reproduce it, next to their top-1.
 """
@@ -33,6 +37,17 @@ def logits(path: str, x: np.ndarray, batch: int = 50) -> np.ndarray:
     return np.concatenate([s.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
 
 
+def paired_difference(ref_ok: np.ndarray, model_ok: np.ndarray) -> str:
+    """Top-1 difference model - reference in points, with a 95 % normal interval over paired images."""
+    n = len(ref_ok)
+    b = int((ref_ok & ~model_ok).sum())  # only the reference right
+    c = int((model_ok & ~ref_ok).sum())  # only the model right
+    d = (c - b) / n
+    se = np.sqrt(max(b + c - (c - b) ** 2 / n, 0.0)) / n
+    return (f"vs reference {100 * d:+.2f} points (95 % interval {100 * (d - 1.96 * se):+.2f} .. {100 * (d + 1.96 * se):+.2f}; "
+            f"{b} images only it gets right, {c} only this one)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("reference")
@@ -55,7 +70,7 @@ def main() -> int:
         noise = ((ref - z) ** 2).sum()
         sqnr = 10 * np.log10((ref ** 2).sum() / noise) if noise > 0 else float("inf")
         print(f"{m}: top-1 {100 * (z.argmax(1) == y).mean():.2f} %, agreement {100 * (z.argmax(1) == ref.argmax(1)).mean():.2f} %, "
-              f"logit SQNR {sqnr:.2f} dB")
+              f"logit SQNR {sqnr:.2f} dB; {paired_difference(ref.argmax(1) == y, z.argmax(1) == y)}")
     return 0
 
 

@@ -40,8 +40,8 @@ TensorRT engine (-o model.plan, needs TensorRT 10/11 installed).";
 const EXAMPLES: &str = "\
 Examples:
   # Sparse INT8 for TensorRT from a folder of calibration images
-  sparseqc resnet.onnx -o resnet.int8.onnx --calib images/ \\
-      --preprocess 'resize=256,crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225'
+  # ('imagenet' = resize=256,crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225)
+  sparseqc resnet.onnx -o resnet.int8.onnx --calib images/ --preprocess imagenet
   trtexec --onnx=resnet.int8.onnx --sparsity=enable
 
   # Sparsify only the layers that keep >= 97 % of top-1 answers (held-out calib samples)
@@ -178,7 +178,9 @@ pub struct CompileArgs {
     #[arg(long, value_name = "DIR|FILE")]
     pub calib: Option<PathBuf>,
     /// Image preprocessing, e.g. 'resize=256,crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225'.
-    /// Keys: resize, crop, scale, mean, std, order=RGB|BGR, layout=NCHW|NHWC.
+    /// Keys: resize, crop, scale (default 1/255), mean, std, order=RGB|BGR, layout=NCHW|NHWC.
+    /// Presets, first in the list, later keys override them: 'imagenet' (the spec above,
+    /// torchvision's evaluation transform), 'imagenet-norm' (its mean/std only), e.g. 'imagenet,crop=256'.
     #[arg(long, value_name = "SPEC")]
     pub preprocess: Option<String>,
     /// Use at most N calibration samples, spread over the set (a sorted folder is visited by
@@ -346,6 +348,10 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     crate::onnx::save::check_not_protected(&out, std::slice::from_ref(&model_path))?;
     if a.emit.len() == 2 && a.emit[0] != "network" {
         return Err(Error::usage(format!("--emit: unknown artefact '{}' (supported: network)", a.emit[0])));
+    }
+    if let Some(spec) = &a.preprocess {
+        // a typo here should not surface after minutes of pruning
+        spec.parse::<crate::calib::Preprocess>().map_err(|e| Error::usage(format!("--preprocess '{spec}': {e}")))?;
     }
     if plan {
         // no TensorRT here: say so before any work, and write nothing

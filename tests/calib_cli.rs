@@ -152,3 +152,27 @@ fn accuracy_budget_flag() {
         assert!(it["details"]["rank"].as_u64().is_some() && !it["reason"].as_str().unwrap().is_empty(), "{it}");
     }
 }
+
+#[test]
+fn preprocess_typos_fail_before_any_work_and_presets_name_the_same_spec() {
+    let img = testdata("cifar10-mini");
+    // a typo: usage error (exit 2) naming the item, before pruning, and no output written
+    let d = tmpdir();
+    let out = d.path().join("o.onnx");
+    let m = testdata("models/resnet20_bn.onnx");
+    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--calib", path_str(&img), "--preprocess", "imagenet-nrom", "-q"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("'imagenet-nrom'") && e.contains("imagenet-norm") && !e.contains("panicked"), "{e}");
+    assert!(!out.exists());
+    // the preset gives the same model as the spec it stands for
+    let (a, da) = calibrate("models/resnet20_bn.onnx", path_str(&img), &[]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b_out = d.path().join("b.onnx");
+    let o = sparseqc(&[
+        path_str(&m), "-o", path_str(&b_out), "--passes", "fold-bn,cleanup,calibrate", "-q",
+        "--calib", path_str(&img), "--preprocess", "imagenet-norm",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(da.path().join("o.onnx")).unwrap(), std::fs::read(&b_out).unwrap());
+}

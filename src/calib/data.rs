@@ -252,7 +252,8 @@ pub enum Layout {
 /// multiplier, a number or a fraction like `1/255`; default 1/255), `mean` and `std` (one value
 /// or three separated by `:`, in the tensor's channel order; defaults 0 and 1), `order`
 /// (`RGB` default, or `BGR`), `layout` (`NCHW` default, or `NHWC`). The empty string gives the
-/// defaults.
+/// defaults. The spec may start with a preset name ([`PRESETS`]: `imagenet`, `imagenet-norm`);
+/// key=value pairs after it override the preset's values, e.g. `imagenet,crop=256`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocess {
     /// Resize, applied first.
@@ -272,6 +273,24 @@ pub struct Preprocess {
 }
 
 const VALID_KEYS: &str = "resize, crop, scale, mean, std, order, layout";
+
+/// Named preprocessing specs, usable as the first item of `--preprocess`: (name, spec, what it is).
+pub const PRESETS: &[(&str, &str, &str)] = &[
+    (
+        "imagenet",
+        "resize=256,crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225",
+        "torchvision's ImageNet evaluation transform",
+    ),
+    (
+        "imagenet-norm",
+        "mean=0.485:0.456:0.406,std=0.229:0.224:0.225",
+        "ImageNet mean/std only, images used at their own size",
+    ),
+];
+
+fn preset_names() -> String {
+    PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+}
 
 impl Default for Preprocess {
     fn default() -> Self {
@@ -347,11 +366,21 @@ impl FromStr for Preprocess {
     fn from_str(s: &str) -> Result<Preprocess> {
         let mut p = Preprocess::default();
         let mut seen: Vec<String> = Vec::new();
-        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        for (i, item) in s.split(',').map(str::trim).filter(|i| !i.is_empty()).enumerate() {
             let Some((k, v)) = item.split_once('=') else {
-                return Err(Error::user(format!(
-                    "preprocessing: '{item}' is not key=value (valid keys: {VALID_KEYS})"
-                )));
+                let Some(preset) = PRESETS.iter().find(|ps| ps.0.eq_ignore_ascii_case(item)) else {
+                    return Err(Error::user(format!(
+                        "preprocessing: '{item}' is neither key=value (valid keys: {VALID_KEYS}) nor a preset ({})",
+                        preset_names()
+                    )));
+                };
+                if i > 0 {
+                    return Err(Error::user(format!(
+                        "preprocessing: the preset '{item}' must come first; key=value pairs after it override it"
+                    )));
+                }
+                p = preset.1.parse()?;
+                continue;
             };
             let k = k.trim().to_ascii_lowercase();
             let v = v.trim();
@@ -1151,6 +1180,27 @@ mod tests {
         ] {
             assert!(bad.parse::<Preprocess>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn presets_expand_and_are_overridden_by_later_keys() {
+        let full: Preprocess = "resize=256,crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225"
+            .parse()
+            .unwrap();
+        assert_eq!("imagenet".parse::<Preprocess>().unwrap(), full);
+        assert_eq!("ImageNet".parse::<Preprocess>().unwrap(), full);
+        let cropped: Preprocess = "imagenet, crop=256".parse().unwrap();
+        assert_eq!(cropped, Preprocess { crop: Some((256, 256)), ..full.clone() });
+        let norm: Preprocess = "imagenet-norm".parse().unwrap();
+        assert_eq!((norm.resize, norm.crop, norm.mean, norm.std), (None, None, full.mean, full.std));
+        // Every preset's spec parses, and the name must come first.
+        for (name, spec, _) in PRESETS {
+            assert_eq!(name.parse::<Preprocess>().unwrap(), spec.parse::<Preprocess>().unwrap());
+        }
+        let e = "crop=200,imagenet".parse::<Preprocess>().unwrap_err().to_string();
+        assert!(e.contains("must come first"), "{e}");
+        let e = "imagenett".parse::<Preprocess>().unwrap_err().to_string();
+        assert!(e.contains("nor a preset (imagenet, imagenet-norm)") && e.contains(VALID_KEYS), "{e}");
     }
 
     #[test]
