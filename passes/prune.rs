@@ -45,6 +45,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("reconstruct", OptionKind::Bool, "true", "obs: OBS weight update (false: magnitude masks, e.g. to measure bias correction alone)"),
     OptionSpec::new("budget", OptionKind::Str, "", "choose the layers so the output stays this close to the float model: a top-1 agreement (0.97) or an output SQNR (25dB) on calibration samples"),
     OptionSpec::new("budget-samples", OptionKind::Int, "256", "budget: calibration samples on which the fidelity is measured"),
+    OptionSpec::new("keep-mb", OptionKind::Int, "512", "obs: MiB of activations kept between layers so each layer's run resumes where the last stopped; 0 reruns the network from its inputs for every layer (same result, less memory)"),
 ];
 
 pub struct Prune {
@@ -68,6 +69,8 @@ pub struct Prune {
     /// `method=obs`: calibration samples `(start, count)` for the Hessians instead of the
     /// first `obs_samples` (set by the budget search to keep its scoring samples held out).
     pub sample_window: Option<(usize, usize)>,
+    /// `method=obs`: bytes of activations kept between layers (`keep-mb`).
+    pub keep_bytes: usize,
 }
 
 impl Prune {
@@ -90,6 +93,7 @@ impl Prune {
             budget: self.budget,
             budget_samples: self.budget_samples,
             sample_window: self.sample_window,
+            keep_bytes: self.keep_bytes,
         }
     }
 }
@@ -122,6 +126,7 @@ impl Prune {
             budget: o.str("budget").filter(|s| !s.is_empty()).map(super::budget::Budget::parse).transpose()?,
             budget_samples: o.int("budget-samples", 256)?.max(1) as usize,
             sample_window: None,
+            keep_bytes: (o.int("keep-mb", 512)?.max(0) as usize) << 20,
         })
     }
 }

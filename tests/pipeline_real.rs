@@ -543,3 +543,30 @@ fn sessions_fold_constant_weight_qdq_without_changing_results() {
     let b = plain.session.run_outputs(vec![x]).unwrap();
     assert_eq!(a[0].as_f32().unwrap(), b[0].as_f32().unwrap());
 }
+
+#[test]
+fn obs_resumes_each_layer_from_kept_activations_with_the_same_result_as_rerunning_the_network() {
+    // prune-2of4{method=obs} keeps, between layers, the activations later layers read, so each
+    // layer's run starts where the previous stopped; over the budget (keep-mb) it reruns the
+    // network from its inputs. The pruned model must not depend on which happened.
+    let calib = || CalibInput { source: Some(testdata("cifar10-mini.input.npy")), ..Default::default() };
+    let print = |m: &Model| sparseqc::text::print(m, &Default::default()).unwrap();
+    let mut runs = Vec::new();
+    for keep in ["", ",keep-mb=3", ",keep-mb=0"] {
+        let mut m = load("models/resnet20_bn.onnx");
+        let reps = run(&mut m, &format!("fold-bn,cleanup,prune-2of4{{method=obs,min-channels=4,min-params=0,samples=32{keep}}}"), calib());
+        let st = &reps[2].stats;
+        let n = |k: &str| st[k].as_u64().unwrap_or_else(|| panic!("{k}: {st:?}"));
+        runs.push((print(&m), n("resume_restarts"), n("resume_peak_bytes"), n("pruned_layers")));
+    }
+    let layers = runs[0].3;
+    assert!(layers >= 18, "{layers}");
+    // everything kept (32 CIFAR samples need a few MiB), some steps over 3 MiB, none kept
+    assert_eq!(runs[0].1, 0);
+    assert!(runs[1].1 > 0 && runs[1].1 < runs[2].1, "restarts {} vs {}", runs[1].1, runs[2].1);
+    assert!(runs[2].1 >= layers - 2, "{} of {layers}", runs[2].1);
+    assert!(runs[1].2 <= 3 << 20 && runs[0].2 > 3 << 20, "peaks {} {}", runs[1].2, runs[0].2);
+    for r in &runs[1..] {
+        assert_eq!(r.0, runs[0].0, "the pruned model depends on keep-mb");
+    }
+}
