@@ -365,6 +365,13 @@ impl Resume {
                     if keeping {
                         let kept = &mut self.store[c * CHUNK + j][net];
                         for (v, t) in wanted[1..].iter().zip(it) {
+                            // the interpreter's buffer pool may have handed out a much larger
+                            // buffer (an early 112×112 activation's): keep an exact copy, or
+                            // 250 samples' kept values pin gigabytes
+                            let t = match t.dtype() {
+                                crate::exec::DType::F32 => crate::exec::Tensor::new(t.shape().to_vec(), t.as_f32()?.to_vec())?,
+                                _ => t,
+                            };
                             kept.insert(*v, t);
                         }
                     }
