@@ -314,15 +314,15 @@ impl Resume {
         Ok(Resume { steps, store: (0..n_samples).map(|_| Default::default()).collect(), valid: true, budget, peak_bytes: 0, restarts: 0 })
     }
 
-    /// Runs step `i` on both networks over all samples (chunk by chunk) and hands the layer
-    /// input of the original and of the current network to `f`, in sample order.
+    /// Runs step `i` on both networks over all samples and hands the layer input of the
+    /// original and of the current network to `f`, chunk by chunk, in sample order.
     pub fn step(
         &mut self,
         i: usize,
         orig: &Model,
         cur: &Model,
         samples: &[Sample],
-        f: &mut dyn FnMut(&crate::exec::Tensor, &crate::exec::Tensor) -> Result<()>,
+        f: &mut dyn FnMut(&[(crate::exec::Tensor, crate::exec::Tensor)]) -> Result<()>,
     ) -> Result<()> {
         let st = &self.steps[i];
         let resume = self.valid;
@@ -339,9 +339,11 @@ impl Resume {
             wanted.iter().map(|v| sessions[1].id(*v)).collect::<Result<_>>()?,
         ];
         let mut first: Vec<crate::exec::Tensor> = Vec::with_capacity(CHUNK);
+        let mut pairs = Vec::with_capacity(CHUNK);
         let mut keeping = true;
         for (c, chunk) in samples.chunks(CHUNK).enumerate() {
             first.clear();
+            pairs.clear();
             for net in 0..2 {
                 let ms = &sessions[net];
                 let mut batch = Vec::with_capacity(chunk.len());
@@ -378,10 +380,11 @@ impl Resume {
                     if net == 0 {
                         first.push(t);
                     } else {
-                        f(&first[j], &t)?;
+                        pairs.push((std::mem::replace(&mut first[j], crate::exec::Tensor::scalar(0f32)), t));
                     }
                 }
             }
+            f(&pairs)?;
             if c == 0 && keeping {
                 // every sample keeps values of the same sizes: project the store from the first
                 let per_sample: usize = self.store[0].iter().flat_map(|m| m.values()).map(|t| t.len() * t.dtype().size()).sum();
@@ -399,8 +402,8 @@ impl Resume {
     }
 }
 
-/// `g += pᵀ·o` for row-major `rows×cols` patch matrices (f32 product per chunk, f64 sum).
-fn add_cross(g: &mut [f64], p: &[f32], o: &[f32], rows: usize, cols: usize) {
+/// `pᵀ·o` (`cols×cols`, f32) for row-major `rows×cols` patch matrices.
+fn cross_product(p: &[f32], o: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut c = vec![0f32; cols * cols];
     // SAFETY: the slices hold rows*cols (a, b) and cols*cols (c) elements, with the
     // strides given; matrixmultiply reads and writes only within them.
@@ -412,9 +415,7 @@ fn add_cross(g: &mut [f64], p: &[f32], o: &[f32], rows: usize, cols: usize) {
             0.0, c.as_mut_ptr(), cols as isize, 1,
         );
     }
-    for (x, y) in g.iter_mut().zip(&c) {
-        *x += *y as f64;
-    }
+    c
 }
 
 /// Solves `X·H = B` for `X` (`k×n`), H symmetric positive definite `n×n` (Cholesky).
@@ -571,34 +572,49 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
         let mut cross = vec![0f64; cols * cols];
         let mut cross_val = if cv { vec![0f64; cols * cols] } else { Vec::new() };
         let mut sample_idx = 0usize;
-        resume.step(li, &orig, m, &samples, &mut |to, tp| {
-            let (vo, vp) = (to.as_f32()?, tp.as_f32()?);
-            let (po, pp, n_rows) = if is_conv {
-                let shape = tp.shape().to_vec();
-                if geom.is_none() {
-                    geom = Some(conv_geometry(&node, &cand.shape[2..], &shape[2..])?);
+        resume.step(li, &orig, m, &samples, &mut |pairs| {
+            use rayon::prelude::*;
+            if is_conv && geom.is_none() {
+                if let Some((_, tp)) = pairs.first() {
+                    geom = Some(conv_geometry(&node, &cand.shape[2..], &tp.shape()[2..])?);
                 }
-                let gm = geom.as_ref().expect("set");
-                let a = im2col(vo, &shape, gm)?;
-                let b = im2col(vp, &shape, gm)?;
-                let rows = b.rows;
-                (a.data, b.data, rows)
-            } else {
-                (vo.to_vec(), vp.to_vec(), vp.len() / cols)
-            };
-            if cv && sample_idx % 5 == 4 {
-                acc_val.add_rows(&pp, n_rows)?;
-                add_cross(&mut cross_val, &pp, &po, n_rows, cols);
-                rows_val += n_rows as u64;
-            } else {
-                acc.add_rows(&pp, n_rows)?;
-                add_cross(&mut cross, &pp, &po, n_rows, cols);
-                rows_fit += n_rows as u64;
             }
-            sample_idx += 1;
-            for r in pp.chunks(cols) {
-                for (j, x) in r.iter().enumerate() {
-                    mean_patch[j] += *x as f64;
+            let gm = geom.as_ref();
+            // per sample, in parallel: both networks' patches and their cross product (each
+            // sample's exactly as one at a time); summed below in sample order
+            let per: Vec<(Vec<f32>, usize, Vec<f32>)> = pairs
+                .par_iter()
+                .map(|(to, tp)| {
+                    let (vo, vp) = (to.as_f32()?, tp.as_f32()?);
+                    let (po, pp, n_rows) = match gm {
+                        Some(gm) => {
+                            let a = im2col(vo, tp.shape(), gm)?;
+                            let b = im2col(vp, tp.shape(), gm)?;
+                            let rows = b.rows;
+                            (a.data, b.data, rows)
+                        }
+                        None => (vo.to_vec(), vp.to_vec(), vp.len() / cols),
+                    };
+                    let c = cross_product(&pp, &po, n_rows, cols);
+                    Ok((pp, n_rows, c))
+                })
+                .collect::<Result<_>>()?;
+            for (pp, n_rows, c) in per {
+                let (h, g, rows) = if cv && sample_idx % 5 == 4 {
+                    (&mut acc_val, &mut cross_val, &mut rows_val)
+                } else {
+                    (&mut acc, &mut cross, &mut rows_fit)
+                };
+                h.add_rows(&pp, n_rows)?;
+                for (x, y) in g.iter_mut().zip(&c) {
+                    *x += *y as f64;
+                }
+                *rows += n_rows as u64;
+                sample_idx += 1;
+                for r in pp.chunks(cols) {
+                    for (j, x) in r.iter().enumerate() {
+                        mean_patch[j] += *x as f64;
+                    }
                 }
             }
             Ok(())
