@@ -266,7 +266,6 @@ impl Resume {
         let mut computed = HashSet::new();
         let mut made_at: HashMap<ValueId, usize> = HashMap::new();
         let mut feeds: Vec<BTreeSet<ValueId>> = Vec::new();
-        let mut made: Vec<HashSet<ValueId>> = Vec::new();
         let mut inputs_read = Vec::new();
         for (i, &t) in targets.iter().enumerate() {
             let (mut feed, mut out, mut run) = (BTreeSet::new(), HashSet::new(), HashSet::new());
@@ -294,19 +293,16 @@ impl Resume {
                     Producer::None => return Err(Error::internal(format!("'{}' has no producer", g.name_of(v)))),
                 }
             }
-            for v in &out {
-                made_at.insert(*v, i);
-            }
+            made_at.extend(out.into_iter().map(|v| (v, i)));
             computed.extend(run);
             feeds.push(feed);
-            made.push(out);
             inputs_read.push(reads_input);
         }
         let mut steps = Vec::with_capacity(targets.len());
         let mut later: BTreeSet<ValueId> = BTreeSet::new();
         for i in (0..targets.len()).rev() {
             let keep: Vec<ValueId> = later.iter().copied().filter(|v| made_at.get(v).is_some_and(|&s| s <= i)).collect();
-            let (keep_run, keep_carry) = keep.into_iter().partition(|v| made[i].contains(v) || feeds[i].contains(v));
+            let (keep_run, keep_carry) = keep.into_iter().partition(|v| made_at.get(v) == Some(&i) || feeds[i].contains(v));
             steps.push(ResumeStep { target: targets[i], feed: feeds[i].iter().copied().collect(), keep_run, keep_carry, needs_inputs: inputs_read[i] });
             later.extend(feeds[i].iter().copied());
         }
@@ -338,12 +334,10 @@ impl Resume {
             wanted.iter().map(|v| sessions[0].id(*v)).collect::<Result<_>>()?,
             wanted.iter().map(|v| sessions[1].id(*v)).collect::<Result<_>>()?,
         ];
-        let mut first: Vec<crate::exec::Tensor> = Vec::with_capacity(CHUNK);
-        let mut pairs = Vec::with_capacity(CHUNK);
         let mut keeping = true;
         for (c, chunk) in samples.chunks(CHUNK).enumerate() {
-            first.clear();
-            pairs.clear();
+            // each network's layer input per sample of the chunk
+            let mut inputs: [Vec<crate::exec::Tensor>; 2] = Default::default();
             for net in 0..2 {
                 let ms = &sessions[net];
                 let mut batch = Vec::with_capacity(chunk.len());
@@ -377,14 +371,11 @@ impl Resume {
                             kept.insert(*v, t);
                         }
                     }
-                    if net == 0 {
-                        first.push(t);
-                    } else {
-                        pairs.push((std::mem::replace(&mut first[j], crate::exec::Tensor::scalar(0f32)), t));
-                    }
+                    inputs[net].push(t);
                 }
             }
-            f(&pairs)?;
+            let [o, p] = inputs;
+            f(&o.into_iter().zip(p).collect::<Vec<_>>())?;
             if c == 0 && keeping {
                 // every sample keeps values of the same sizes: project the store from the first
                 let per_sample: usize = self.store[0].iter().flat_map(|m| m.values()).map(|t| t.len() * t.dtype().size()).sum();
