@@ -7,10 +7,11 @@
 Prints, for the reference and then each model: top-1 on the labels, top-1 agreement with the
 reference's predictions, and the SQNR of the logits against the reference's
 (10·log10(Σref² / Σ(ref − model)²)), and the paired top-1 difference to the reference
-with its 95 % interval: of the images exactly one of the two gets right, b are the
+with its 95 % interval, and how the changed answers split. Of the images exactly one of the two gets right, b are the
 reference's and c the model's; the difference is (c − b)/n with standard error
 √(b + c − (c − b)²/n)/n (each image a paired trial). A difference whose interval covers 0
-cannot be told apart from the luck of this split. Graph optimisations are off (onnxruntime would otherwise
+cannot be told apart from the luck of this split. The reference's median margin between its two
+highest logits, next to the models' logit errors, shows how easily its answers flip. Graph optimisations are off (onnxruntime would otherwise
 fuse Q/DQ into integer kernels). Used in docs/accuracy.md to compare INT8 variants of one
 float model by how well they reproduce it, next to their top-1.
 """
@@ -64,13 +65,22 @@ def main() -> int:
     x = sqc_data.load_batch(paths, pre)
     y = np.asarray(labels)
     ref = logits(a.reference, x)
-    print(f"{a.reference}: top-1 {100 * (ref.argmax(1) == y).mean():.2f} % on {len(y)} images")
+    ref_ok = ref.argmax(1) == y
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    print(f"{a.reference}: top-1 {100 * ref_ok.mean():.2f} % on {len(y)} images; median margin between its two highest "
+          f"logits {np.median(margin):.2f} ({np.median(margin[ref_ok]) if ref_ok.any() else float('nan'):.2f} on the images it gets right, "
+          f"{np.median(margin[~ref_ok]) if (~ref_ok).any() else float('nan'):.2f} on the rest)")
     for m in a.models:
         z = logits(m, x)
         noise = ((ref - z) ** 2).sum()
         sqnr = 10 * np.log10((ref ** 2).sum() / noise) if noise > 0 else float("inf")
         print(f"{m}: top-1 {100 * (z.argmax(1) == y).mean():.2f} %, agreement {100 * (z.argmax(1) == ref.argmax(1)).mean():.2f} %, "
-              f"logit SQNR {sqnr:.2f} dB; {paired_difference(ref.argmax(1) == y, z.argmax(1) == y)}")
+              f"logit SQNR {sqnr:.2f} dB; {paired_difference(ref_ok, z.argmax(1) == y)}")
+        changed = z.argmax(1) != ref.argmax(1)
+        print(f"    changed answers {int(changed.sum())}: {int((changed & ref_ok).sum())} where the reference was right (all lost), "
+              f"{int((changed & ~ref_ok).sum())} where it was wrong, {int((changed & ~ref_ok & (z.argmax(1) == y)).sum())} of them now right; "
+              f"median |logit error| {np.median(np.abs(ref - z).max(axis=1)):.2f} (largest per image)")
     return 0
 
 
