@@ -393,20 +393,50 @@ impl Resume {
     }
 }
 
-/// `pᵀ·o` (`cols×cols`, f32) for row-major `rows×cols` patch matrices.
-fn cross_product(p: &[f32], o: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut c = vec![0f32; cols * cols];
-    // SAFETY: the slices hold rows*cols (a, b) and cols*cols (c) elements, with the
+/// `pᵀ·o` (`cols×n`, f32) for row-major `p` (`rows×cols`) and `o` (`rows×n`).
+fn matmul_at(p: &[f32], o: &[f32], rows: usize, cols: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0f32; cols * n];
+    debug_assert!(p.len() >= rows * cols && o.len() >= rows * n);
+    // SAFETY: the slices hold rows*cols (p), rows*n (o) and cols*n (c) elements, with the
     // strides given; matrixmultiply reads and writes only within them.
     unsafe {
         matrixmultiply::sgemm(
-            cols, rows, cols, 1.0,
+            cols, rows, n, 1.0,
             p.as_ptr(), 1, cols as isize,
-            o.as_ptr(), cols as isize, 1,
-            0.0, c.as_mut_ptr(), cols as isize, 1,
+            o.as_ptr(), n as isize, 1,
+            0.0, c.as_mut_ptr(), n as isize, 1,
         );
     }
     c
+}
+
+/// `a·wᵀ` (`rows×k`, f32) for row-major `a` (`rows×cols`) and `w` (`k×cols`).
+fn matmul_bt(a: &[f32], w: &[f32], rows: usize, cols: usize, k: usize) -> Vec<f32> {
+    let mut c = vec![0f32; rows * k];
+    debug_assert!(a.len() >= rows * cols && w.len() >= k * cols);
+    // SAFETY: as above: rows*cols (a), k*cols (w), rows*k (c) elements, strides within them.
+    unsafe {
+        matrixmultiply::sgemm(
+            rows, cols, k, 1.0,
+            a.as_ptr(), cols as isize, 1,
+            w.as_ptr(), 1, cols as isize,
+            0.0, c.as_mut_ptr(), k as isize, 1,
+        );
+    }
+    c
+}
+
+/// `C·W₀ᵀ` (`cols×k`, f64) from the summed cross product `C` (`cols×cols`) and the
+/// original weights as rows (`k×cols`).
+fn cross_times_weights(c: &[f64], w0: &[f32], cols: usize, k: usize) -> Vec<f64> {
+    let mut t = vec![0f64; cols * k];
+    for j in 0..cols {
+        let cj = &c[j * cols..(j + 1) * cols];
+        for r in 0..k {
+            t[j * k + r] = w0[r * cols..(r + 1) * cols].iter().zip(cj).map(|(w, c)| *w as f64 * c).sum();
+        }
+    }
+    t
 }
 
 /// Solves `X·H = B` for `X` (`k×n`), H symmetric positive definite `n×n` (Cholesky).
@@ -560,8 +590,15 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
         let mut mean_patch = vec![0f64; cols];
         let (mut rows_fit, mut rows_val) = (0u64, 0u64);
         let mut geom: Option<ConvGeometry> = None;
-        let mut cross = vec![0f64; cols * cols];
-        let mut cross_val = if cv { vec![0f64; cols * cols] } else { Vec::new() };
+        // What reconstruction needs of the two networks' patches is T = Pₚᵀ·(Pₒ·W₀ᵀ) (cols×k):
+        // the pruned input against the original layer's output. Computed directly when
+        // that is cheaper (2·k < cols: rows·cols·2k against rows·cols² multiply-adds, e.g.
+        // every 3×3 conv with k ≤ 4·C), else from the cross product C = PₚᵀPₒ as C·W₀ᵀ.
+        let rows_w = weight_rows(&w_orig, cand)?;
+        let direct = 2 * cand.k < cols;
+        let acc_len = if direct { cols * cand.k } else { cols * cols };
+        let mut cross = vec![0f64; acc_len];
+        let mut cross_val = if cv { vec![0f64; acc_len] } else { Vec::new() };
         let mut sample_idx = 0usize;
         resume.step(li, &orig, m, &samples, &mut |pairs| {
             use rayon::prelude::*;
@@ -571,7 +608,7 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
                 }
             }
             let gm = geom.as_ref();
-            // per sample, in parallel: both networks' patches and their cross product (each
+            // per sample, in parallel: both networks' patches and T (or C) of the sample (each
             // sample's exactly as one at a time); summed below in sample order
             let per: Vec<(Vec<f32>, usize, Vec<f32>)> = pairs
                 .par_iter()
@@ -586,7 +623,12 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
                         }
                         None => (vo.to_vec(), vp.to_vec(), vp.len() / cols),
                     };
-                    let c = cross_product(&pp, &po, n_rows, cols);
+                    let c = if direct {
+                        let y = matmul_bt(&po, &rows_w, n_rows, cols, cand.k);
+                        matmul_at(&pp, &y, n_rows, cols, cand.k)
+                    } else {
+                        matmul_at(&pp, &po, n_rows, cols, cols)
+                    };
                     Ok((pp, n_rows, c))
                 })
                 .collect::<Result<_>>()?;
@@ -617,7 +659,12 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
         // the data (MobileNetV2's 1280-input classifier on 250 images: FP32 top-1 of the
         // pruned model 50.27 % with OBS there, 52.80 % with magnitude). Magnitude masks then.
         let underdetermined = rows_seen < 2 * cols as u64;
-        let rows_w = weight_rows(&w_orig, cand)?;
+        if !direct {
+            cross = cross_times_weights(&cross, &rows_w, cols, cand.k);
+            if cv {
+                cross_val = cross_times_weights(&cross_val, &rows_w, cols, cand.k);
+            }
+        }
         // damp=auto: reconstruct from the fitting rows with each dampening of the grid and
         // keep the one whose layer output is closest to the original network's on the
         // held-out rows; then reconstruct from all rows with it.
@@ -631,7 +678,7 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
                 .par_iter()
                 .map(|&d| {
                     let (w, ..) = reconstruct(p, d, cand, &layout, &w_orig, &h_fit, &cross, rows_fit as f64, false)?;
-                    Ok((d, held_out_error(&weight_rows(&w, cand)?, &rows_w, &h_val, &cross_val, rows_val as f64, cand.k, cols)))
+                    Ok((d, held_out_error(&weight_rows(&w, cand)?, &h_val, &cross_val, rows_val as f64, cand.k, cols)))
                 })
                 .collect::<Result<_>>()?;
             if let Some(best) = scored.iter().filter(|x| x.1.is_finite()).min_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal)) {
@@ -720,7 +767,7 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
 pub const DAMP_GRID: [f64; 5] = [0.003, 0.01, 0.03, 0.1, 0.3];
 
 /// Target correction (ridge toward W) and 2:4 pruning of one layer from its statistics:
-/// `h` = PₚᵀPₚ/n, `cross` = Σ PₚᵀPₒ (raw sum over `nrm` rows). Returns the pruned weight in
+/// `h` = PₚᵀPₚ/n, `cross` = Σ Pₚᵀ·(Pₒ·W₀ᵀ) (`cols×k`, raw sum over `nrm` rows). Returns the pruned weight in
 /// the constant's layout and the layer output errors of magnitude and of the result.
 #[allow(clippy::too_many_arguments)]
 fn reconstruct(
@@ -750,7 +797,7 @@ fn reconstruct(
         //   W' = argmin ‖W'Xp − W·Xo‖²/n + ‖(W' − W)·Λ^½‖²  ⇒  W'(H + Λ) = W·Gᵀ + W·Λ
         // (G = PpᵀPo/n), so input directions the calibration data never excites keep their
         // weights; with Λ alone on the left, W·Gᵀ·(H+Λ)⁻¹ would shrink them to zero.
-        // B[r][j] = Σ_i W[r][i]·G[j][i] = Σ_i W[r][i]·cross[j][i]/n
+        // B[r][j] = Σ_i W[r][i]·G[j][i] = cross[j][r]/n
         let mut bmat = vec![0f64; cand.k * cols];
         for r in 0..cand.k {
             let wr = &rows_w[r * cols..(r + 1) * cols];
@@ -759,8 +806,7 @@ fn reconstruct(
                 br[j] += (hd[j * cols + j] - h[j * cols + j]) * *wj as f64;
             }
             for (j, b) in br.iter_mut().enumerate() {
-                let cj = &cross[j * cols..(j + 1) * cols];
-                *b += wr.iter().zip(cj).map(|(wi, c)| *wi as f64 * c).sum::<f64>() / nrm;
+                *b += cross[j * cand.k + r] / nrm;
             }
         }
         if let Ok(wc) = solve_right_spd(&hd, &bmat, cols, cand.k) {
@@ -790,19 +836,17 @@ fn reconstruct(
 
 /// Mean squared distance, on held-out rows, between the layer output with weights `w`
 /// (rows `k×cols`) on the pruned network's patches and the original layer (`w0`) on the
-/// original network's patches, up to a constant: Σᵣ wᵣ·H·wᵣᵀ − 2·wᵣ·C·w0ᵣᵀ with
-/// H = PₚᵀPₚ/n and C = PₚᵀPₒ/n (`cross` is the raw sum over `n` rows).
-fn held_out_error(w: &[f32], w0: &[f32], h: &[f64], cross: &[f64], n: f64, k: usize, cols: usize) -> f64 {
+/// original network's patches, up to a constant: Σᵣ wᵣ·H·wᵣᵀ − 2·wᵣ·Tᵣ/n with
+/// H = PₚᵀPₚ/n and T = Pₚᵀ·(Pₒ·W₀ᵀ) (`cross`, `cols×k`, the raw sum over `n` rows).
+fn held_out_error(w: &[f32], h: &[f64], cross: &[f64], n: f64, k: usize, cols: usize) -> f64 {
     let mut e = 0f64;
     let mut hw = vec![0f64; cols];
     let mut cw = vec![0f64; cols];
     for r in 0..k {
         let wr = &w[r * cols..(r + 1) * cols];
-        let w0r = &w0[r * cols..(r + 1) * cols];
         for i in 0..cols {
-            let (hi, ci) = (&h[i * cols..(i + 1) * cols], &cross[i * cols..(i + 1) * cols]);
-            hw[i] = hi.iter().zip(wr).map(|(a, b)| a * *b as f64).sum();
-            cw[i] = ci.iter().zip(w0r).map(|(a, b)| a * *b as f64).sum::<f64>() / n;
+            hw[i] = h[i * cols..(i + 1) * cols].iter().zip(wr).map(|(a, b)| a * *b as f64).sum();
+            cw[i] = cross[i * k + r] / n;
         }
         e += wr.iter().zip(hw.iter().zip(&cw)).map(|(a, (x, y))| *a as f64 * (x - 2.0 * y)).sum::<f64>();
     }
@@ -936,4 +980,47 @@ pub(crate) fn prune_each_alone(
             Ok(AloneResult { weight: w, bias, error_magnitude: e_mag, error_method: e_m })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1) (splitmix64).
+    fn values(n: usize, mut state: u64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn target_term_is_the_same_computed_directly_or_from_the_cross_product() {
+        // rows x cols patches of the pruned (p) and original (o) network, k x cols weights;
+        // cols not a multiple of the kernels' blocks, k both below and above cols / 2
+        for &(rows, cols, k) in &[(37usize, 45usize, 7usize), (50, 20, 30), (1, 9, 3)] {
+            let p = values(rows * cols, 1);
+            let o = values(rows * cols, 2);
+            let w = values(k * cols, 3);
+            let direct = matmul_at(&p, &matmul_bt(&o, &w, rows, cols, k), rows, cols, k);
+            let cross: Vec<f64> = matmul_at(&p, &o, rows, cols, cols).iter().map(|v| *v as f64).collect();
+            let via_cross = cross_times_weights(&cross, &w, cols, k);
+            // both against the definition, T[j][r] = Σ_n p[n][j] · Σ_i o[n][i] · w[r][i], in f64
+            for j in 0..cols {
+                for r in 0..k {
+                    let exact: f64 = (0..rows)
+                        .map(|n| p[n * cols + j] as f64 * (0..cols).map(|i| o[n * cols + i] as f64 * w[r * cols + i] as f64).sum::<f64>())
+                        .sum();
+                    let tol = 1e-4 * (1.0 + exact.abs()) * rows as f64;
+                    assert!((direct[j * k + r] as f64 - exact).abs() < tol, "direct T[{j}][{r}] = {} vs {exact}", direct[j * k + r]);
+                    assert!((via_cross[j * k + r] - exact).abs() < tol, "C·Wᵀ [{j}][{r}] = {} vs {exact}", via_cross[j * k + r]);
+                }
+            }
+        }
+    }
 }
