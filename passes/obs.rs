@@ -986,17 +986,8 @@ pub(crate) fn prune_each_alone(
 mod tests {
     use super::*;
 
-    /// Deterministic values in [-1, 1) (splitmix64).
-    fn values(n: usize, mut state: u64) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        crate::text::random_values(seed, n)
     }
 
     #[test]

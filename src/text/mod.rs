@@ -23,6 +23,8 @@ mod parse;
 mod print;
 
 pub use parse::{parse, parse_model_proto};
+#[cfg(test)]
+pub(crate) use parse::random_values;
 pub use print::{print, print_model_proto, PrintOptions};
 
 /// Prefix of graph metadata keys that carry calibration annotations through ONNX.

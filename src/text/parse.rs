@@ -358,7 +358,7 @@ fn parse_vdecl(l: &mut Lexer, first: &str) -> Result<ValueInfoProto> {
 }
 
 /// Deterministic generator for test tensors (splitmix64 → uniform [-1, 1)).
-fn random_values(seed: u64, n: usize) -> Vec<f32> {
+pub(crate) fn random_values(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
