@@ -393,34 +393,23 @@ impl Resume {
     }
 }
 
-/// `pᵀ·o` (`cols×n`, f32) for row-major `p` (`rows×cols`) and `o` (`rows×n`).
-fn matmul_at(p: &[f32], o: &[f32], rows: usize, cols: usize, n: usize) -> Vec<f32> {
-    let mut c = vec![0f32; cols * n];
-    debug_assert!(p.len() >= rows * cols && o.len() >= rows * n);
-    // SAFETY: the slices hold rows*cols (p), rows*n (o) and cols*n (c) elements, with the
-    // strides given; matrixmultiply reads and writes only within them.
-    unsafe {
-        matrixmultiply::sgemm(
-            cols, rows, n, 1.0,
-            p.as_ptr(), 1, cols as isize,
-            o.as_ptr(), n as isize, 1,
-            0.0, c.as_mut_ptr(), n as isize, 1,
-        );
+/// `A·B` (`m×n`, f32, row-major) for `A` (`m×k`) and `B` (`k×n`) read through the row and
+/// column strides given, so transposed views cost nothing: `Pᵀ·O` is `(p, 1, cols)·(o, n, 1)`.
+fn matmul_strided(m: usize, k: usize, n: usize, a: &[f32], (rsa, csa): (usize, usize), b: &[f32], (rsb, csb): (usize, usize)) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    if m == 0 || k == 0 || n == 0 {
+        return c;
     }
-    c
-}
-
-/// `a·wᵀ` (`rows×k`, f32) for row-major `a` (`rows×cols`) and `w` (`k×cols`).
-fn matmul_bt(a: &[f32], w: &[f32], rows: usize, cols: usize, k: usize) -> Vec<f32> {
-    let mut c = vec![0f32; rows * k];
-    debug_assert!(a.len() >= rows * cols && w.len() >= k * cols);
-    // SAFETY: as above: rows*cols (a), k*cols (w), rows*k (c) elements, strides within them.
+    // a caller bug, not bad input: every size here comes from the layer's own shapes
+    assert!((m - 1) * rsa + (k - 1) * csa < a.len() && (k - 1) * rsb + (n - 1) * csb < b.len(), "matmul_strided: view too small");
+    // SAFETY: the last element each view reaches is inside its slice (asserted above), and
+    // c holds m*n elements with row stride n; matrixmultiply reads and writes only there.
     unsafe {
         matrixmultiply::sgemm(
-            rows, cols, k, 1.0,
-            a.as_ptr(), cols as isize, 1,
-            w.as_ptr(), 1, cols as isize,
-            0.0, c.as_mut_ptr(), k as isize, 1,
+            m, k, n, 1.0,
+            a.as_ptr(), rsa as isize, csa as isize,
+            b.as_ptr(), rsb as isize, csb as isize,
+            0.0, c.as_mut_ptr(), n as isize, 1,
         );
     }
     c
@@ -593,12 +582,12 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
         // What reconstruction needs of the two networks' patches is T = Pₚᵀ·(Pₒ·W₀ᵀ) (cols×k):
         // the pruned input against the original layer's output. Computed directly when
         // that is cheaper (2·k < cols: rows·cols·2k against rows·cols² multiply-adds, e.g.
-        // every 3×3 conv with k ≤ 4·C), else from the cross product C = PₚᵀPₒ as C·W₀ᵀ.
+        // every 3×3 conv with k < 4.5·C), else from the cross product C = PₚᵀPₒ as C·W₀ᵀ.
         let rows_w = weight_rows(&w_orig, cand)?;
         let direct = 2 * cand.k < cols;
         let acc_len = if direct { cols * cand.k } else { cols * cols };
-        let mut cross = vec![0f64; acc_len];
-        let mut cross_val = if cv { vec![0f64; acc_len] } else { Vec::new() };
+        let mut target = vec![0f64; acc_len];
+        let mut target_val = if cv { vec![0f64; acc_len] } else { Vec::new() };
         let mut sample_idx = 0usize;
         resume.step(li, &orig, m, &samples, &mut |pairs| {
             use rayon::prelude::*;
@@ -623,20 +612,18 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
                         }
                         None => (vo.to_vec(), vp.to_vec(), vp.len() / cols),
                     };
-                    let c = if direct {
-                        let y = matmul_bt(&po, &rows_w, n_rows, cols, cand.k);
-                        matmul_at(&pp, &y, n_rows, cols, cand.k)
-                    } else {
-                        matmul_at(&pp, &po, n_rows, cols, cols)
-                    };
+                    // Pₚᵀ·(Pₒ·W₀ᵀ), or Pₚᵀ·Pₒ; Pₚᵀ and W₀ᵀ are strided views
+                    let n_out = if direct { cand.k } else { cols };
+                    let rhs = if direct { matmul_strided(n_rows, cols, cand.k, &po, (cols, 1), &rows_w, (1, cols)) } else { po };
+                    let c = matmul_strided(cols, n_rows, n_out, &pp, (1, cols), &rhs, (n_out, 1));
                     Ok((pp, n_rows, c))
                 })
                 .collect::<Result<_>>()?;
             for (pp, n_rows, c) in per {
                 let (h, g, rows) = if cv && sample_idx % 5 == 4 {
-                    (&mut acc_val, &mut cross_val, &mut rows_val)
+                    (&mut acc_val, &mut target_val, &mut rows_val)
                 } else {
-                    (&mut acc, &mut cross, &mut rows_fit)
+                    (&mut acc, &mut target, &mut rows_fit)
                 };
                 h.add_rows(&pp, n_rows)?;
                 for (x, y) in g.iter_mut().zip(&c) {
@@ -660,9 +647,9 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
         // pruned model 50.27 % with OBS there, 52.80 % with magnitude). Magnitude masks then.
         let underdetermined = rows_seen < 2 * cols as u64;
         if !direct {
-            cross = cross_times_weights(&cross, &rows_w, cols, cand.k);
+            target = cross_times_weights(&target, &rows_w, cols, cand.k);
             if cv {
-                cross_val = cross_times_weights(&cross_val, &rows_w, cols, cand.k);
+                target_val = cross_times_weights(&target_val, &rows_w, cols, cand.k);
             }
         }
         // damp=auto: reconstruct from the fitting rows with each dampening of the grid and
@@ -677,8 +664,8 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
             let scored: Vec<(f64, f64)> = DAMP_GRID
                 .par_iter()
                 .map(|&d| {
-                    let (w, ..) = reconstruct(p, d, cand, &layout, &w_orig, &h_fit, &cross, rows_fit as f64, false)?;
-                    Ok((d, held_out_error(&weight_rows(&w, cand)?, &h_val, &cross_val, rows_val as f64, cand.k, cols)))
+                    let (w, ..) = reconstruct(p, d, cand, &layout, &w_orig, &h_fit, &target, rows_fit as f64, false)?;
+                    Ok((d, held_out_error(&weight_rows(&w, cand)?, &h_val, &target_val, rows_val as f64, cand.k, cols)))
                 })
                 .collect::<Result<_>>()?;
             if let Some(best) = scored.iter().filter(|x| x.1.is_finite()).min_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal)) {
@@ -691,14 +678,14 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
             let hf = acc.hessian()?;
             let (a, b) = (rows_fit as f64 / rows_seen as f64, rows_val as f64 / rows_seen as f64);
             hv.iter_mut().zip(&hf).for_each(|(v, f)| *v = *v * b + *f * a);
-            for (c, v) in cross.iter_mut().zip(&cross_val) {
+            for (c, v) in target.iter_mut().zip(&target_val) {
                 *c += *v;
             }
             hv
         } else {
             acc.hessian()?
         };
-        let (w, e_mag, e_obs, fallback) = reconstruct(p, damp, cand, &layout, &w_orig, &h, &cross, rows_seen as f64, underdetermined)?;
+        let (w, e_mag, e_obs, fallback) = reconstruct(p, damp, cand, &layout, &w_orig, &h, &target, rows_seen as f64, underdetermined)?;
         m.graph.set_constant(cand.weight, Tensor::from_f32("", wt.dims(), &w))?;
         zeroed += w.iter().filter(|v| **v == 0.0).count();
         total += w.len();
@@ -767,7 +754,7 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
 pub const DAMP_GRID: [f64; 5] = [0.003, 0.01, 0.03, 0.1, 0.3];
 
 /// Target correction (ridge toward W) and 2:4 pruning of one layer from its statistics:
-/// `h` = PₚᵀPₚ/n, `cross` = Σ Pₚᵀ·(Pₒ·W₀ᵀ) (`cols×k`, raw sum over `nrm` rows). Returns the pruned weight in
+/// `h` = PₚᵀPₚ/n, `target` = T = Σ Pₚᵀ·(Pₒ·W₀ᵀ) (`cols×k`, raw sum over `nrm` rows). Returns the pruned weight in
 /// the constant's layout and the layer output errors of magnitude and of the result.
 #[allow(clippy::too_many_arguments)]
 fn reconstruct(
@@ -777,7 +764,7 @@ fn reconstruct(
     layout: &GroupLayout,
     w_orig: &[f32],
     h: &[f64],
-    cross: &[f64],
+    target: &[f64],
     nrm: f64,
     underdetermined: bool,
 ) -> Result<(Vec<f32>, f64, f64, usize)> {
@@ -797,7 +784,7 @@ fn reconstruct(
         //   W' = argmin ‖W'Xp − W·Xo‖²/n + ‖(W' − W)·Λ^½‖²  ⇒  W'(H + Λ) = W·Gᵀ + W·Λ
         // (G = PpᵀPo/n), so input directions the calibration data never excites keep their
         // weights; with Λ alone on the left, W·Gᵀ·(H+Λ)⁻¹ would shrink them to zero.
-        // B[r][j] = Σ_i W[r][i]·G[j][i] = cross[j][r]/n
+        // B[r][j] = Σ_i W[r][i]·G[j][i] = target[j][r]/n
         let mut bmat = vec![0f64; cand.k * cols];
         for r in 0..cand.k {
             let wr = &rows_w[r * cols..(r + 1) * cols];
@@ -806,7 +793,7 @@ fn reconstruct(
                 br[j] += (hd[j * cols + j] - h[j * cols + j]) * *wj as f64;
             }
             for (j, b) in br.iter_mut().enumerate() {
-                *b += cross[j * cand.k + r] / nrm;
+                *b += target[j * cand.k + r] / nrm;
             }
         }
         if let Ok(wc) = solve_right_spd(&hd, &bmat, cols, cand.k) {
@@ -837,8 +824,8 @@ fn reconstruct(
 /// Mean squared distance, on held-out rows, between the layer output with weights `w`
 /// (rows `k×cols`) on the pruned network's patches and the original layer (`w0`) on the
 /// original network's patches, up to a constant: Σᵣ wᵣ·H·wᵣᵀ − 2·wᵣ·Tᵣ/n with
-/// H = PₚᵀPₚ/n and T = Pₚᵀ·(Pₒ·W₀ᵀ) (`cross`, `cols×k`, the raw sum over `n` rows).
-fn held_out_error(w: &[f32], h: &[f64], cross: &[f64], n: f64, k: usize, cols: usize) -> f64 {
+/// H = PₚᵀPₚ/n and T = Pₚᵀ·(Pₒ·W₀ᵀ) (`target`, `cols×k`, the raw sum over `n` rows).
+fn held_out_error(w: &[f32], h: &[f64], target: &[f64], n: f64, k: usize, cols: usize) -> f64 {
     let mut e = 0f64;
     let mut hw = vec![0f64; cols];
     let mut cw = vec![0f64; cols];
@@ -846,7 +833,7 @@ fn held_out_error(w: &[f32], h: &[f64], cross: &[f64], n: f64, k: usize, cols: u
         let wr = &w[r * cols..(r + 1) * cols];
         for i in 0..cols {
             hw[i] = h[i * cols..(i + 1) * cols].iter().zip(wr).map(|(a, b)| a * *b as f64).sum();
-            cw[i] = cross[i * k + r] / n;
+            cw[i] = target[i * k + r] / n;
         }
         e += wr.iter().zip(hw.iter().zip(&cw)).map(|(a, (x, y))| *a as f64 * (x - 2.0 * y)).sum::<f64>();
     }
@@ -998,8 +985,9 @@ mod tests {
             let p = values(rows * cols, 1);
             let o = values(rows * cols, 2);
             let w = values(k * cols, 3);
-            let direct = matmul_at(&p, &matmul_bt(&o, &w, rows, cols, k), rows, cols, k);
-            let cross: Vec<f64> = matmul_at(&p, &o, rows, cols, cols).iter().map(|v| *v as f64).collect();
+            let y = matmul_strided(rows, cols, k, &o, (cols, 1), &w, (1, cols));
+            let direct = matmul_strided(cols, rows, k, &p, (1, cols), &y, (k, 1));
+            let cross: Vec<f64> = matmul_strided(cols, rows, cols, &p, (1, cols), &o, (cols, 1)).iter().map(|v| *v as f64).collect();
             let via_cross = cross_times_weights(&cross, &w, cols, k);
             // both against the definition, T[j][r] = Σ_n p[n][j] · Σ_i o[n][i] · w[r][i], in f64
             for j in 0..cols {
