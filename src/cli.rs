@@ -2,7 +2,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::ir::Model;
-use crate::pass::{parse_pipeline, CalibInput, PassContext, PassManager, PassReport, Registry, RunOptions};
+use crate::pass::{parse_pipeline, CalibInput, PassContext, PassReport, Registry, RunOptions};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -10,9 +10,20 @@ use std::time::Instant;
 /// The pipeline run when `--passes` is not given and calibration data is (pruning
 /// reconstructs each layer from that data; `bias-correct` checks itself on held-out
 /// calibration samples and undoes itself when it does not help).
-pub const DEFAULT_PIPELINE: &str = "fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct";
-/// The default pipeline when only a calibration cache is given (no data to reconstruct from).
+/// `gpu=` is set from `--gpu` (hopper unless given): only layers expected to run faster with
+/// 2:4 on that GPU are pruned.
+pub const DEFAULT_PIPELINE: &str = "fold-bn,cleanup,prune-2of4{method=obs,gpu=hopper},calibrate,insert-qdq,bias-correct";
+/// `--sparsity all`: every eligible layer, reconstructed from the data.
+pub const ALL_PIPELINE: &str = "fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct";
+/// `--sparsity magnitude`: every eligible layer by magnitude, with only a calibration cache
+/// (asked for explicitly: magnitude pruning without data loses much accuracy).
 pub const DEFAULT_PIPELINE_CACHE: &str = "fold-bn,cleanup,prune-2of4,calibrate,insert-qdq";
+/// `--sparsity magnitude` with calibration data.
+pub const MAGNITUDE_PIPELINE: &str = "fold-bn,cleanup,prune-2of4,calibrate,insert-qdq,bias-correct";
+/// The default accuracy budget with `--calib`: the final model's top-1 agreement with the
+/// input model, proved by the one-sided 95 % lower bound on held-out samples, whenever the
+/// pipeline made a layer sparse (else the model is dense INT8 and nothing is backed off).
+pub const DEFAULT_BUDGET: &str = "0.95";
 /// The default pipeline with `--dense` (and calibration data).
 pub const DENSE_PIPELINE: &str = "fold-bn,cleanup,calibrate,insert-qdq,bias-correct";
 /// `--dense` with only a calibration cache.
@@ -143,6 +154,20 @@ pub enum ExternalArg {
     Never,
 }
 
+/// `--sparsity`: which layers the default pipeline makes 2:4.
+#[derive(Copy, Clone, Debug, ValueEnum, Default, PartialEq, Eq)]
+pub enum SparsityArg {
+    /// Layers expected to run faster with 2:4 on --gpu, within the accuracy budget.
+    #[default]
+    Auto,
+    /// Every eligible layer (reconstructed from --calib).
+    All,
+    /// Every eligible layer by weight magnitude (no data needed; loses accuracy).
+    Magnitude,
+    /// No 2:4 (= --dense).
+    None,
+}
+
 #[derive(Args, Debug, Default)]
 pub struct CompileArgs {
     /// The input ONNX model.
@@ -159,8 +184,9 @@ pub struct CompileArgs {
     /// Dense INT8: the default pipeline without prune-2of4.
     #[arg(long)]
     pub dense: bool,
-    /// Skip the final fidelity check (the output model against the input model on 8
-    /// calibration samples: output SQNR and top-1 agreement, in the summary and the report).
+    /// Skip the final fidelity check (the output model against the input model on held-out
+    /// calibration samples no pass saw: top-1 agreement with its 95 % interval and output
+    /// SQNR, in the summary and the report). A budget is still judged.
     #[arg(long)]
     pub no_fidelity_check: bool,
     /// After calibrating, search each activation scale for the best output fidelity
@@ -168,12 +194,25 @@ pub struct CompileArgs {
     /// CIFAR ResNets, minutes on MobileNetV2). Needs --calib.
     #[arg(long)]
     pub refine_scales: bool,
-    /// Sparsify only as many layers as keep the output this close to the input model on
-    /// calibration samples: a top-1 agreement (0.97 = at most 3 % of samples change class)
-    /// or an output SQNR (25dB). Layers are ranked by expected speed-up per output noise,
-    /// each measured alone; the chosen set is verified (prune-2of4{budget=X}).
+    /// Sparsify only as many layers as keep the output this close to the input model: a top-1
+    /// agreement (0.97 = at most 3 % of samples change class) or an output SQNR (25dB).
+    /// Layers are ranked by expected speed-up per output noise, each measured alone
+    /// (prune-2of4{budget=X}); the final INT8 model is then judged on held-out samples, an
+    /// agreement by its 95 % lower confidence bound, and the pipeline backs off (half the
+    /// sparse layers, none, finally no INT8) until the budget is proved.
     #[arg(long, value_name = "X")]
     pub accuracy_budget: Option<String>,
+    /// Which layers become 2:4: auto (those expected to run faster on --gpu, kept within an
+    /// accuracy budget of the input model on held-out samples: agreement >= 0.95 unless
+    /// --accuracy-budget), all (every eligible layer), magnitude (every eligible layer by
+    /// magnitude, no data needed), none (= --dense).
+    #[arg(long, value_enum, default_value_t = SparsityArg::Auto)]
+    pub sparsity: SparsityArg,
+    /// The GPU the engine is built for, which decides where 2:4 pays: hopper (H100/H200: the
+    /// measured H200 GEMM table, default) or ampere (A100/A40/A10: TensorRT's guidance).
+    /// The batch for the decision comes from --shapes (the optimum profile), else 1.
+    #[arg(long, value_name = "GPU")]
+    pub gpu: Option<String>,
     /// Calibration data: a folder of images (jpg/png, recursive), .npy/.npz files, or a folder of them.
     #[arg(long, value_name = "DIR|FILE")]
     pub calib: Option<PathBuf>,
@@ -308,12 +347,22 @@ fn cmd_print(a: &PrintArgs) -> Result<i32> {
 
 fn cmd_passes(a: &PassesArgs) -> Result<i32> {
     let reg = registry_with_plugins(&a.plugins)?;
+    // the options the default pipeline (--calib, --gpu hopper) sets, next to each pass's own defaults
+    let pipeline = parse_pipeline(DEFAULT_PIPELINE)?;
     for info in reg.list() {
         out(&format!("{:<14} {}{}\n", info.name, info.summary, if info.origin == "built-in" { String::new() } else { format!(" [{}]", info.origin) }));
+        if let Some(e) = pipeline.iter().find(|e| e.name == info.name && !e.options.values.is_empty()) {
+            let set: Vec<String> = e.options.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out(&format!("    in the default pipeline: {}\n", set.join(", ")));
+        }
         for o in &info.options {
             out(&format!("    {:<18} {:<6} default {:<10} {}\n", o.name, format!("{:?}", o.kind).to_lowercase(), if o.default.is_empty() { "-" } else { o.default }, o.help));
         }
     }
+    out(&format!(
+        "\ndefault pipeline (--calib): {DEFAULT_PIPELINE}\n  (gpu= from --gpu; --sparsity all: {ALL_PIPELINE}; the final model is judged on held-out samples against --accuracy-budget, else {DEFAULT_BUDGET} when layers were made sparse)\n\
+         --dense: {DENSE_PIPELINE}\n--calib-cache only: {DENSE_PIPELINE_CACHE} (no pruning; --sparsity magnitude: {DEFAULT_PIPELINE_CACHE})\n"
+    ));
     Ok(0)
 }
 
@@ -349,10 +398,23 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     if a.emit.len() == 2 && a.emit[0] != "network" {
         return Err(Error::usage(format!("--emit: unknown artefact '{}' (supported: network)", a.emit[0])));
     }
-    if let Some(spec) = &a.preprocess {
+    let preprocess = a.preprocess.clone().filter(|p| !p.eq_ignore_ascii_case("none"));
+    if let Some(spec) = &preprocess {
         // a typo here should not surface after minutes of pruning
         spec.parse::<crate::calib::Preprocess>().map_err(|e| Error::usage(format!("--preprocess '{spec}': {e}")))?;
     }
+    if let Some(c) = &a.calib {
+        if a.preprocess.is_none() && crate::calib::is_image_folder(c).unwrap_or(false) {
+            return Err(Error::usage(format!(
+                "--calib {} is a folder of images: give --preprocess (the transform the model was trained with), e.g. one of the presets\n{}\n\
+                 or key=value pairs (resize, crop, scale, mean, std, order, layout); --preprocess none reads pixels as x/255 only",
+                c.display(),
+                crate::calib::presets_text()
+            )));
+        }
+    }
+    let gpu: crate::sparsity::speed::Gpu = a.gpu.as_deref().unwrap_or("hopper").parse()?;
+    let sparsity = if a.dense { SparsityArg::None } else { a.sparsity };
     if plan {
         // no TensorRT here: say so before any work, and write nothing
         crate::backend::check_plan_possible(a)?;
@@ -368,14 +430,25 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
                      e.g. --passes fold-bn,cleanup,prune-2of4",
                 ));
             }
-            if a.dense && a.calib.is_some() {
-                DENSE_PIPELINE.to_string()
-            } else if a.dense {
-                DENSE_PIPELINE_CACHE.to_string()
-            } else if a.calib.is_some() {
-                DEFAULT_PIPELINE.to_string()
-            } else {
-                DEFAULT_PIPELINE_CACHE.to_string()
+            match (sparsity, a.calib.is_some()) {
+                (SparsityArg::None, true) => DENSE_PIPELINE.to_string(),
+                (SparsityArg::Auto, true) => DEFAULT_PIPELINE.replace("gpu=hopper", &format!("gpu={gpu},batch={}", build_batch(a.shapes.as_deref()))),
+                (SparsityArg::All, true) => ALL_PIPELINE.to_string(),
+                (SparsityArg::Magnitude, true) => MAGNITUDE_PIPELINE.to_string(),
+                (SparsityArg::Magnitude, false) => DEFAULT_PIPELINE_CACHE.to_string(),
+                (SparsityArg::All, false) => {
+                    return Err(Error::usage("--sparsity all reconstructs each layer from data: give --calib (or --sparsity magnitude to prune by magnitude)"))
+                }
+                (SparsityArg::Auto, false) => {
+                    if !a.quiet {
+                        eprintln!(
+                            "note: --calib-cache without --calib: no pruning (without data no layer can be reconstructed or checked; \
+                             magnitude pruning loses much accuracy). --sparsity magnitude prunes anyway."
+                        );
+                    }
+                    DENSE_PIPELINE_CACHE.to_string()
+                }
+                (SparsityArg::None, false) => DENSE_PIPELINE_CACHE.to_string(),
             }
         }
     };
@@ -395,7 +468,7 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         }
     }
     if let Some(b) = &a.accuracy_budget {
-        crate::passes::prune::budget::Budget::parse(b)?;
+        crate::measure::Budget::parse(b)?;
         let mut found = false;
         for e in entries.iter_mut().filter(|e| e.name == "prune-2of4") {
             e.options.values.entry("budget".into()).or_insert_with(|| b.to_string());
@@ -437,37 +510,51 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         quiet: a.quiet,
         calib: CalibInput {
             source: a.calib.clone(),
-            preprocess: a.preprocess.clone(),
+            preprocess: preprocess.clone(),
             limit: a.calib_limit,
             cache: a.calib_cache.clone(),
             write_cache: a.write_calib_cache.clone(),
         },
         ..Default::default()
     };
-    let mut pm = PassManager::new(
-        passes,
-        RunOptions {
-            verify_each: a.verify_each,
-            print_ir_after_all: a.print_ir_after_all,
-            print_ir_after: a.print_ir_after.clone(),
-            time_passes: a.time_passes,
-        },
-    );
-    let original = if a.calib.is_some() && !a.no_fidelity_check { Some(model.clone()) } else { None };
-    let reports = pm.run(&mut model, &mut ctx)?;
-    // not fatal: the model is compiled; a check that cannot run is reported and skipped
-    let fidelity = match &original {
-        Some(o) => match crate::measure::fidelity::check(o, &model, &ctx) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                if !a.quiet {
-                    eprintln!("warning: fidelity check skipped: {e}");
-                }
-                None
-            }
-        },
-        None => None,
+    drop(passes);
+    let run_opts = RunOptions {
+        verify_each: a.verify_each,
+        print_ir_after_all: a.print_ir_after_all,
+        print_ir_after: a.print_ir_after.clone(),
+        time_passes: a.time_passes,
     };
+    // the budget judged on the final model: the user's, else the default one for the
+    // default pipeline's automatic choice of layers
+    let budget = match (&a.accuracy_budget, a.passes.is_none() && sparsity == SparsityArg::Auto && a.calib.is_some()) {
+        (Some(b), _) => Some((crate::measure::Budget::parse(b)?, true)),
+        (None, true) => Some((crate::measure::Budget::parse(DEFAULT_BUDGET)?, false)),
+        (None, false) => None,
+    };
+    // held-out samples: the last ones of the data, which no pass sees
+    let held_out = if a.calib.is_some() && (!a.no_fidelity_check || budget.is_some()) {
+        let judge_ctx = ctx.clone();
+        let n = crate::measure::count_samples(&model, &ctx)?;
+        let mut h = crate::measure::split::held_out_count(n);
+        if let Some((crate::measure::Budget::Agreement(x), _)) = budget {
+            h = h.max(crate::measure::split::samples_to_prove(x).min(n / 2));
+        }
+        if h == 0 {
+            None
+        } else {
+            ctx.calib.limit = Some(n - h);
+            Some(((n - h, h), judge_ctx))
+        }
+    } else {
+        None
+    };
+    let guard = crate::guard::Guard { reg: &reg, run: run_opts, budget, held_out };
+    let outcome = crate::guard::compile(&guard, &model, entries, &ctx)?;
+    model = outcome.model;
+    let reports = outcome.reports;
+    let fidelity = outcome.held_out;
+    let (guard_lines, guard_steps) = (outcome.lines, outcome.steps);
+    let speed = speed_summary(&model, &reports, &outcome.first_pruned, if a.passes.is_none() && sparsity == SparsityArg::Auto { Some(gpu) } else { None })?;
 
     let mut written = String::new();
     let mut trt_summary = None;
@@ -502,12 +589,19 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         if let Some(f) = &fidelity {
             extra.push(("fidelity", f.to_json()));
         }
+        if !guard_steps.is_empty() {
+            extra.push(("budget", serde_json::json!(guard_steps)));
+        }
+        extra.push(("sparsity", speed.json.clone()));
         write_report(r, &model_path, &out, &reports, extra, t0.elapsed().as_secs_f64())?;
     }
     if !a.quiet {
         print_summary(&reports, &written, a.report.as_deref(), t0.elapsed().as_secs_f64());
         if let Ok(line) = layer_summary(&model) {
             eprintln!("{line}");
+        }
+        for l in &guard_lines {
+            eprintln!("{l}");
         }
         if let Some(f) = &fidelity {
             eprintln!("{}", f.line());
@@ -517,6 +611,9 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
                      try --dense, --accuracy-budget, or prune-2of4{{include=...}} to prune fewer layers"
                 );
             }
+        }
+        for l in &speed.lines {
+            eprintln!("{l}");
         }
     }
     Ok(0)
@@ -575,4 +672,100 @@ fn print_summary(reports: &[PassReport], written: &str, report: Option<&Path>, s
         eprintln!("  {:<12} {}", r.pass, r.summary);
     }
     eprintln!("wrote {written} in {secs:.2} s{}", report.map(|r| format!("; report: {}", r.display())).unwrap_or_default());
+}
+
+/// The batch the engine is built for, from `--shapes` (the optimum of a min,opt,max profile),
+/// for the 2:4 speed decision; 1 when not given.
+fn build_batch(shapes: Option<&str>) -> usize {
+    let Some(spec) = shapes else { return 1 };
+    let first = spec.split(';').next().unwrap_or("");
+    let dims = first.rsplit_once(':').map(|x| x.1).unwrap_or(first);
+    let profiles: Vec<&str> = dims.split(',').collect();
+    let pick = if profiles.len() == 3 { profiles[1] } else { profiles[0] };
+    pick.split('x').next().and_then(|b| b.trim().parse::<usize>().ok()).filter(|b| *b > 0).unwrap_or(1)
+}
+
+/// What the summary and the report say about 2:4: the layers made sparse, those left dense
+/// and why, and the expected speed-up class of the whole model.
+struct SpeedSummary {
+    lines: Vec<String>,
+    json: serde_json::Value,
+}
+
+/// Multiply-adds of every Conv/Gemm/MatMul of `m` (weight elements x output pixels per sample).
+fn layer_macs(m: &Model) -> Result<Vec<(String, f64)>> {
+    let g = &m.graph;
+    let mut out = Vec::new();
+    for id in g.topo_order()? {
+        let n = g.n(id)?;
+        if !matches!(n.op_type.as_str(), "Conv" | "Gemm" | "MatMul") {
+            continue;
+        }
+        let Some((w, _)) = crate::inspect::find_weight(g, id, 1) else { continue };
+        let numel = g.constant(w).map(|t| t.shape().iter().product::<usize>()).unwrap_or(0) as f64;
+        let dims = n.outputs.first().copied().flatten().and_then(|o| g.value(o)).and_then(|v| v.ty.as_ref()).and_then(|t| t.shape.clone()).unwrap_or_default();
+        let pixels: f64 = if n.op_type == "Conv" { dims.iter().skip(2).map(|d| if let crate::ir::Dim::Known(k) = d { *k as f64 } else { 1.0 }).product() } else { 1.0 };
+        out.push((crate::ir::edit::node_label(g, id), numel * pixels));
+    }
+    Ok(out)
+}
+
+fn speed_summary(final_model: &Model, reports: &[PassReport], first_pruned: &[String], gpu: Option<crate::sparsity::speed::Gpu>) -> Result<SpeedSummary> {
+    let inspect = crate::inspect::inspect(final_model)?;
+    let sparse: std::collections::HashSet<String> = inspect.weights.iter().filter(|w| !w.layer.is_empty() && w.sparse_2of4 == Some(true)).map(|w| w.layer.clone()).collect();
+    let macs = layer_macs(final_model)?;
+    let total: f64 = macs.iter().map(|x| x.1).sum();
+    let sparse_macs: f64 = macs.iter().filter(|x| sparse.contains(&x.0)).map(|x| x.1).sum();
+    // (a sum of no f64 is -0.0)
+    let frac = if total > 0.0 && sparse_macs > 0.0 { sparse_macs / total } else { 0.0 };
+    let items = reports.iter().filter(|r| r.pass == "prune-2of4").flat_map(|r| r.items.iter());
+    let no_gain: Vec<&str> = items.clone().filter(|i| i.action == "skipped" && i.reason.starts_with("no expected gain")).map(|i| i.node.as_str()).collect();
+    let mut accuracy: Vec<&str> = items.filter(|i| i.action == "kept-dense").map(|i| i.node.as_str()).collect();
+    accuracy.extend(first_pruned.iter().filter(|l| !sparse.contains(*l)).map(|l| l.as_str()));
+    accuracy.sort();
+    accuracy.dedup();
+    let names = |v: &[&str]| if v.len() <= 6 { v.join(", ") } else { format!("{}, ... ({} more)", v[..6].join(", "), v.len() - 6) };
+    let mut lines = Vec::new();
+    let on = gpu.map(|g| format!(" on {g}")).unwrap_or_default();
+    if sparse.is_empty() && accuracy.is_empty() && !no_gain.is_empty() {
+        lines.push(format!(
+            "2:4: no layer is expected to run faster{on} ({} eligible layers checked, evidence per layer in the report); wrote dense INT8. --sparsity all forces 2:4 on every eligible layer.",
+            no_gain.len()
+        ));
+    } else {
+        let mut l = format!("2:4: {} layers sparse ({:.1} % of Conv/Gemm/MatMul multiply-adds)", sparse.len(), 100.0 * frac);
+        if !no_gain.is_empty() {
+            l.push_str(&format!("; dense for no expected gain{on}: {} ({})", no_gain.len(), names(&no_gain)));
+        }
+        if !accuracy.is_empty() {
+            l.push_str(&format!("; dense for accuracy: {} ({})", accuracy.len(), names(&accuracy)));
+        }
+        lines.push(l);
+    }
+    let class = if sparse.is_empty() {
+        "none"
+    } else if frac < 0.25 {
+        "small"
+    } else if frac < 0.6 {
+        "moderate"
+    } else {
+        "large"
+    };
+    // chosen by expected gain: the default pipeline, or a prune-2of4{gpu=...} that skipped some
+    let chosen = gpu.is_some() || !no_gain.is_empty();
+    let how = match (chosen, sparse.is_empty()) {
+        (true, false) => "; only layers the evidence expects to gain are sparse",
+        (false, false) => "; layers not chosen by expected gain (--sparsity all/magnitude or --passes): TensorRT keeps the dense kernel where it is faster",
+        (_, true) => "",
+    };
+    lines.push(format!("expected speed-up from 2:4{on}: {class} ({:.1} % of multiply-adds sparse{how})", 100.0 * frac));
+    let json = serde_json::json!({
+        "gpu": gpu.map(|g| g.to_string()),
+        "sparse_layers": sparse.len(),
+        "sparse_mac_fraction": frac,
+        "dense_no_expected_gain": no_gain,
+        "dense_for_accuracy": accuracy,
+        "expected_speedup_class": class,
+    });
+    Ok(SpeedSummary { lines, json })
 }

@@ -17,6 +17,7 @@ pub mod text;
 pub mod pass;
 pub mod qdq;
 pub mod measure;
+pub mod guard;
 #[path = "../passes/mod.rs"]
 pub mod passes;
 pub mod backend;

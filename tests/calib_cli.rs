@@ -106,9 +106,14 @@ fn refine_scales_flag() {
     let cal = r["passes"].as_array().unwrap().iter().find(|p| p["summary"].as_str().unwrap_or("").contains("calibrated")).unwrap();
     let (b, a) = (cal["stats"]["refine_sqnr_db_before"].as_f64().unwrap(), cal["stats"]["refine_sqnr_db_after"].as_f64().unwrap());
     assert!(a >= b);
-    // the final fidelity check: the compiled model against the input model
+    // the final fidelity check: the compiled model against the input model, on the 16 of
+    // the 32 samples held out from every pass
     let f = &r["fidelity"];
-    assert_eq!(f["samples"].as_u64(), Some(8));
+    assert_eq!(f["samples"].as_u64(), Some(16));
+    assert_eq!(f["held_out"].as_bool(), Some(true));
+    let (lo, hi) = (f["top1_agreement_95"][0].as_f64().unwrap(), f["top1_agreement_95"][1].as_f64().unwrap());
+    let ag = f["top1_agreement"].as_f64().unwrap();
+    assert!(lo <= ag && ag <= hi && f["top1_agreement_lower_bound_95"].as_f64().unwrap() >= lo, "{f}");
     assert!(f["output_sqnr_db"].as_f64().unwrap() > 10.0, "{f}");
     assert!(f["top1_agreement"].as_f64().unwrap() >= 0.75, "{f}");
     // without calibration data: a usage error, nothing written
@@ -140,9 +145,10 @@ fn accuracy_budget_flag() {
         assert!(stderr(&o).contains(msg), "{}", stderr(&o));
         assert!(!out.exists());
     }
-    // an SQNR budget through the default pipeline: the report says what was chosen and why
+    // an SQNR budget over every eligible layer: the report says what was chosen and why, and
+    // what the held-out samples showed for the final model
     let rep = d.path().join("r.json");
-    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--calib", path_str(&npy), "-q", "--accuracy-budget", "18dB", "--report", path_str(&rep)]);
+    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--calib", path_str(&npy), "-q", "--sparsity", "all", "--accuracy-budget", "18dB", "--report", path_str(&rep)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
     let p = r["passes"].as_array().unwrap().iter().find(|p| p["pass"] == "prune-2of4").unwrap();
@@ -151,6 +157,8 @@ fn accuracy_budget_flag() {
     for it in p["items"].as_array().unwrap().iter().filter(|i| i["action"] == "pruned" || i["action"] == "kept-dense") {
         assert!(it["details"]["rank"].as_u64().is_some() && !it["reason"].as_str().unwrap().is_empty(), "{it}");
     }
+    let steps = r["budget"].as_array().unwrap();
+    assert!(!steps.is_empty() && steps.last().unwrap()["verdict"].as_str().unwrap().contains("held-out samples"), "{steps:?}");
 }
 
 #[test]
@@ -175,4 +183,68 @@ fn preprocess_typos_fail_before_any_work_and_presets_name_the_same_spec() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(da.path().join("o.onnx")).unwrap(), std::fs::read(&b_out).unwrap());
+}
+
+#[test]
+fn an_image_folder_needs_preprocess_and_a_cache_alone_prunes_nothing() {
+    let d = tmpdir();
+    let m = testdata("models/resnet20_bn.onnx");
+    let out = d.path().join("o.onnx");
+    // images without --preprocess: a usage error listing the presets, before any work
+    let img = testdata("cifar10-mini");
+    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--calib", path_str(&img), "-q"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("--preprocess") && e.contains("imagenet-norm") && e.contains("--preprocess none"), "{e}");
+    assert!(!out.exists());
+    // --preprocess none reads them as x/255
+    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--passes", "fold-bn,cleanup,calibrate", "--calib", path_str(&img), "--preprocess", "none", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // a calibration cache alone: the default pipeline prunes nothing and says so
+    let cache = d.path().join("c.json");
+    let npy = testdata("cifar10-mini.input.npy");
+    let (o, _) = calibrate("models/resnet20_bn.onnx", path_str(&npy), &["--write-calib-cache", path_str(&cache)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rep = d.path().join("r.json");
+    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--calib-cache", path_str(&cache), "--report", path_str(&rep)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--calib-cache without --calib: no pruning") && stderr(&o).contains("--sparsity magnitude"), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    assert!(r["passes"].as_array().unwrap().iter().all(|p| p["pass"] != "prune-2of4"), "{r}");
+    // asked for explicitly, it prunes by magnitude
+    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--calib-cache", path_str(&cache), "--sparsity", "magnitude", "--report", path_str(&rep), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let p = r["passes"].as_array().unwrap().iter().find(|p| p["pass"] == "prune-2of4").unwrap();
+    assert!(p["stats"]["pruned_layers"].as_u64().unwrap() > 0, "{p}");
+}
+
+#[test]
+fn the_default_prunes_only_layers_expected_to_gain_and_judges_on_held_out_samples() {
+    let d = tmpdir();
+    let m = testdata("models/resnet20_bn.onnx");
+    let npy = testdata("cifar10-mini.input.npy");
+    let out = d.path().join("o.onnx");
+    let rep = d.path().join("r.json");
+    // Hopper (default): the H200 table expects no gain for ResNet-20's layers: dense INT8,
+    // said in one line naming --sparsity all
+    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--calib", path_str(&npy), "--report", path_str(&rep)]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("no layer is expected to run faster on hopper") && e.contains("--sparsity all"), "{e}");
+    assert!(e.contains("held-out") && e.contains("95 % interval"), "{e}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let p = r["passes"].as_array().unwrap().iter().find(|p| p["pass"] == "prune-2of4").unwrap();
+    let skipped: Vec<&serde_json::Value> = p["items"].as_array().unwrap().iter().filter(|i| i["reason"].as_str().unwrap_or("").starts_with("no expected gain")).collect();
+    assert_eq!(skipped.len(), 18, "{p}");
+    assert!(skipped.iter().all(|i| i["reason"].as_str().unwrap().contains("H200 table")));
+    assert_eq!(r["sparsity"]["sparse_layers"].as_u64(), Some(0));
+    // the 32 samples split: 16 held out, judged on the final model only
+    assert_eq!(r["fidelity"]["samples"].as_u64(), Some(16));
+    assert_eq!(r["fidelity"]["held_out"].as_bool(), Some(true));
+    // --sparsity all prunes every eligible layer as before
+    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--calib", path_str(&npy), "--sparsity", "all", "--report", path_str(&rep), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    assert_eq!(r["sparsity"]["sparse_layers"].as_u64(), Some(18), "{}", r["sparsity"]);
 }

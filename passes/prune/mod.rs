@@ -48,6 +48,8 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("reconstruct", OptionKind::Bool, "true", "obs: OBS weight update (false: magnitude masks, e.g. to measure bias correction alone)"),
     OptionSpec::new("budget", OptionKind::Str, "", "choose the layers so the output stays this close to the float model: a top-1 agreement (0.97) or an output SQNR (25dB) on calibration samples"),
     OptionSpec::new("budget-samples", OptionKind::Int, "256", "budget: calibration samples on which the fidelity is measured"),
+    OptionSpec::new("gpu", OptionKind::Str, "", "prune only layers expected to run faster with 2:4 on this GPU: hopper (the measured H200 table) or ampere (TensorRT's guidance); empty: every eligible layer"),
+    OptionSpec::new("batch", OptionKind::Int, "1", "gpu: the batch the engine is built for (GEMM rows = batch x output pixels)"),
     OptionSpec::new("keep-mb", OptionKind::Int, "512", "obs: MiB of activations kept between layers so each layer's run resumes where the last stopped; 0 reruns the network from its inputs for every layer (same result, less memory)"),
 ];
 
@@ -74,6 +76,10 @@ pub struct Prune {
     pub sample_window: Option<(usize, usize)>,
     /// `method=obs`: bytes of activations kept between layers (`keep-mb`).
     pub keep_bytes: usize,
+    /// `gpu`: prune only layers with an expected speed-up on this GPU.
+    pub gpu: Option<crate::sparsity::speed::Gpu>,
+    /// `batch`: the build batch for the speed decision.
+    pub batch: usize,
 }
 
 impl Prune {
@@ -97,6 +103,8 @@ impl Prune {
             budget_samples: self.budget_samples,
             sample_window: self.sample_window,
             keep_bytes: self.keep_bytes,
+            gpu: self.gpu,
+            batch: self.batch,
         }
     }
 }
@@ -130,6 +138,8 @@ impl Prune {
             budget_samples: o.int("budget-samples", 256)?.max(1) as usize,
             sample_window: None,
             keep_bytes: (o.int("keep-mb", 512)?.max(0) as usize) << 20,
+            gpu: o.str("gpu").filter(|s| !s.is_empty()).map(str::parse).transpose()?,
+            batch: o.int("batch", 1)?.max(1) as usize,
         })
     }
 }
@@ -149,6 +159,8 @@ pub struct Candidate {
     pub k: usize,
     pub c: usize,
     pub rs: usize,
+    /// With `gpu`: the evidence that a gain is expected.
+    pub evidence: Option<String>,
 }
 
 /// TensorRT's expected speed class for a layer (maintainers' guidance, issues #3849, #4065).
@@ -227,7 +239,20 @@ pub fn candidates(g: &Graph, p: &Prune) -> Result<Vec<std::result::Result<Candid
             out.push(skip(format!("weight '{}' is shared by {uses} nodes", g.name_of(w))));
             continue;
         }
-        out.push(Ok(Candidate { node: id, label, op, weight: w, shape, axis, k, c, rs }));
+        let mut evidence = None;
+        if let Some(gpu) = p.gpu {
+            // the GEMM TensorRT runs: m = K, k = C·R·S, n = batch × output pixels (or rows)
+            let dims = n.outputs.first().copied().flatten().and_then(|o| g.value(o)).and_then(|v| v.ty.as_ref()).and_then(|t| t.shape.clone()).unwrap_or_default();
+            let known = |d: &crate::ir::Dim| if let crate::ir::Dim::Known(x) = d { (*x).max(1) as usize } else { 1 };
+            let per_sample: usize = if op == "Conv" { dims.iter().skip(2).map(known).product() } else { dims.iter().skip(1).take(dims.len().saturating_sub(2)).map(known).product() };
+            let e = crate::sparsity::speed::expected(gpu, k, c * rs, p.batch * per_sample)?;
+            if !e.gain {
+                out.push(skip(format!("no expected gain: {}", e.evidence)));
+                continue;
+            }
+            evidence = Some(e.evidence);
+        }
+        out.push(Ok(Candidate { node: id, label, op, weight: w, shape, axis, k, c, rs, evidence }));
     }
     Ok(out)
 }
@@ -354,10 +379,16 @@ impl Pass for Prune {
         NAME
     }
     fn run(&mut self, m: &mut Model, ctx: &mut PassContext) -> Result<PassReport> {
-        if let Some(b) = self.budget {
+        // with a target GPU: the output sizes decide the GEMM shapes; when no layer is
+        // expected to gain, nothing needs data (the magnitude path only reports the skips)
+        let nothing_gains = self.gpu.is_some() && {
+            crate::ir::shape::infer(&mut m.graph)?;
+            candidates(&m.graph, self)?.iter().all(|c| c.is_err())
+        };
+        if let (Some(b), false) = (self.budget, nothing_gains) {
             return budget::run_budget(self, m, ctx, b);
         }
-        if self.method == "obs" {
+        if self.method == "obs" && !nothing_gains {
             return obs::run_obs(self, m, ctx);
         }
         let mut rep = PassReport::new(NAME);
@@ -385,6 +416,9 @@ impl Pass for Prune {
                 .with("axis", cand.axis)
                 .with("speed_class", class)
                 .with("retained_identity", retained_identity);
+            if let Some(e) = &cand.evidence {
+                item = item.with("evidence", e.clone());
+            }
             if self.permute {
                 match permutable_producer(g, cand.node, cand.c) {
                     Ok((producer, steps)) => {

@@ -339,6 +339,9 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
             .with("error_obs", e_obs)
             .with("rows_fallback", fallback)
             .with("seconds", lt.elapsed().as_secs_f64());
+        if let Some(e) = &cand.evidence {
+            item = item.with("evidence", e.clone());
+        }
         if bias_correct {
             // new output mean per channel = W'·mean_patch + b; target = original network's mean
             let b_slot = 2;
@@ -372,6 +375,7 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
         secs
     );
     rep.stat("pruned_layers", layers.len());
+    ctx.notes.insert("pruned_layers".into(), serde_json::json!(layers.iter().map(|c| c.label.clone()).collect::<Vec<_>>()));
     rep.stat("error_ratio", if err_mag > 0.0 { err_obs / err_mag } else { 1.0 });
     rep.stat("seconds", secs);
     rep.stat("resume_peak_bytes", resume.peak_bytes);

@@ -288,6 +288,17 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Whether `path` is calibration data read as images (a folder without .npy files), the
+/// kind that needs a `--preprocess`.
+pub fn is_image_folder(path: &Path) -> Result<bool> {
+    Ok(path.is_dir() && npy_files(path)?.is_empty())
+}
+
+/// The presets, one per line: `  name  spec  (what it is)`.
+pub fn presets_text() -> String {
+    PRESETS.iter().map(|(n, spec, what)| format!("  {n:<14} {spec}  ({what})")).collect::<Vec<_>>().join("\n")
+}
+
 fn preset_names() -> String {
     PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
 }

@@ -52,7 +52,7 @@ pub mod stats;
 pub use cache::{default_header, CalibEntry, CalibTable};
 pub use data::{
     open_source, samples, validate, CalibSource, ChannelOrder, ImageFolder, InputTensor, Layout,
-    ModelInput, NpySource, Preprocess, Resize, PRESETS, Sample, SourceInput, SourceOptions,
+    ModelInput, NpySource, Preprocess, Resize, PRESETS, is_image_folder, presets_text, Sample, SourceInput, SourceOptions,
 };
 pub use methods::{compute_amax, Calibration, Method};
 pub use stats::{GridHistogram, HistogramCollector, RangeCollector, StatsSet, TensorStats, NUM_BINS};

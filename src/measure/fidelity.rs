@@ -4,7 +4,7 @@
 
 use super::forward::forward;
 use super::samples::Sample;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ir::Model;
 
 /// The model's outputs on `samples`, flattened per sample.
@@ -100,3 +100,53 @@ pub fn check(original: &Model, compiled: &Model, ctx: &crate::pass::PassContext)
     Ok(Check { samples: samples.len(), sqnr_db: f.sqnr_db, agreement })
 }
 
+
+/// What the budget bounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Budget {
+    /// Minimum fraction of calibration samples whose top-1 class stays the float model's.
+    Agreement(f64),
+    /// Minimum output signal-to-noise ratio against the float model, in dB.
+    SqnrDb(f64),
+}
+
+impl Budget {
+    /// `0.97` (agreement) or `25dB` (output SQNR).
+    pub fn parse(s: &str) -> Result<Budget> {
+        let t = s.trim();
+        let bad = || {
+            Error::usage(format!(
+                "accuracy budget '{s}': give a top-1 agreement between 0 and 1 (e.g. 0.97) or an output SQNR in dB (e.g. 25dB)"
+            ))
+        };
+        let lower = t.to_ascii_lowercase();
+        if let Some(num) = lower.strip_suffix("db") {
+            let v: f64 = num.trim().parse().map_err(|_| bad())?;
+            if !v.is_finite() {
+                return Err(bad());
+            }
+            return Ok(Budget::SqnrDb(v));
+        }
+        let v: f64 = t.parse().map_err(|_| bad())?;
+        if !(0.0..=1.0).contains(&v) {
+            return Err(bad());
+        }
+        Ok(Budget::Agreement(v))
+    }
+
+    /// Whether `f` meets the budget (a point estimate; the final model is judged by a
+    /// confidence bound, see `guard`).
+    pub fn met(&self, f: &Fidelity) -> bool {
+        match *self {
+            Budget::Agreement(a) => f.agreement + 1e-12 >= a,
+            Budget::SqnrDb(d) => f.sqnr_db >= d,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match *self {
+            Budget::Agreement(a) => format!("top-1 agreement >= {a:.3}"),
+            Budget::SqnrDb(d) => format!("output SQNR >= {d:.1} dB"),
+        }
+    }
+}

@@ -10,8 +10,9 @@ pub mod fidelity;
 pub mod forward;
 pub mod observe;
 pub mod samples;
+pub mod split;
 
-pub use fidelity::{fidelity, outputs_of, sqnr_against, Fidelity};
+pub use fidelity::{fidelity, outputs_of, sqnr_against, Budget, Fidelity};
 pub use forward::{feed, forward, Resume};
 pub use observe::{channel_means, layers_with_channels, sum_f32, FloatObs, OBS_SAMPLES, RECORD_LAYER_BYTES};
 pub use samples::{count_samples, load_sample_window, load_samples, open_calib_source, Sample, SampleCache, SAMPLE_CACHE_BYTES};

@@ -47,6 +47,7 @@ pub mod layout;
 pub mod mask;
 pub mod obs;
 pub mod permute;
+pub mod speed;
 
 
 pub use layout::{reduction_axis, GroupIter, GroupLayout, Ineligible, WeightedKind};

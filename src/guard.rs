@@ -1,0 +1,208 @@
+//! The guarded compile: runs the pipeline, judges the final model (after INT8 and
+//! bias-correct) against the input model on held-out calibration samples that no pass saw,
+//! and, when a budget is not proved there, backs off: half the sparse layers, then none
+//! (dense INT8), and for an explicit `--accuracy-budget` finally no INT8 either.
+//!
+//! An agreement budget is met by the one-sided 95 % Wilson lower bound of the held-out
+//! agreement, not by the point estimate; an SQNR budget by the held-out SQNR.
+
+use crate::error::Result;
+use crate::ir::Model;
+use crate::measure::split::{wilson, Z95, Z95_ONE_SIDED};
+use crate::measure::{outputs_of, fidelity, load_sample_window, Budget};
+use crate::pass::{PassContext, PassManager, PassReport, PipelineEntry, Registry, RunOptions};
+
+/// The final model against the input model on held-out samples.
+#[derive(Debug, Clone)]
+pub struct HeldOut {
+    pub samples: usize,
+    /// Samples whose top-1 class is the input model's (when the model has one output).
+    pub agree: Option<usize>,
+    pub sqnr_db: f64,
+}
+
+impl HeldOut {
+    /// Point estimate of the agreement.
+    pub fn agreement(&self) -> Option<f64> {
+        self.agree.map(|k| k as f64 / self.samples.max(1) as f64)
+    }
+    /// Two-sided 95 % Wilson interval of the agreement.
+    pub fn interval(&self) -> Option<(f64, f64)> {
+        self.agree.map(|k| wilson(k, self.samples, Z95))
+    }
+    /// One-sided 95 % lower bound of the agreement (what a budget is proved with).
+    pub fn lower_bound(&self) -> Option<f64> {
+        self.agree.map(|k| wilson(k, self.samples, Z95_ONE_SIDED).0)
+    }
+    /// Whether the budget is proved on these samples.
+    pub fn proves(&self, b: &Budget) -> bool {
+        match *b {
+            Budget::Agreement(x) => self.lower_bound().is_some_and(|lb| lb + 1e-12 >= x),
+            Budget::SqnrDb(d) => self.sqnr_db >= d,
+        }
+    }
+    /// What these samples show about `b`, in words.
+    pub fn verdict(&self, b: &Budget) -> String {
+        match (*b, self.agree, self.lower_bound()) {
+            (Budget::Agreement(x), Some(k), Some(lb)) if self.proves(b) => format!(
+                "agreement >= {x} proved with 95 % confidence on {} held-out samples ({k} agree; lower bound {lb:.3})",
+                self.samples
+            ),
+            (Budget::Agreement(x), Some(k), Some(lb)) => format!(
+                "agreement >= {x} not proved on {} held-out samples ({k} agree; 95 % lower bound {lb:.3})",
+                self.samples
+            ),
+            (Budget::Agreement(x), _, _) => format!("agreement >= {x} cannot be judged: the model has several outputs"),
+            (Budget::SqnrDb(d), _, _) => format!(
+                "output SQNR >= {d:.1} dB {} on {} held-out samples ({:.1} dB measured)",
+                if self.proves(b) { "met" } else { "not met" },
+                self.samples,
+                self.sqnr_db
+            ),
+        }
+    }
+    /// The summary line.
+    pub fn line(&self) -> String {
+        match (self.agreement(), self.interval()) {
+            (Some(a), Some((lo, hi))) => format!(
+                "fidelity (final model vs input model, {} held-out calibration samples): top-1 agreement {:.1} % (95 % interval {:.1}-{:.1} %), output SQNR {:.1} dB",
+                self.samples,
+                100.0 * a,
+                100.0 * lo,
+                100.0 * hi,
+                self.sqnr_db
+            ),
+            _ => format!(
+                "fidelity (final model vs input model, {} held-out calibration samples): output SQNR {:.1} dB",
+                self.samples, self.sqnr_db
+            ),
+        }
+    }
+    /// Whether the result is poor enough to warn about.
+    pub fn is_poor(&self) -> bool {
+        self.sqnr_db < 10.0 || self.agreement().is_some_and(|a| a < 0.8)
+    }
+    /// The report's `fidelity` field.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "held_out": true,
+            "samples": self.samples,
+            "output_sqnr_db": self.sqnr_db,
+            "top1_agreement": self.agreement(),
+            "top1_agreement_95": self.interval().map(|(a, b)| vec![a, b]),
+            "top1_agreement_lower_bound_95": self.lower_bound(),
+        })
+    }
+}
+
+/// Judges `compiled` against `original` on calibration samples `window` (start, count) of the
+/// data `ctx` names.
+pub fn judge(original: &Model, compiled: &Model, ctx: &PassContext, window: (usize, usize)) -> Result<HeldOut> {
+    let samples = load_sample_window(original, ctx, window)?;
+    let r = outputs_of(original, &samples)?;
+    let f = fidelity(&r, &outputs_of(compiled, &samples)?);
+    let single = original.graph.outputs.len() == 1 && compiled.graph.outputs.len() == 1;
+    let n = samples.len();
+    Ok(HeldOut { samples: n, agree: single.then(|| (f.agreement * n as f64).round() as usize), sqnr_db: f.sqnr_db })
+}
+
+/// How the pipeline is guarded.
+pub struct Guard<'a> {
+    pub reg: &'a Registry,
+    pub run: RunOptions,
+    /// The budget, and whether the user gave it (an explicit budget may end without INT8;
+    /// the default one stops at dense INT8).
+    pub budget: Option<(Budget, bool)>,
+    /// Held-out samples (start, count) and the context that loads them.
+    pub held_out: Option<((usize, usize), PassContext)>,
+}
+
+/// What the guarded compile produced.
+pub struct Outcome {
+    pub model: Model,
+    pub reports: Vec<PassReport>,
+    pub held_out: Option<HeldOut>,
+    /// One line per decision (budget verdicts, back-offs), for the summary.
+    pub lines: Vec<String>,
+    /// The same for the report.
+    pub steps: Vec<serde_json::Value>,
+    /// The layers the first run made sparse (those dense in the end were dropped for accuracy).
+    pub first_pruned: Vec<String>,
+}
+
+/// The layers `prune-2of4` made sparse, in its report's order.
+pub fn pruned_layers(reports: &[PassReport]) -> Vec<String> {
+    reports.iter().filter(|r| r.pass == "prune-2of4").flat_map(|r| r.items.iter()).filter(|i| i.action == "pruned").map(|i| i.node.clone()).collect()
+}
+
+/// Runs `entries` on a copy of `original`, judging and backing off as the guard says.
+pub fn compile(g: &Guard, original: &Model, mut entries: Vec<PipelineEntry>, ctx: &PassContext) -> Result<Outcome> {
+    let (mut lines, mut steps) = (Vec::new(), Vec::new());
+    let mut first_pruned: Option<Vec<String>> = None;
+    loop {
+        let mut model = original.clone();
+        let mut c = ctx.clone();
+        let passes = entries.iter().map(|e| g.reg.create(e)).collect::<Result<Vec<_>>>()?;
+        let reports = PassManager::new(passes, g.run.clone()).run(&mut model, &mut c)?;
+        let held = match &g.held_out {
+            Some((w, hc)) => Some(judge(original, &model, hc, *w)?),
+            None => None,
+        };
+        let pruned = pruned_layers(&reports);
+        let first = first_pruned.get_or_insert_with(|| pruned.clone()).clone();
+        let has_prune = entries.iter().any(|e| e.name == "prune-2of4");
+        let int8 = entries.iter().any(|e| e.name == "insert-qdq");
+        let what = if !int8 {
+            "float (no INT8)".to_string()
+        } else if pruned.is_empty() {
+            "dense INT8".to_string()
+        } else {
+            format!("{} layers 2:4 + INT8", pruned.len())
+        };
+        let (budget, explicit) = match (&g.budget, &held) {
+            // the default budget guards pruning: a dense model has nothing to back off from
+            (Some((b, e)), Some(_)) if *e || !pruned.is_empty() || !first.is_empty() => (*b, *e),
+            _ => return Ok(Outcome { model, reports, held_out: held, lines, steps, first_pruned: first }),
+        };
+        let h = held.as_ref().expect("matched above");
+        let verdict = h.verdict(&budget);
+        steps.push(serde_json::json!({"model": what, "budget": budget.describe(), "proved": h.proves(&budget), "verdict": verdict, "held_out": h.to_json()}));
+        if h.proves(&budget) {
+            lines.push(format!("budget ({}): {what}: {verdict}", if explicit { "--accuracy-budget" } else { "default" }));
+            return Ok(Outcome { model, reports, held_out: held, lines, steps, first_pruned: first });
+        }
+        // back off: half the sparse layers (in the order prune-2of4 took them), then none,
+        // then (explicit budgets only) no INT8
+        let next: Option<(Vec<PipelineEntry>, String)> = if !pruned.is_empty() && has_prune {
+            let keep = pruned.len() / 2;
+            let mut n = entries.clone();
+            if keep == 0 {
+                n.retain(|e| e.name != "prune-2of4");
+                Some((n, "dense INT8".into()))
+            } else {
+                for e in n.iter_mut().filter(|e| e.name == "prune-2of4") {
+                    e.options.values.insert("include".into(), pruned[..keep].join("|"));
+                }
+                Some((n, format!("{keep} of those layers 2:4")))
+            }
+        } else if explicit && int8 {
+            let n: Vec<PipelineEntry> = entries.iter().filter(|e| matches!(e.name.as_str(), "fold-bn" | "cleanup")).cloned().collect();
+            Some((n, "no INT8 (fold-bn, cleanup only)".into()))
+        } else {
+            None
+        };
+        match next {
+            Some((n, desc)) => {
+                lines.push(format!("budget ({}): {what}: {verdict}; backing off to {desc}", if explicit { "--accuracy-budget" } else { "default" }));
+                entries = n;
+            }
+            None => {
+                lines.push(format!(
+                    "budget ({}): {what}: {verdict}; nothing left to back off to, writing this model",
+                    if explicit { "--accuracy-budget" } else { "default" }
+                ));
+                return Ok(Outcome { model, reports, held_out: held, lines, steps, first_pruned: first });
+            }
+        }
+    }
+}
