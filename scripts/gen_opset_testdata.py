@@ -136,9 +136,9 @@ def mlp_opset11():
     ]
     inits += [numpy_helper.from_array(np.array(-2.0, dtype=np.float32), "lo"),
               numpy_helper.from_array(np.array(2.0, dtype=np.float32), "hi")]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])
-    ya = helper.make_tensor_value_info("pa", TensorProto.FLOAT, [1, 4, 3])
-    yb = helper.make_tensor_value_info("cb", TensorProto.FLOAT, [1, 1, 5])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 4, 8])
+    ya = helper.make_tensor_value_info("pa", TensorProto.FLOAT, [-1, 4, 3])
+    yb = helper.make_tensor_value_info("cb", TensorProto.FLOAT, [-1, 1, 5])
     save("mlp_opset11", 11, nodes, [x], [ya, yb], inits, {"x": rng.standard_normal((24, 4, 8)).astype(np.float32)})
 
 
