@@ -27,4 +27,5 @@ pub mod testing;
 pub mod util;
 pub mod engine;
 pub mod calib;
+pub mod preflight;
 pub mod trt;
