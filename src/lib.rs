@@ -25,4 +25,5 @@ pub mod testing;
 pub mod util;
 pub mod engine;
 pub mod calib;
+pub mod conformance;
 pub mod trt;
