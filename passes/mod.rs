@@ -3,14 +3,11 @@
 //! API a plugin gets; `src/lib.rs` compiles them in as `sparseqc::passes`.
 
 pub mod bias_correct;
-pub mod budget;
 pub mod calibrate;
 pub mod cleanup;
 pub mod fold_bn;
 pub mod insert_qdq;
-pub mod obs;
 pub mod prune;
-pub mod util;
 
 use crate::pass::{PassInfo, Registry};
 

@@ -395,7 +395,7 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         }
     }
     if let Some(b) = &a.accuracy_budget {
-        crate::passes::budget::Budget::parse(b)?;
+        crate::passes::prune::budget::Budget::parse(b)?;
         let mut found = false;
         for e in entries.iter_mut().filter(|e| e.name == "prune-2of4") {
             e.options.values.entry("budget".into()).or_insert_with(|| b.to_string());
@@ -457,7 +457,7 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     let reports = pm.run(&mut model, &mut ctx)?;
     // not fatal: the model is compiled; a check that cannot run is reported and skipped
     let fidelity = match &original {
-        Some(o) => match fidelity_check(o, &model, &ctx) {
+        Some(o) => match crate::measure::fidelity::check(o, &model, &ctx) {
             Ok(f) => Some(f),
             Err(e) => {
                 if !a.quiet {
@@ -520,44 +520,6 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// How closely the compiled model reproduces the input model on calibration samples.
-pub struct Fidelity {
-    pub samples: usize,
-    pub sqnr_db: f64,
-    /// Top-1 agreement (argmax of the single output), when the model has one output.
-    pub agreement: Option<f64>,
-}
-
-impl Fidelity {
-    fn line(&self) -> String {
-        match self.agreement {
-            Some(ag) => format!(
-                "fidelity: output SQNR {:.1} dB, top-1 agreement with the input model {:.1} % ({} calibration samples)",
-                self.sqnr_db,
-                100.0 * ag,
-                self.samples
-            ),
-            None => format!("fidelity: output SQNR {:.1} dB ({} calibration samples)", self.sqnr_db, self.samples),
-        }
-    }
-    fn is_poor(&self) -> bool {
-        self.sqnr_db < 10.0 || self.agreement.map(|a| a < 0.8).unwrap_or(false)
-    }
-    fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({"samples": self.samples, "output_sqnr_db": self.sqnr_db, "top1_agreement": self.agreement})
-    }
-}
-
-/// Runs `original` and `compiled` on the first 8 calibration samples.
-fn fidelity_check(original: &Model, compiled: &Model, ctx: &PassContext) -> Result<Fidelity> {
-    let samples = crate::passes::obs::load_samples(original, ctx, 8)?;
-    let r = crate::passes::calibrate::outputs_of(original, &samples)?;
-    let f = crate::passes::calibrate::fidelity(&r, &crate::passes::calibrate::outputs_of(compiled, &samples)?);
-    // top-1 agreement only means something for a single output
-    let agreement = (original.graph.outputs.len() == 1 && compiled.graph.outputs.len() == 1).then_some(f.agreement);
-    Ok(Fidelity { samples: samples.len(), sqnr_db: f.sqnr_db, agreement })
 }
 
 /// `layers: 18 sparse 2:4, 20 INT8, 1 float (of 21 Conv/Gemm/MatMul)`

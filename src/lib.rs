@@ -15,6 +15,8 @@ pub mod onnx;
 pub mod ir;
 pub mod text;
 pub mod pass;
+pub mod qdq;
+pub mod measure;
 #[path = "../passes/mod.rs"]
 pub mod passes;
 pub mod backend;

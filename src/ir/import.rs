@@ -10,7 +10,7 @@ pub fn import(mut proto: ModelProto) -> Result<Model> {
     let gp = proto.graph.take().ok_or_else(|| Error::user("the model has no graph"))?;
     let mut graph = import_graph(gp)?;
     // calibration annotations carried as graph metadata (text form, --keep-annotations)
-    let prefix = crate::text::QUANT_KEY_PREFIX;
+    let prefix = super::QUANT_KEY_PREFIX;
     let (quant, other): (Vec<_>, Vec<_>) =
         std::mem::take(&mut graph.rest.metadata_props).into_iter().partition(|m| m.key().starts_with(prefix));
     graph.rest.metadata_props = other;
