@@ -7,7 +7,15 @@
 //!   ConvTranspose (group 1) and Gemm with transB=0, the last axis for MatMul. The weight
 //!   stays a float initializer feeding Q → DQ (2:4 zeros stay visible to TensorRT);
 //!   `weights=int8` stores pre-quantized INT8 weights feeding DQ instead.
-//! - A residual Add gets Q/DQ on its skip input, so TensorRT can fuse conv + add in INT8.
+//! - A MatMul (or Gemm) whose two operands are both activations — the attention batched
+//!   MatMuls Q·Kᵀ and softmax·V — stays float unless `attention=true`; then both operands
+//!   get per-tensor Q/DQ, which is the placement TensorRT's INT8 fused MHA needs (before
+//!   the first BMM, after the softmax, and V; the output of the second BMM is quantized by
+//!   the output projection's input Q/DQ, through the Transpose/Reshape that commute with
+//!   it). See docs/quantization-rules.md.
+//! - A residual Add gets Q/DQ on its skip input, so TensorRT can fuse conv + add in INT8,
+//!   when the other input comes from a Conv/ConvTranspose/Gemm. A residual Add after a
+//!   MatMul (a transformer's residual stream, read by a float LayerNorm) stays float.
 //! - Outputs of weighted ops are not quantized unless `int8-outputs=true` (after the fused
 //!   activation, if any).
 //! - Biases stay float. One Q/DQ pair per tensor is shared by all consumers, so no
@@ -29,6 +37,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("int8-outputs", OptionKind::Bool, "false", "also quantize outputs of weighted ops (INT8-in/INT8-out GEMMs)"),
     OptionSpec::new("weights", OptionKind::Str, "qdq", "qdq: float weights through Q->DQ; int8: INT8 initializers through DQ"),
     OptionSpec::new("residual", OptionKind::Bool, "true", "quantize the skip input of residual Adds"),
+    OptionSpec::new("attention", OptionKind::Bool, "false", "also quantize MatMuls whose both operands are activations (attention Q·Kᵀ and softmax·V), as TensorRT's INT8 fused MHA needs"),
     OptionSpec::new("allow-missing-scales", OptionKind::Bool, "false", "leave a layer float when a tensor has no scale"),
 ];
 
@@ -39,6 +48,7 @@ pub struct InsertQdq {
     int8_outputs: bool,
     int8_weights: bool,
     residual: bool,
+    attention: bool,
     allow_missing: bool,
 }
 
@@ -54,6 +64,7 @@ impl InsertQdq {
             int8_outputs: o.bool("int8-outputs", false)?,
             int8_weights,
             residual: o.bool("residual", true)?,
+            attention: o.bool("attention", false)?,
             allow_missing: o.bool("allow-missing-scales", false)?,
         })
     }
@@ -148,6 +159,16 @@ impl Pass for InsertQdq {
             let x = n.inputs.first().copied().flatten().ok_or_else(|| Error::user(format!("{label}: no data input")))?;
             let w_in = n.inputs.get(1).copied().flatten().ok_or_else(|| Error::user(format!("{label}: no weight input")))?;
             let w_const = g.constant(w_in).cloned();
+            if w_const.is_none() && !self.attention && is_float_activation(g, w_in) {
+                rep.item(ReportItem::new(
+                    &label,
+                    &n.op_type,
+                    "kept-float",
+                    "both operands are activations (attention batched MatMul): float unless insert-qdq{attention=true}",
+                ));
+                n_float += 1;
+                continue;
+            }
             // every activation input needs a scale
             let mut acts = vec![(0usize, x)];
             if w_const.is_none() {
@@ -174,7 +195,12 @@ impl Pass for InsertQdq {
                     n.op_type
                 )));
             }
-            let mut details = ReportItem::new(&label, &n.op_type, "quantized", "INT8 inputs and weights (TensorRT Q/DQ placement rule 1)");
+            let why = if w_const.is_none() {
+                "attention batched MatMul: both operands INT8, the placement TensorRT's INT8 fused MHA needs (attention=true)"
+            } else {
+                "INT8 inputs and weights (TensorRT Q/DQ placement rule 1)"
+            };
+            let mut details = ReportItem::new(&label, &n.op_type, "quantized", why);
             for (slot, v) in acts {
                 if !is_float_activation(g, v) {
                     continue;

@@ -12,22 +12,22 @@ use std::time::Instant;
 /// calibration samples and undoes itself when it does not help).
 /// `gpu=` is set from `--gpu` (hopper unless given): only layers expected to run faster with
 /// 2:4 on that GPU are pruned.
-pub const DEFAULT_PIPELINE: &str = "fold-bn,cleanup,prune-2of4{method=obs,gpu=hopper},calibrate,insert-qdq,bias-correct";
+pub const DEFAULT_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,prune-2of4{method=obs,gpu=hopper},calibrate,insert-qdq,bias-correct";
 /// `--sparsity all`: every eligible layer, reconstructed from the data.
-pub const ALL_PIPELINE: &str = "fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct";
+pub const ALL_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct";
 /// `--sparsity magnitude`: every eligible layer by magnitude, with only a calibration cache
 /// (asked for explicitly: magnitude pruning without data loses much accuracy).
-pub const DEFAULT_PIPELINE_CACHE: &str = "fold-bn,cleanup,prune-2of4,calibrate,insert-qdq";
+pub const DEFAULT_PIPELINE_CACHE: &str = "upgrade-opset,fold-bn,cleanup,prune-2of4,calibrate,insert-qdq";
 /// `--sparsity magnitude` with calibration data.
-pub const MAGNITUDE_PIPELINE: &str = "fold-bn,cleanup,prune-2of4,calibrate,insert-qdq,bias-correct";
+pub const MAGNITUDE_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,prune-2of4,calibrate,insert-qdq,bias-correct";
 /// The default accuracy budget with `--calib`: the final model's top-1 agreement with the
 /// input model, proved by the one-sided 95 % lower bound on held-out samples, whenever the
 /// pipeline made a layer sparse (else the model is dense INT8 and nothing is backed off).
 pub const DEFAULT_BUDGET: &str = "0.95";
 /// The default pipeline with `--dense` (and calibration data).
-pub const DENSE_PIPELINE: &str = "fold-bn,cleanup,calibrate,insert-qdq,bias-correct";
+pub const DENSE_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,calibrate,insert-qdq,bias-correct";
 /// `--dense` with only a calibration cache.
-pub const DENSE_PIPELINE_CACHE: &str = "fold-bn,cleanup,calibrate,insert-qdq";
+pub const DENSE_PIPELINE_CACHE: &str = "upgrade-opset,fold-bn,cleanup,calibrate,insert-qdq";
 
 const ABOUT: &str = "Compile a trained ONNX model into a sparse (2:4) INT8 model for NVIDIA TensorRT.";
 
@@ -35,6 +35,7 @@ const LONG_ABOUT: &str = "\
 Compile a trained ONNX model into a sparse (2:4) INT8 model for NVIDIA TensorRT.
 
 sparseqc imports the model into an IR and runs a pipeline of passes over it:
+  upgrade-opset  rewrite an opset 7-12 model to opset 13 (same function)
   fold-bn      fold BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul
   cleanup      Constant nodes to initializers, constant folding, dead code, Identity removal
   prune-2of4   zero 2 of every 4 weights along the input channels (TensorRT's sparse rule),
@@ -177,8 +178,8 @@ pub struct CompileArgs {
     #[arg(short = 'o', long = "output", required = true, value_name = "OUT")]
     pub output: Option<PathBuf>,
     /// The pass pipeline, e.g. 'fold-bn,prune-2of4{min-channels=64},calibrate{method=entropy},insert-qdq'.
-    /// `none` runs no pass. Default: fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct
-    /// (magnitude pruning when only --calib-cache is given; no pruning with --dense).
+    /// `none` runs no pass. Default: upgrade-opset,fold-bn,cleanup,prune-2of4{method=obs,gpu=hopper},calibrate,insert-qdq,bias-correct
+    /// (only layers expected to gain on --gpu; no pruning with --dense, or with only --calib-cache unless --sparsity magnitude).
     #[arg(long, value_name = "PIPELINE")]
     pub passes: Option<String>,
     /// Dense INT8: the default pipeline without prune-2of4.
@@ -491,6 +492,14 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     }
 
     let (mut model, loaded) = load_model(&model_path, &a.load)?;
+    // what can be known to fail, before any pass that costs time, all at once
+    let preflight = crate::preflight::Plan {
+        upgrades_opset: entries.iter().any(|e| e.name == crate::passes::upgrade_opset::NAME),
+        calib: a.calib.as_deref(),
+        preprocess: a.preprocess.as_deref(),
+        limit: a.calib_limit,
+    };
+    crate::preflight::check(&model, &preflight).map_err(|e| e.context(model_path.display().to_string()))?;
     if plan || a.emit.len() == 2 {
         crate::backend::check_input_shapes(&model, a)?;
     }

@@ -186,8 +186,8 @@ pub fn compile(g: &Guard, original: &Model, mut entries: Vec<PipelineEntry>, ctx
                 Some((n, format!("{keep} of those layers 2:4")))
             }
         } else if explicit && int8 {
-            let n: Vec<PipelineEntry> = entries.iter().filter(|e| matches!(e.name.as_str(), "fold-bn" | "cleanup")).cloned().collect();
-            Some((n, "no INT8 (fold-bn, cleanup only)".into()))
+            let n: Vec<PipelineEntry> = entries.iter().filter(|e| matches!(e.name.as_str(), "upgrade-opset" | "fold-bn" | "cleanup")).cloned().collect();
+            Some((n, "no INT8 (upgrade-opset, fold-bn, cleanup only)".into()))
         } else {
             None
         };

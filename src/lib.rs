@@ -28,4 +28,6 @@ pub mod testing;
 pub mod util;
 pub mod engine;
 pub mod calib;
+pub mod preflight;
+pub mod conformance;
 pub mod trt;

@@ -45,8 +45,11 @@ pub fn residual_skip_input(g: &Graph, add: NodeId) -> Option<usize> {
     if !is_float_activation(g, a) || !is_float_activation(g, b) {
         return None;
     }
+    // TensorRT fuses the Add into a Conv (or Gemm) epilogue; a MatMul's output in a
+    // transformer is the residual stream, summed in float and read by a float LayerNorm.
     let fusable = |v: ValueId| -> bool {
-        g.producer_node(v).map(|(_, p)| is_weighted(&p.op_type)).unwrap_or(false) && g.value(v).map(|x| x.uses.len() == 1).unwrap_or(false)
+        g.producer_node(v).map(|(_, p)| matches!(p.op_type.as_str(), "Conv" | "ConvTranspose" | "Gemm")).unwrap_or(false)
+            && g.value(v).map(|x| x.uses.len() == 1).unwrap_or(false)
     };
     match (fusable(a), fusable(b)) {
         (true, _) => Some(1),

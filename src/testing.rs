@@ -657,7 +657,8 @@ fn output_channel_axis(op: &str, trans_b: bool, rank: usize) -> Option<usize> {
 
 /// Checks TensorRT's Q/DQ placement on the selected layers (Conv, ConvTranspose, Gemm,
 /// MatMul; nodes annotated [`KEEP_FLOAT`] = `true` are skipped):
-/// - the data input (0) and the weight (1) each come from a DequantizeLinear;
+/// - the data input (0) and the weight (1) each come from a DequantizeLinear; a MatMul
+///   whose operands are both activations (attention) may instead keep both float;
 /// - every zero point on the way (that DequantizeLinear's, and the QuantizeLinear's
 ///   feeding it) is present where ONNX would default to uint8, is int8, and is all 0;
 /// - activations are quantized per tensor (one scale);
@@ -670,6 +671,14 @@ pub fn check_qdq(model: &Model, layer_pattern: &str) -> Result<Vec<Violation>> {
     for id in layers(g, layer_pattern, &["Conv", "ConvTranspose", "Gemm", "MatMul"])? {
         let n = g.n(id)?;
         if n.annotation(KEEP_FLOAT) == Some("true") {
+            continue;
+        }
+        // An attention batched MatMul (both operands activations) may stay float as a whole
+        // (insert-qdq's default); quantized, both operands must be.
+        let from_dq = |slot: usize| {
+            n.inputs.get(slot).copied().flatten().and_then(|v| g.producer_node(v)).is_some_and(|(_, p)| p.op_type == "DequantizeLinear")
+        };
+        if crate::inspect::find_weight(g, id, 1).is_none() && !from_dq(0) && !from_dq(1) {
             continue;
         }
         let mut msgs = Vec::new();

@@ -40,6 +40,15 @@ fn import_graph(mut gp: GraphProto) -> Result<Graph> {
         let v = g.value_mut(id).expect("just added");
         v.producer = Producer::GraphInput;
         v.ty = vi.r#type.as_ref().and_then(ValueType::from_proto);
+        // a graph input declared with a 0 dim (some exporters' "dynamic") is fed with data
+        // that fixes it: dynamic, like -1 and symbolic dims
+        if let Some(shape) = v.ty.as_mut().and_then(|t| t.shape.as_mut()) {
+            for d in shape.iter_mut() {
+                if *d == Dim::Known(0) {
+                    *d = Dim::Unknown;
+                }
+            }
+        }
         g.inputs.push(id);
         g.input_info.push(vi);
     }

@@ -786,6 +786,8 @@ impl ValueType {
                     s.dim
                         .iter()
                         .map(|d| match &d.value {
+                            // exporters write -1 for a dynamic dim
+                            Some(DV::DimValue(v)) if *v < 0 => Dim::Unknown,
                             Some(DV::DimValue(v)) => Dim::Known(*v),
                             Some(DV::DimParam(p)) => Dim::Param(p.clone()),
                             None => Dim::Unknown,

@@ -403,6 +403,18 @@ enum UnOp {
     Erf,
     Elu(f32),
     Softplus,
+    Sin,
+    Cos,
+    Tan,
+    Sign,
+    Round,
+    Softsign,
+    /// approximate = "tanh"
+    Gelu(bool),
+    /// alpha, gamma
+    Selu(f32, f32),
+    /// lambd, bias
+    Shrink(f32, f32),
 }
 
 struct UnaryKernel {
@@ -431,6 +443,21 @@ pub(crate) fn build_unary(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
         "Erf" => UnOp::Erf,
         "Elu" => UnOp::Elu(a.float("alpha", 1.0)?),
         "Softplus" => UnOp::Softplus,
+        "Sin" => UnOp::Sin,
+        "Cos" => UnOp::Cos,
+        "Tan" => UnOp::Tan,
+        "Sign" => UnOp::Sign,
+        "Round" => UnOp::Round,
+        "Softsign" => UnOp::Softsign,
+        "Gelu" => match a.string("approximate", "none")?.as_str() {
+            "none" => UnOp::Gelu(false),
+            "tanh" => UnOp::Gelu(true),
+            other => {
+                return Err(Error::user(format!("Gelu attribute 'approximate' = '{other}' is not supported (none, tanh are)")))
+            }
+        },
+        "Selu" => UnOp::Selu(a.float("alpha", 1.673_263_2)?, a.float("gamma", 1.050_701)?),
+        "Shrink" => UnOp::Shrink(a.float("lambd", 0.5)?, a.float("bias", 0.0)?),
         other => return Err(Error::internal(format!("build_unary called for {other}"))),
     };
     Ok(Box::new(UnaryKernel { op }))
@@ -526,6 +553,29 @@ macro_rules! float_unary {
                 map_inplace::<$t>($x, move |v| if v >= 0.0 { v } else { alpha * (v.exp() - 1.0) })
             }
             UnOp::Softplus => map_inplace::<$t>($x, |v| if v > 20.0 { v } else { v.exp().ln_1p() }),
+            UnOp::Sin => map_inplace::<$t>($x, |v| v.sin()),
+            UnOp::Cos => map_inplace::<$t>($x, |v| v.cos()),
+            UnOp::Tan => map_inplace::<$t>($x, |v| v.tan()),
+            UnOp::Sign => map_inplace::<$t>($x, |v| if v > 0.0 { 1.0 } else if v < 0.0 { -1.0 } else { v }),
+            UnOp::Round => map_inplace::<$t>($x, |v| v.round_ties_even()),
+            UnOp::Softsign => map_inplace::<$t>($x, |v| v / (1.0 + v.abs())),
+            UnOp::Gelu(false) => map_inplace::<$t>($x, |v| {
+                let w = v as f64;
+                (0.5 * w * (1.0 + erf64(w * std::f64::consts::FRAC_1_SQRT_2))) as $t
+            }),
+            UnOp::Gelu(true) => map_inplace::<$t>($x, |v| {
+                let w = v as f64;
+                let k = (2.0 / std::f64::consts::PI).sqrt();
+                (0.5 * w * (1.0 + (k * (w + 0.044715 * w * w * w)).tanh())) as $t
+            }),
+            UnOp::Selu(alpha, gamma) => {
+                let (alpha, gamma) = (alpha as $t, gamma as $t);
+                map_inplace::<$t>($x, move |v| if v > 0.0 { gamma * v } else { gamma * (alpha * v.exp() - alpha) })
+            }
+            UnOp::Shrink(lambd, bias) => {
+                let (lambd, bias) = (lambd as $t, bias as $t);
+                map_inplace::<$t>($x, move |v| if v < -lambd { v + bias } else if v > lambd { v - bias } else { 0.0 })
+            }
             UnOp::Not => Err(Error::user("Not needs a bool input")),
         }
     };

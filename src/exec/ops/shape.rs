@@ -9,42 +9,6 @@ use super::super::tensor::{numel, DType, Elem, Tensor};
 use super::elementwise::{broadcast_shapes, broadcast_strides};
 use super::{input, norm_axis, opt_input, take, Kernel, NodeCtx};
 
-/// Runs `$body` with `$T` bound to the Rust type of `$dt`.
-macro_rules! with_dtype {
-    ($dt:expr, $T:ident, $body:expr) => {
-        match $dt {
-            DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            DType::F64 => {
-                type $T = f64;
-                $body
-            }
-            DType::I64 => {
-                type $T = i64;
-                $body
-            }
-            DType::I32 => {
-                type $T = i32;
-                $body
-            }
-            DType::I8 => {
-                type $T = i8;
-                $body
-            }
-            DType::U8 => {
-                type $T = u8;
-                $body
-            }
-            DType::Bool => {
-                type $T = bool;
-                $body
-            }
-        }
-    };
-}
-
 /// Contiguous row-major strides.
 pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
     let mut st = vec![1; shape.len()];
