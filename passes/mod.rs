@@ -9,6 +9,7 @@ pub mod cleanup;
 pub mod fold_bn;
 pub mod insert_qdq;
 pub mod obs;
+pub mod prequant;
 pub mod prune;
 pub mod util;
 
@@ -48,6 +49,11 @@ pub fn register_builtins(reg: &mut Registry) {
     let r = reg.register(
         builtin(insert_qdq::NAME, "insert Q/DQ by TensorRT's explicit-quantization placement rules", insert_qdq::OPTIONS),
         Box::new(|o| Ok(Box::new(insert_qdq::InsertQdq::from_options(o)?))),
+    );
+    debug_assert!(r.is_ok(), "built-in pass names are unique");
+    let r = reg.register(
+        builtin(prequant::NAME, "check a pre-quantized model's Q/DQ against TensorRT's placement rules; keep its scales", prequant::OPTIONS),
+        Box::new(|o| Ok(Box::new(prequant::CheckQdq::from_options(o)?))),
     );
     debug_assert!(r.is_ok(), "built-in pass names are unique");
 }
