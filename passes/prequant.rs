@@ -2,8 +2,8 @@
 //! ModelOpt, or a torch export of fake quantization) is checked against TensorRT's
 //! explicit-quantization placement rules instead of being calibrated and quantized again.
 //!
-//! The rules are the ones `insert-qdq` follows (the same definitions: [`is_weighted`],
-//! [`weight_axis`], [`residual_skip_input`]):
+//! The rules are the ones `insert-qdq` follows, from `src/qdq.rs` (`is_weighted`,
+//! `weight_axis`, `residual_skip_input`, `layer_violations`):
 //! - a weighted op (Conv, ConvTranspose, Gemm, MatMul) that is quantized at all has both its
 //!   data input and its weight from a DequantizeLinear (rule 1); a layer without any Q/DQ is
 //!   a float layer, which is allowed;
@@ -32,10 +32,10 @@
 //! Each layer's report item says whether it came in quantized and whether its weight is
 //! already 2:4 along TensorRT's axis.
 
-use super::insert_qdq::{add_qdq_pair, insert_weight_qdq, is_weighted, residual_skip_input, weight_axis};
-use super::util::node_label;
+use crate::inspect::weight_is_2of4;
+use crate::ir::edit::node_label;
+use crate::qdq::{add_qdq_pair, from_dq, insert_weight_qdq, is_quantized_layer, is_weighted, layer_violations, residual_skip_input};
 use crate::error::{Error, Result};
-use crate::inspect::{find_weight, sparsity_axis};
 use crate::ir::{Graph, Model, NodeId, Position, Tensor, ValueId};
 use crate::pass::{OptionKind, OptionSpec, Pass, PassContext, PassOptions, PassReport, Pattern, ReportItem, KEEP_FLOAT};
 
@@ -46,141 +46,6 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("weights", OptionKind::Str, "qdq", "qdq: keep weights as given; int8: store float weights behind Q->DQ as the INT8 initializers Q computes"),
     OptionSpec::new("strict", OptionKind::Bool, "false", "fail when a violation remains"),
 ];
-
-/// Whether the model carries any QuantizeLinear/DequantizeLinear node.
-pub fn has_qdq(m: &Model) -> bool {
-    let g = &m.graph;
-    g.node_ids().iter().any(|id| g.node(*id).map(|n| matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear")).unwrap_or(false))
-}
-
-/// Whether `v` is the output of a DequantizeLinear.
-pub fn from_dq(g: &Graph, v: Option<ValueId>) -> bool {
-    v.and_then(|v| g.producer_node(v)).map(|(_, p)| p.op_type == "DequantizeLinear").unwrap_or(false)
-}
-
-/// Whether a weighted layer has any Q/DQ on its data input or weight.
-pub fn is_quantized_layer(g: &Graph, id: NodeId) -> bool {
-    g.node(id).map(|n| from_dq(g, n.inputs.first().copied().flatten()) || from_dq(g, n.inputs.get(1).copied().flatten())).unwrap_or(false)
-}
-
-/// `Some(true)` when the layer's constant weight is 2:4 along TensorRT's axis (every group
-/// of 4 input channels has at least 2 zeros), `Some(false)` when it is not, None when the
-/// layer has no such axis (grouped conv, channels not a multiple of 4, no constant weight).
-pub fn weight_is_2of4(g: &Graph, id: NodeId) -> Result<Option<bool>> {
-    let Some((w, perm)) = find_weight(g, id, 1) else { return Ok(None) };
-    let Some(t) = g.constant(w) else { return Ok(None) };
-    let shape = t.shape();
-    let Some(axis) = sparsity_axis(g, id, 1, shape.len(), perm.as_deref()) else { return Ok(None) };
-    if shape.get(axis).map(|c| c % 4 != 0).unwrap_or(true) {
-        return Ok(None);
-    }
-    let Ok(vals) = t.to_f32() else { return Ok(None) };
-    let layout = crate::sparsity::GroupLayout::new(&shape, axis)?;
-    Ok(Some(crate::sparsity::check_2of4(&vals, &layout)?.ok))
-}
-
-/// TensorRT's placement rules for one weighted layer, as messages (empty: it follows them).
-/// Shared with `sparseqc::testing::check_qdq`, which applies them to every selected layer.
-pub fn layer_violations(g: &Graph, id: NodeId) -> Result<Vec<String>> {
-    let n = g.n(id)?;
-    let mut msgs = Vec::new();
-    for slot in [0usize, 1] {
-        let role = if slot == 0 { "data input" } else { "weight" };
-        let Some(v) = n.inputs.get(slot).copied().flatten() else {
-            msgs.push(format!("has no {role}"));
-            continue;
-        };
-        let Some((dq_id, dq)) = g.producer_node(v).filter(|(_, p)| p.op_type == "DequantizeLinear") else {
-            let from = match (g.producer_node(v), g.value(v).map(|x| x.producer)) {
-                (Some((_, p)), _) => format!("it comes from {}", p.describe()),
-                (None, Some(crate::ir::Producer::GraphInput)) => "it is a graph input".to_string(),
-                (None, Some(crate::ir::Producer::Initializer)) => "it is a float constant".to_string(),
-                _ => "it has no producer".to_string(),
-            };
-            msgs.push(format!("{role} '{}' does not come from a DequantizeLinear ({from})", g.name_of(v)));
-            continue;
-        };
-        check_zero_point(g, dq_id, role, &mut msgs);
-        // the quantized tensor: a constant (weights) or a QuantizeLinear (activations)
-        let x = dq.inputs.first().copied().flatten();
-        if let Some((q_id, _)) = x.and_then(|x| g.producer_node(x)).filter(|(_, p)| p.op_type == "QuantizeLinear") {
-            check_zero_point(g, q_id, role, &mut msgs);
-        }
-        let scale = dq.inputs.get(1).copied().flatten().and_then(|s| g.constant_value(s));
-        let scale_len = scale.as_ref().and_then(|s| s.numel().ok()).unwrap_or(1);
-        if let Some(s) = &scale {
-            if s.to_f32().map(|v| v.iter().any(|x| !(*x > 0.0 && x.is_finite()))).unwrap_or(false) {
-                msgs.push(format!("{role}: {} has a scale that is not positive and finite", dq.describe()));
-            }
-        }
-        if slot == 0 {
-            if scale_len > 1 {
-                msgs.push(format!("data input '{}' is quantized per channel; TensorRT needs one scale per activation tensor", g.name_of(v)));
-            }
-            continue;
-        }
-        if scale_len > 1 {
-            let weight_dims = x
-                .and_then(|x| find_weight(g, dq_id, 0).map(|(w, _)| w).or(Some(x)))
-                .and_then(|w| g.constant(w).map(|t| t.dims().to_vec()).or_else(|| g.value(w).and_then(|v| v.ty.as_ref()?.static_dims())));
-            let Some(dims) = weight_dims else {
-                msgs.push("per-channel weight of unknown shape".into());
-                continue;
-            };
-            let rank = dims.len();
-            let axis = dq.attr_i("axis").unwrap_or(1);
-            let axis = if axis < 0 { axis + rank as i64 } else { axis };
-            match weight_axis(&n.op_type, n, rank) {
-                Some(w) if axis != w as i64 => msgs.push(format!(
-                    "weight scale runs along axis {axis}, but the output channels of a {} weight {:?} are on axis {w}",
-                    n.op_type, dims
-                )),
-                Some(w) if dims.get(w).copied() != Some(scale_len as i64) => {
-                    msgs.push(format!("weight scale has {scale_len} values for {} output channels", dims.get(w).copied().unwrap_or(0)))
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(msgs)
-}
-
-/// Zero-point rules for one QuantizeLinear/DequantizeLinear.
-fn check_zero_point(g: &Graph, id: NodeId, role: &str, msgs: &mut Vec<String>) {
-    let Some(n) = g.node(id) else { return };
-    let zp: Option<ValueId> = n.inputs.get(2).copied().flatten();
-    match zp {
-        None => {
-            // DequantizeLinear takes its type from x; QuantizeLinear defaults to uint8
-            // unless output_dtype says otherwise (opset 21).
-            if n.op_type == "QuantizeLinear" && n.attr_i("output_dtype").unwrap_or(0) != 3 {
-                msgs.push(format!("{role}: {} has no zero point, so it yields uint8; TensorRT needs int8 with zero point 0", n.describe()));
-            }
-            if n.op_type == "DequantizeLinear" {
-                let x = n.inputs.first().copied().flatten();
-                let xt = x.and_then(|x| g.constant(x).map(|t| t.dtype()).or_else(|| g.value(x)?.ty.as_ref().map(|t| t.elem)));
-                if let Some(dt) = xt {
-                    if dt != 3 && dt != 0 {
-                        msgs.push(format!("{role}: {} dequantizes {}; TensorRT needs int8", n.describe(), crate::ir::tensor::dtype_name(dt)));
-                    }
-                }
-            }
-        }
-        Some(z) => match g.constant_value(z) {
-            None => msgs.push(format!("{role}: the zero point of {} is not a constant", n.describe())),
-            Some(t) => {
-                if t.dtype() != 3 {
-                    msgs.push(format!("{role}: the zero point of {} is {}; TensorRT needs int8", n.describe(), crate::ir::tensor::dtype_name(t.dtype())));
-                }
-                match t.to_i64() {
-                    Ok(v) if v.iter().all(|x| *x == 0) => {}
-                    Ok(_) => msgs.push(format!("{role}: the zero point of {} is not 0", n.describe())),
-                    Err(e) => msgs.push(format!("{role}: the zero point of {}: {}", n.describe(), e.message)),
-                }
-            }
-        },
-    }
-}
 
 /// The residual Adds whose skip input should be quantized and is not: (add, skip slot).
 /// Only Adds whose fused input comes from a quantized layer count.

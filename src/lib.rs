@@ -15,6 +15,8 @@ pub mod onnx;
 pub mod ir;
 pub mod text;
 pub mod pass;
+pub mod qdq;
+pub mod measure;
 #[path = "../passes/mod.rs"]
 pub mod passes;
 pub mod backend;
@@ -27,4 +29,5 @@ pub mod vocab;
 pub mod progress;
 pub mod engine;
 pub mod calib;
+pub mod preflight;
 pub mod trt;

@@ -13,10 +13,10 @@ use std::path::Path;
 
 /// The default pipeline for a model that comes with its own Q/DQ nodes: no pruning,
 /// calibration or Q/DQ insertion; its placement is checked against TensorRT's rules.
-pub const PREQUANT_PIPELINE: &str = "fold-bn,cleanup,check-qdq";
+pub const PREQUANT_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,check-qdq";
 /// The pipeline for a float model whose prunable layers are all 2:4 already (ASP) when no
 /// calibration data is given: the output stays float and sparse.
-pub const PRESPARSE_FLOAT_PIPELINE: &str = "fold-bn,cleanup";
+pub const PRESPARSE_FLOAT_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup";
 
 /// Called when `--passes` is not given: the pipeline the input model itself asks for, if
 /// any. A model with Q/DQ gets [`PREQUANT_PIPELINE`] (with or without calibration data); a
@@ -24,7 +24,7 @@ pub const PRESPARSE_FLOAT_PIPELINE: &str = "fold-bn,cleanup";
 /// gets [`PRESPARSE_FLOAT_PIPELINE`]. None: the usual defaults apply.
 pub fn pipeline_for_input(model_path: &Path, a: &CompileArgs) -> Result<Option<String>> {
     let (model, _) = crate::cli::load_model(model_path, &LoadArgs { allow_unknown_fields: a.load.allow_unknown_fields })?;
-    if crate::passes::prequant::has_qdq(&model) {
+    if crate::qdq::has_qdq(&model) {
         if !a.quiet && (a.calib.is_some() || a.calib_cache.is_some()) {
             eprintln!(
                 "note: the model comes with Q/DQ nodes (quantization-aware training): its scales are kept, \
@@ -40,10 +40,10 @@ pub fn pipeline_for_input(model_path: &Path, a: &CompileArgs) -> Result<Option<S
     let (mut sparse, mut dense) = (0usize, 0usize);
     for id in g.topo_order()? {
         let n = g.n(id)?;
-        if !crate::passes::insert_qdq::is_weighted(&n.op_type) {
+        if !crate::qdq::is_weighted(&n.op_type) {
             continue;
         }
-        match crate::passes::prequant::weight_is_2of4(g, id)? {
+        match crate::inspect::weight_is_2of4(g, id)? {
             Some(true) => sparse += 1,
             Some(false) => dense += 1,
             None => {}

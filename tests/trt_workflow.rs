@@ -81,7 +81,7 @@ fn qat_model_compiles_without_calibration_with_weights_and_scales_bit_for_bit() 
     assert!(before.values().all(|v| v.len() == 7), "every layer comes in with input and weight Q/DQ");
     assert_eq!(before, numbers(&out));
     let names: Vec<&str> = rep["passes"].as_array().unwrap().iter().map(|p| p["pass"].as_str().unwrap()).collect();
-    assert_eq!(names, ["fold-bn", "cleanup", "check-qdq"]);
+    assert_eq!(names, ["upgrade-opset", "fold-bn", "cleanup", "check-qdq"]);
     let c = pass_report(&rep, "check-qdq");
     assert_eq!(c["stats"]["violations"], 0, "{c}");
     assert_eq!(c["stats"]["came_in_quantized"].as_array().unwrap().len(), 5);
@@ -310,10 +310,10 @@ fn tensorrt_vocabulary_options_act_on_the_pipeline() {
         let n = g.node(id).unwrap();
         let excluded = n.name == second || n.op_type == "Gemm";
         if matches!(n.op_type.as_str(), "Conv" | "Gemm") {
-            assert_eq!(!sparseqc::passes::prequant::is_quantized_layer(g, id), excluded, "{}", n.name);
+            assert_eq!(!sparseqc::qdq::is_quantized_layer(g, id), excluded, "{}", n.name);
         }
     }
-    assert_eq!(sparseqc::passes::prequant::weight_is_2of4(g, node(&m, &second).0).unwrap(), Some(false));
+    assert_eq!(sparseqc::inspect::weight_is_2of4(g, node(&m, &second).0).unwrap(), Some(false));
     // --per-tensor: one scale per weight; --per-channel: one per output channel
     for (flag, per_channel) in [("--per-tensor", false), ("--per-channel", true)] {
         let (m, _, o, _d) = r20(&[flag, "-q"]);
@@ -360,7 +360,7 @@ fn log_file_gets_everything_stderr_gets() {
     assert!(o.status.success(), "{err}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(text, err);
-    assert!(text.contains("wrote ") && text.contains("pass 1/5 fold-bn started"), "{text}");
+    assert!(text.contains("wrote ") && text.contains("pass 1/6 upgrade-opset started"), "{text}");
 }
 
 #[test]
@@ -401,7 +401,7 @@ fn print_ir_after_unknown_pass_is_a_usage_error() {
     let (_, _, o, _d) = r20(&["--print-ir-after", "foldbn"]);
     let err = common::stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("'foldbn'") && err.contains("fold-bn, cleanup, prune-2of4, calibrate, insert-qdq"), "{err}");
+    assert!(err.contains("'foldbn'") && err.contains("upgrade-opset, fold-bn, cleanup, prune-2of4, calibrate, insert-qdq"), "{err}");
 }
 
 #[test]
