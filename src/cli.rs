@@ -10,13 +10,13 @@ use std::time::Instant;
 /// The pipeline run when `--passes` is not given and calibration data is (pruning
 /// reconstructs each layer from that data; `bias-correct` checks itself on held-out
 /// calibration samples and undoes itself when it does not help).
-pub const DEFAULT_PIPELINE: &str = "fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct";
+pub const DEFAULT_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct";
 /// The default pipeline when only a calibration cache is given (no data to reconstruct from).
-pub const DEFAULT_PIPELINE_CACHE: &str = "fold-bn,cleanup,prune-2of4,calibrate,insert-qdq";
+pub const DEFAULT_PIPELINE_CACHE: &str = "upgrade-opset,fold-bn,cleanup,prune-2of4,calibrate,insert-qdq";
 /// The default pipeline with `--dense` (and calibration data).
-pub const DENSE_PIPELINE: &str = "fold-bn,cleanup,calibrate,insert-qdq,bias-correct";
+pub const DENSE_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,calibrate,insert-qdq,bias-correct";
 /// `--dense` with only a calibration cache.
-pub const DENSE_PIPELINE_CACHE: &str = "fold-bn,cleanup,calibrate,insert-qdq";
+pub const DENSE_PIPELINE_CACHE: &str = "upgrade-opset,fold-bn,cleanup,calibrate,insert-qdq";
 
 const ABOUT: &str = "Compile a trained ONNX model into a sparse (2:4) INT8 model for NVIDIA TensorRT.";
 
@@ -24,6 +24,7 @@ const LONG_ABOUT: &str = "\
 Compile a trained ONNX model into a sparse (2:4) INT8 model for NVIDIA TensorRT.
 
 sparseqc imports the model into an IR and runs a pipeline of passes over it:
+  upgrade-opset  rewrite an opset 7-12 model to opset 13 (same function)
   fold-bn      fold BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul
   cleanup      Constant nodes to initializers, constant folding, dead code, Identity removal
   prune-2of4   zero 2 of every 4 weights along the input channels (TensorRT's sparse rule),
@@ -152,7 +153,7 @@ pub struct CompileArgs {
     #[arg(short = 'o', long = "output", required = true, value_name = "OUT")]
     pub output: Option<PathBuf>,
     /// The pass pipeline, e.g. 'fold-bn,prune-2of4{min-channels=64},calibrate{method=entropy},insert-qdq'.
-    /// `none` runs no pass. Default: fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct
+    /// `none` runs no pass. Default: upgrade-opset,fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct
     /// (magnitude pruning when only --calib-cache is given; no pruning with --dense).
     #[arg(long, value_name = "PIPELINE")]
     pub passes: Option<String>,
@@ -395,7 +396,7 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         }
     }
     if let Some(b) = &a.accuracy_budget {
-        crate::passes::budget::Budget::parse(b)?;
+        crate::passes::prune::budget::Budget::parse(b)?;
         let mut found = false;
         for e in entries.iter_mut().filter(|e| e.name == "prune-2of4") {
             e.options.values.entry("budget".into()).or_insert_with(|| b.to_string());
@@ -418,6 +419,14 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     }
 
     let (mut model, loaded) = load_model(&model_path, &a.load)?;
+    // what can be known to fail, before any pass that costs time, all at once
+    let preflight = crate::preflight::Plan {
+        upgrades_opset: entries.iter().any(|e| e.name == crate::passes::upgrade_opset::NAME),
+        calib: a.calib.as_deref(),
+        preprocess: a.preprocess.as_deref(),
+        limit: a.calib_limit,
+    };
+    crate::preflight::check(&model, &preflight).map_err(|e| e.context(model_path.display().to_string()))?;
     if plan || a.emit.len() == 2 {
         crate::backend::check_input_shapes(&model, a)?;
     }
@@ -457,7 +466,7 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     let reports = pm.run(&mut model, &mut ctx)?;
     // not fatal: the model is compiled; a check that cannot run is reported and skipped
     let fidelity = match &original {
-        Some(o) => match fidelity_check(o, &model, &ctx) {
+        Some(o) => match crate::measure::fidelity::check(o, &model, &ctx) {
             Ok(f) => Some(f),
             Err(e) => {
                 if !a.quiet {
@@ -520,44 +529,6 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// How closely the compiled model reproduces the input model on calibration samples.
-pub struct Fidelity {
-    pub samples: usize,
-    pub sqnr_db: f64,
-    /// Top-1 agreement (argmax of the single output), when the model has one output.
-    pub agreement: Option<f64>,
-}
-
-impl Fidelity {
-    fn line(&self) -> String {
-        match self.agreement {
-            Some(ag) => format!(
-                "fidelity: output SQNR {:.1} dB, top-1 agreement with the input model {:.1} % ({} calibration samples)",
-                self.sqnr_db,
-                100.0 * ag,
-                self.samples
-            ),
-            None => format!("fidelity: output SQNR {:.1} dB ({} calibration samples)", self.sqnr_db, self.samples),
-        }
-    }
-    fn is_poor(&self) -> bool {
-        self.sqnr_db < 10.0 || self.agreement.map(|a| a < 0.8).unwrap_or(false)
-    }
-    fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({"samples": self.samples, "output_sqnr_db": self.sqnr_db, "top1_agreement": self.agreement})
-    }
-}
-
-/// Runs `original` and `compiled` on the first 8 calibration samples.
-fn fidelity_check(original: &Model, compiled: &Model, ctx: &PassContext) -> Result<Fidelity> {
-    let samples = crate::passes::obs::load_samples(original, ctx, 8)?;
-    let r = crate::passes::calibrate::outputs_of(original, &samples)?;
-    let f = crate::passes::calibrate::fidelity(&r, &crate::passes::calibrate::outputs_of(compiled, &samples)?);
-    // top-1 agreement only means something for a single output
-    let agreement = (original.graph.outputs.len() == 1 && compiled.graph.outputs.len() == 1).then_some(f.agreement);
-    Ok(Fidelity { samples: samples.len(), sqnr_db: f.sqnr_db, agreement })
 }
 
 /// `layers: 18 sparse 2:4, 20 INT8, 1 float (of 21 Conv/Gemm/MatMul)`

@@ -64,16 +64,11 @@ pub fn find_weight(g: &Graph, node: NodeId, slot: usize) -> Option<(ValueId, Opt
 /// the second-to-last axis). `transposed` tells that a Transpose sits between.
 pub fn sparsity_axis(g: &Graph, node: NodeId, slot: usize, rank: usize, perm: Option<&[i64]>) -> Option<usize> {
     let n = g.node(node)?;
+    use crate::sparsity::{reduction_axis, WeightedKind};
     let axis = match (n.op_type.as_str(), slot) {
-        ("Conv", 1) if n.attr_i("group").unwrap_or(1) == 1 && rank >= 3 => 1,
-        ("Gemm", 1) if rank == 2 => {
-            if n.attr_i("transB").unwrap_or(0) != 0 {
-                1
-            } else {
-                0
-            }
-        }
-        ("MatMul", 1) if rank >= 2 => rank - 2,
+        ("Conv", 1) => reduction_axis(WeightedKind::Conv { group: n.attr_i("group").unwrap_or(1) }, rank)?,
+        ("Gemm", 1) if rank == 2 => reduction_axis(WeightedKind::MatMulB { transposed: n.attr_i("transB").unwrap_or(0) != 0 }, rank)?,
+        ("MatMul", 1) => reduction_axis(WeightedKind::MatMulB { transposed: false }, rank)?,
         _ => return None,
     };
     match perm {
@@ -128,15 +123,18 @@ pub fn inspect(model: &Model) -> Result<InspectReport> {
             }
             Some(ax) => {
                 let shape: Vec<usize> = t.shape();
-                if shape[ax] % 4 != 0 {
-                    info.note = format!("axis {ax} length {} is not a multiple of 4", shape[ax]);
-                } else if let Ok(vals) = t.to_f32() {
-                    let c = crate::sparsity::GroupLayout::new(&shape, ax).and_then(|l| crate::sparsity::check_2of4(&vals, &l))?;
-                    info.groups = c.groups;
-                    info.violations = c.violating_groups;
-                    info.sparse_2of4 = Some(c.ok);
-                } else {
-                    info.note = "weight data not readable as float".into();
+                match (crate::sparsity::GroupLayout::try_new(&shape, ax), t.to_f32()) {
+                    (Err(crate::sparsity::Ineligible::NotMultipleOf4 { len }), _) => {
+                        info.note = format!("axis {ax} length {len} is not a multiple of 4")
+                    }
+                    (Err(why), _) => info.note = format!("axis {ax}: {why}"),
+                    (Ok(l), Ok(vals)) => {
+                        let c = crate::sparsity::check_2of4(&vals, &l)?;
+                        info.groups = c.groups;
+                        info.violations = c.violating_groups;
+                        info.sparse_2of4 = Some(c.ok);
+                    }
+                    (Ok(_), Err(_)) => info.note = "weight data not readable as float".into(),
                 }
             }
         }

@@ -15,6 +15,8 @@ pub mod onnx;
 pub mod ir;
 pub mod text;
 pub mod pass;
+pub mod qdq;
+pub mod measure;
 #[path = "../passes/mod.rs"]
 pub mod passes;
 pub mod backend;
@@ -25,5 +27,6 @@ pub mod testing;
 pub mod util;
 pub mod engine;
 pub mod calib;
+pub mod preflight;
 pub mod conformance;
 pub mod trt;

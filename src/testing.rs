@@ -578,9 +578,9 @@ fn layers(g: &Graph, layers: &str, ops: &[&str]) -> Result<Vec<NodeId>> {
 /// Checks TensorRT's 2:4 structured-sparsity rule on the weights of the selected layers:
 /// in every group of 4 consecutive input channels (for each output channel and kernel
 /// position of a K×C×R×S Conv weight; along axis 0 of a Gemm B, axis 1 with transB=1;
-/// along the rows of a MatMul B) at most 2 values are non-zero. A last group shorter
-/// than 4 (channels not a multiple of 4) is held to the same limit, as TensorRT pads it
-/// with zeros. Weights are followed through DequantizeLinear, QuantizeLinear, Cast,
+/// along the rows of a MatMul B) at most 2 values are non-zero (`sparsity::check_2of4`, the
+/// one implementation). A weight whose axis length is not a multiple of 4 is a violation:
+/// it is not eligible for TensorRT's sparse kernels (`sparsity::Ineligible`). Weights are followed through DequantizeLinear, QuantizeLinear, Cast,
 /// Identity and Transpose. A selected layer without a constant weight, or a grouped
 /// Conv, is a violation (TensorRT has no sparse kernel for it).
 pub fn check_2of4(model: &Model, layer_pattern: &str) -> Result<Vec<Violation>> {
@@ -610,44 +610,28 @@ pub fn check_2of4(model: &Model, layer_pattern: &str) -> Result<Vec<Violation>> 
                 continue;
             }
         };
-        let (groups, bad, first) = groups_2of4(&vals, &shape, axis);
-        if bad > 0 {
-            let (at, nz) = first.unwrap_or_default();
+        let layout = match crate::sparsity::GroupLayout::try_new(&shape, axis) {
+            Ok(l) => l,
+            Err(why) => {
+                out.push(viol(format!("weight '{}' {:?}: {why}: not eligible for TensorRT's 2:4 kernels", g.name_of(w), shape)));
+                continue;
+            }
+        };
+        let c = crate::sparsity::check_2of4(&vals, &layout)?;
+        if !c.ok {
+            let at = c.first_violation.unwrap_or_default();
+            let nz = layout.groups().find(|grp| grp[0] == at).map(|grp| grp.iter().filter(|&&i| vals[i] != 0.0).count()).unwrap_or(0);
             out.push(viol(format!(
-                "weight '{}' {:?}: {bad} of {groups} groups of 4 along axis {axis} have more than 2 non-zeros \
+                "weight '{}' {:?}: {} of {} groups of 4 along axis {axis} have more than 2 non-zeros \
                  (first at flat index {at}: {nz} non-zeros)",
                 g.name_of(w),
-                shape
+                shape,
+                c.violating_groups,
+                c.groups
             )));
         }
     }
     Ok(out)
-}
-
-/// Counts groups of 4 along `axis` and those with more than 2 non-zeros; returns also
-/// the first bad group's starting flat index and its non-zero count.
-fn groups_2of4(vals: &[f32], shape: &[usize], axis: usize) -> (usize, usize, Option<(usize, usize)>) {
-    let len = shape[axis];
-    let inner: usize = shape[axis + 1..].iter().product();
-    let outer: usize = shape[..axis].iter().product();
-    let (mut groups, mut bad, mut first) = (0, 0, None);
-    for o in 0..outer {
-        for i in 0..inner {
-            let mut c = 0;
-            while c < len {
-                let end = (c + 4).min(len);
-                let start = (o * len + c) * inner + i;
-                let nz = (c..end).filter(|&k| vals.get((o * len + k) * inner + i).is_some_and(|v| *v != 0.0)).count();
-                groups += 1;
-                if nz > 2 {
-                    bad += 1;
-                    first.get_or_insert((start, nz));
-                }
-                c = end;
-            }
-        }
-    }
-    (groups, bad, first)
 }
 
 /// Panics listing every layer matched by `layer_pattern` whose weight breaks the 2:4 rule
@@ -673,7 +657,8 @@ fn output_channel_axis(op: &str, trans_b: bool, rank: usize) -> Option<usize> {
 
 /// Checks TensorRT's Q/DQ placement on the selected layers (Conv, ConvTranspose, Gemm,
 /// MatMul; nodes annotated [`KEEP_FLOAT`] = `true` are skipped):
-/// - the data input (0) and the weight (1) each come from a DequantizeLinear;
+/// - the data input (0) and the weight (1) each come from a DequantizeLinear; a MatMul
+///   whose operands are both activations (attention) may instead keep both float;
 /// - every zero point on the way (that DequantizeLinear's, and the QuantizeLinear's
 ///   feeding it) is present where ONNX would default to uint8, is int8, and is all 0;
 /// - activations are quantized per tensor (one scale);
@@ -686,6 +671,14 @@ pub fn check_qdq(model: &Model, layer_pattern: &str) -> Result<Vec<Violation>> {
     for id in layers(g, layer_pattern, &["Conv", "ConvTranspose", "Gemm", "MatMul"])? {
         let n = g.n(id)?;
         if n.annotation(KEEP_FLOAT) == Some("true") {
+            continue;
+        }
+        // An attention batched MatMul (both operands activations) may stay float as a whole
+        // (insert-qdq's default); quantized, both operands must be.
+        let from_dq = |slot: usize| {
+            n.inputs.get(slot).copied().flatten().and_then(|v| g.producer_node(v)).is_some_and(|(_, p)| p.op_type == "DequantizeLinear")
+        };
+        if crate::inspect::find_weight(g, id, 1).is_none() && !from_dq(0) && !from_dq(1) {
             continue;
         }
         let mut msgs = Vec::new();
@@ -807,20 +800,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn groups_along_axis() {
-        // 2 x 8, axis 1: row 0 fine, row 1 second group has 3 non-zeros
-        let v = [1., 0., 1., 0., 0., 1., 1., 0., 1., 1., 0., 0., 1., 1., 1., 0.];
-        let (groups, bad, first) = groups_2of4(&v, &[2, 8], 1);
-        assert_eq!((groups, bad, first), (4, 1, Some((12, 3))));
-        // same data seen as 8 x 2, axis 0: columns of 8 → 2 groups each
-        let (groups, bad, _) = groups_2of4(&v, &[8, 2], 0);
-        assert_eq!(groups, 4);
-        assert!(bad >= 1);
-        // a short last group (6 channels) counts too
-        let (groups, bad, _) = groups_2of4(&[0., 0., 0., 0., 1., 1.], &[6], 0);
-        assert_eq!((groups, bad), (2, 0));
-        let (_, bad, _) = groups_2of4(&[0., 0., 0., 1., 1., 1.], &[1, 6], 1);
-        assert_eq!(bad, 0);
+    fn check_2of4_uses_the_one_rule_and_refuses_a_short_last_group() {
+        let text = |w: &str, c: usize| {
+            format!(
+                "<\n  ir_version: 8,\n  opset_import: [\"\" : 13]\n>\ng (float[1,{c},1,1] x) => (float[1,2,1,1] y)\n<\n  float[2,{c},1,1] w = [{w}]\n>\n{{\n  [conv] y = Conv (x, w)\n}}\n"
+            )
+        };
+        // 2 x 8: row 0 fine, row 1's second group has 3 non-zeros (flat index 12)
+        let m = crate::text::parse(&text("1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0", 8)).unwrap();
+        let v = check_2of4(&m, "").unwrap();
+        assert_eq!(v.len(), 1);
+        assert!(v[0].message.contains("1 of 4 groups") && v[0].message.contains("first at flat index 12: 3 non-zeros"), "{}", v[0].message);
+        // 6 channels: a short last group is not eligible, whatever its zeros
+        let m = crate::text::parse(&text("0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0", 6)).unwrap();
+        let v = check_2of4(&m, "").unwrap();
+        assert_eq!(v.len(), 1);
+        assert!(v[0].message.contains("axis length 6 not a multiple of 4"), "{}", v[0].message);
     }
 
     /// Returns fixed outputs: model 0 gets `a`, model 1 gets `b`.

@@ -56,3 +56,9 @@ mod tensor;
 pub use program::{constant_attr_value, ExecNode, Program, ValueInfo};
 pub use session::{NodeTimes, Plan, Session};
 pub use tensor::{numel, DType, Data, Elem, Tensor};
+
+/// Whether the interpreter runs `op` of `domain` at default-domain `opset` (the same
+/// dispatch as [`Session::new`]).
+pub fn is_supported(op: &str, domain: &str, opset: i64) -> bool {
+    ops::is_supported(op, domain, opset)
+}

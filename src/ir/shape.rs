@@ -58,7 +58,7 @@ fn spatial(n: &Node, x: &[Dim], kernel: &[i64], lead: Vec<Dim>) -> Option<Vec<Di
     let strides = n.attr_ints("strides").map(|s| s.to_vec()).unwrap_or(vec![1; sp]);
     let dil = n.attr_ints("dilations").map(|s| s.to_vec()).unwrap_or(vec![1; sp]);
     let pads = n.attr_ints("pads").map(|s| s.to_vec()).unwrap_or(vec![0; 2 * sp]);
-    let auto = n.attr_s("auto_pad").unwrap_or_else(|| "NOTSET".into());
+    let auto = crate::util::AutoPad::parse(&n.attr_s("auto_pad").unwrap_or_default())?;
     let ceil = n.attr_i("ceil_mode").unwrap_or(0) != 0;
     if strides.len() != sp || dil.len() != sp || pads.len() != 2 * sp {
         return None;
@@ -72,9 +72,9 @@ fn spatial(n: &Node, x: &[Dim], kernel: &[i64], lead: Vec<Dim>) -> Option<Vec<Di
                 continue;
             }
         };
-        let o = match auto.as_str() {
-            "SAME_UPPER" | "SAME_LOWER" => (d + strides[i] - 1) / strides[i],
-            "VALID" => window_out(d, kernel[i], strides[i], dil[i], 0, 0, ceil),
+        let o = match auto {
+            a if a.is_same() => a.same_pads(d, dil[i] * (kernel[i] - 1) + 1, strides[i]).2,
+            crate::util::AutoPad::Valid => window_out(d, kernel[i], strides[i], dil[i], 0, 0, ceil),
             _ => window_out(d, kernel[i], strides[i], dil[i], pads[i], pads[i + sp], ceil),
         };
         out.push(Dim::Known(o));

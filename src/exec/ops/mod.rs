@@ -411,3 +411,16 @@ pub(crate) fn build(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
         _ => Err(Error::user(format!("op {op} is not supported by the reference interpreter"))),
     }
 }
+
+/// Whether the interpreter has a kernel for `op` of `domain` at default-domain `opset`.
+/// Asks [`build`] itself with an attribute-less, input-less node, so it cannot drift from
+/// the dispatch: an op the dispatch knows fails on its missing inputs or attributes (or
+/// builds), an op it does not know gets the "not supported" error.
+pub(crate) fn is_supported(op: &str, domain: &str, opset: i64) -> bool {
+    let node = ExecNode { name: String::new(), op_type: op.into(), domain: domain.into(), inputs: vec![], outputs: vec![], attrs: vec![] };
+    let cx = NodeCtx { node: &node, opset, consts: vec![] };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&cx).map(|_| ()))) {
+        Ok(Ok(())) | Err(_) => true,
+        Ok(Err(e)) => !e.to_string().contains("not supported by the reference interpreter"),
+    }
+}

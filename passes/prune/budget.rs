@@ -33,9 +33,9 @@
 //! Architecture invariant: the pass never returns a model whose measured fidelity on the
 //! held-out scoring samples (and on the untouched ones, where there are any) misses the budget; layers left dense still get INT8 from insert-qdq.
 
-use super::calibrate::{fidelity, outputs_of, Fidelity};
-use super::obs::{count_samples, load_sample_window, prune_each_alone, AloneResult};
-use super::prune::{candidates, speed_class, Candidate, Prune};
+use super::obs::{prune_each_alone, AloneResult};
+use crate::measure::{count_samples, fidelity, load_sample_window, outputs_of, Fidelity};
+use super::{candidates, speed_class, Candidate, Prune};
 use crate::error::{Error, Result};
 use crate::ir::{Dim, Model, Tensor};
 use crate::pass::{PassContext, PassReport, Pattern, ReportItem};
@@ -112,7 +112,7 @@ fn apply_alone(m: &mut Model, c: &Candidate, a: &AloneResult) -> Result<()> {
     let dims = m.graph.constant(c.weight).expect("candidate").dims().to_vec();
     m.graph.set_constant(c.weight, Tensor::from_f32("", &dims, &a.weight))?;
     if let Some(b) = &a.bias {
-        super::util::set_const_input(&mut m.graph, c.node, 2, &format!("{}.bias_corrected", c.label), Tensor::from_f32("", &[b.len() as i64], b))?;
+        crate::ir::edit::set_const_input(&mut m.graph, c.node, 2, &format!("{}.bias_corrected", c.label), Tensor::from_f32("", &[b.len() as i64], b))?;
     }
     Ok(())
 }
@@ -154,7 +154,7 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
             m.graph.outputs.len()
         )));
     }
-    let mut rep = PassReport::new(super::prune::NAME);
+    let mut rep = PassReport::new(super::NAME);
     // Scoring samples are held out from the reconstruction samples: the last `budget-samples`
     // when there are enough for both, else the last quarter.
     let total = count_samples(m, ctx)?;
@@ -235,7 +235,7 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
     let proxy_fid = proxy_evals.iter().rev().find(|(_, f)| budget.met(f)).map(|x| x.1).unwrap_or_else(|| fidelity(&reference, &reference));
     let mut real_fid = None;
     let mut used_sequential = false;
-    let mut sub_rep = PassReport::new(super::prune::NAME);
+    let mut sub_rep = PassReport::new(super::NAME);
     if !picked.is_empty() {
         let names: Vec<String> = picked.iter().map(|&i| cands[i].label.clone()).collect();
         let mut sub = Prune { include: Pattern::parse(&names.join("|")), ..p.clone_config() };
@@ -299,7 +299,7 @@ pub fn run_budget(p: &Prune, m: &mut Model, ctx: &mut PassContext, budget: Budge
             k_final = k;
             achieved = fs;
             used_sequential = false;
-            sub_rep = PassReport::new(super::prune::NAME);
+            sub_rep = PassReport::new(super::NAME);
             untouched = Some((u.len(), fu));
         }
     }

@@ -22,12 +22,15 @@
 //! (a residual Add, a grouped producer, a tensor with other consumers, a graph input).
 //! `prune=false` applies only the permutation (for checking it preserves the function).
 
-use super::util::node_label;
+use crate::ir::edit::node_label;
 use crate::error::{Error, Result};
 use crate::inspect::{find_weight, sparsity_axis};
 use crate::ir::{Graph, Model, NodeId, Tensor, ValueId};
 use crate::pass::{OptionKind, OptionSpec, Pass, PassContext, PassOptions, PassReport, Pattern, ReportItem};
 use crate::sparsity::{permute_axis, prune_2of4_magnitude, retained_fraction_2of4, search_permutation, GroupLayout, PermuteOptions};
+
+pub mod budget;
+pub mod obs;
 
 pub const NAME: &str = "prune-2of4";
 pub const OPTIONS: &[OptionSpec] = &[
@@ -64,7 +67,7 @@ pub struct Prune {
     pub bias_correct: bool,
     pub obs_correct: bool,
     pub obs_reconstruct: bool,
-    pub budget: Option<super::budget::Budget>,
+    pub budget: Option<budget::Budget>,
     pub budget_samples: usize,
     /// `method=obs`: calibration samples `(start, count)` for the Hessians instead of the
     /// first `obs_samples` (set by the budget search to keep its scoring samples held out).
@@ -123,7 +126,7 @@ impl Prune {
             bias_correct: o.bool("bias-correct", true)?,
             obs_correct: o.bool("correct-target", true)?,
             obs_reconstruct: o.bool("reconstruct", true)?,
-            budget: o.str("budget").filter(|s| !s.is_empty()).map(super::budget::Budget::parse).transpose()?,
+            budget: o.str("budget").filter(|s| !s.is_empty()).map(budget::Budget::parse).transpose()?,
             budget_samples: o.int("budget-samples", 256)?.max(1) as usize,
             sample_window: None,
             keep_bytes: (o.int("keep-mb", 512)?.max(0) as usize) << 20,
@@ -352,10 +355,10 @@ impl Pass for Prune {
     }
     fn run(&mut self, m: &mut Model, ctx: &mut PassContext) -> Result<PassReport> {
         if let Some(b) = self.budget {
-            return super::budget::run_budget(self, m, ctx, b);
+            return budget::run_budget(self, m, ctx, b);
         }
         if self.method == "obs" {
-            return super::obs::run_obs(self, m, ctx);
+            return obs::run_obs(self, m, ctx);
         }
         let mut rep = PassReport::new(NAME);
         let cands = candidates(&m.graph, self)?;

@@ -15,383 +15,14 @@
 //! linear) is compared with it and the difference folded into the bias. This removes the
 //! mean shift accumulated from this and all upstream layers.
 
-use super::prune::{candidates, speed_class, Candidate, Prune};
-use crate::engine::{f32_tensor, ModelSession};
+use super::{candidates, speed_class, Candidate, Prune};
 use crate::error::{Error, Result};
+use crate::measure::{forward, load_sample_window, Resume, Sample};
 use crate::ir::{Model, Tensor, ValueId};
+use crate::util::AutoPad;
 use crate::pass::{PassContext, PassReport, ReportItem};
 use crate::sparsity::{im2col, obs_prune_2of4_layout, ConvGeometry, GroupLayout, HessianAccumulator};
 
-/// Samples processed per batch (bounds memory on large activations).
-const CHUNK: usize = 16;
-
-/// A calibration sample: (input name, shape, values) per model input.
-pub(crate) type Sample = Vec<(String, Vec<usize>, Vec<f32>)>;
-
-/// The first calibration samples, decoded (see [`crate::pass::RunCache`]).
-#[derive(Debug)]
-pub(crate) struct SampleCache {
-    /// The calibration data they come from ([`FloatObs::key_of`]).
-    pub key: String,
-    /// Samples in the source (after `--calib-limit`).
-    pub total: usize,
-    /// Samples `0..samples.len()`.
-    pub samples: Vec<Sample>,
-}
-
-/// At most this many bytes of decoded samples are kept (MobileNetV2: 96 × 0.6 MB).
-pub(crate) const SAMPLE_CACHE_BYTES: usize = 256 << 20;
-
-pub(crate) fn load_samples(m: &Model, ctx: &PassContext, limit: usize) -> Result<Vec<Sample>> {
-    load_sample_window(m, ctx, (0, limit))
-}
-
-/// Number of calibration samples available (after `--calib-limit`).
-pub(crate) fn count_samples(m: &Model, ctx: &PassContext) -> Result<usize> {
-    Ok(super::calibrate::open_calib_source(m, ctx, ctx.calib.limit, "prune-2of4")?.len())
-}
-
-/// Samples `start .. start + count` of the calibration data (clipped to what exists).
-pub(crate) fn load_sample_window(m: &Model, ctx: &PassContext, (start, count): (usize, usize)) -> Result<Vec<Sample>> {
-    let end = start.saturating_add(count);
-    if let Some(c) = &ctx.cache.samples {
-        let avail = c.total.min(end);
-        if c.key == FloatObs::key_of(ctx) && avail <= c.samples.len() {
-            return Ok(c.samples[start.min(avail)..avail].to_vec());
-        }
-    }
-    let lim = Some(ctx.calib.limit.unwrap_or(usize::MAX).min(end));
-    let src = super::calibrate::open_calib_source(m, ctx, lim, "prune-2of4{method=obs}")?;
-    use rayon::prelude::*;
-    (start.min(src.len())..src.len())
-        .into_par_iter()
-        .map(|i| Ok(src.sample(i)?.into_iter().map(|t| (t.name, t.shape, t.data)).collect()))
-        .collect()
-}
-
-/// One calibration sample as the session's fed values (its graph inputs by name).
-pub(crate) fn feed(ms: &ModelSession, sample: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<(usize, crate::exec::Tensor)>> {
-    sample
-        .iter()
-        .map(|(name, shape, data)| {
-            let id = ms.inputs.iter().find(|(n, _)| n == name).map(|(_, id)| *id).ok_or_else(|| {
-                Error::user(format!("calibration data names input '{name}', which the model does not have"))
-            })?;
-            Ok((id, f32_tensor(shape, data.clone())?))
-        })
-        .collect()
-}
-
-/// Adds the per-channel means of `t` (channel axis 1 of NCHW..., or the last axis for a
-/// Gemm output when `channel_last`) to `acc`.
-pub(crate) fn channel_means(t: &crate::exec::Tensor, k: usize, channel_last: bool, acc: &mut [f64]) -> Result<()> {
-    let v = t.as_f32()?;
-    let per = (v.len() / k.max(1)).max(1) as f64;
-    if channel_last {
-        for row in v.chunks(k) {
-            for (j, x) in row.iter().enumerate() {
-                acc[j] += *x as f64 / per;
-            }
-        }
-    } else {
-        let inner = v.len() / k.max(1) / t.shape().first().copied().unwrap_or(1).max(1);
-        for (j, c) in v.chunks(inner.max(1)).enumerate() {
-            acc[j % k] += sum_f32(c) / per;
-        }
-    }
-    Ok(())
-}
-
-/// Sum of `v` in f64, from f32 partial sums over blocks of 256 in 8 lanes (vectorizes; the
-/// partial sums of at most 32 values per lane keep f32 rounding far below what a mean needs).
-pub(crate) fn sum_f32(v: &[f32]) -> f64 {
-    let mut total = 0f64;
-    for blk in v.chunks(256) {
-        let mut lanes = [0f32; 8];
-        let mut it = blk.chunks_exact(8);
-        for c in &mut it {
-            for (l, x) in lanes.iter_mut().zip(c) {
-                *l += *x;
-            }
-        }
-        total += lanes.iter().map(|x| *x as f64).sum::<f64>() + it.remainder().iter().map(|x| *x as f64).sum::<f64>();
-    }
-    total
-}
-
-/// How many leading calibration samples `calibrate` records [`FloatObs`] for: what
-/// `bias-correct` needs by default (64 to estimate, 32 held out) and more than the 16 that
-/// method=auto scores on.
-pub(crate) const OBS_SAMPLES: usize = 96;
-
-/// Largest total size of one sample's Conv/Gemm outputs that `calibrate` keeps alive to record
-/// their channel means (MobileNetV2: 40 MB).
-pub(crate) const RECORD_LAYER_BYTES: u64 = 512 << 20;
-
-/// The float model's observations on the first calibration samples, recorded by `calibrate`
-/// during its run over the data and kept in the pipeline's [`crate::pass::RunCache`]:
-/// per sample, the channel means of every Conv/Gemm output (by node label) and the graph's
-/// outputs (flattened, as [`super::calibrate::outputs_of`] gives them). Later passes reuse
-/// them instead of running the float model again, after checking on one sample
-/// ([`FloatObs::matches`]) that their float model computes the same.
-#[derive(Debug)]
-pub(crate) struct FloatObs {
-    /// The calibration data they were taken on (source, preprocessing, limit).
-    pub key: String,
-    pub means: std::collections::HashMap<String, Vec<Vec<f64>>>,
-    pub outputs: Vec<Vec<f32>>,
-}
-
-impl FloatObs {
-    /// The key of the calibration data `ctx` names.
-    pub fn key_of(ctx: &PassContext) -> String {
-        format!("{:?}|{:?}|{:?}", ctx.calib.source, ctx.calib.preprocess, ctx.calib.limit)
-    }
-
-    /// Samples recorded.
-    pub fn len(&self) -> usize {
-        self.outputs.len()
-    }
-
-    /// Whether `m` gives bit-identical layer means (for `layers`: node label, output value,
-    /// channels, channel-last) and outputs on the first sample (one forward run).
-    pub fn matches(&self, m: &Model, sample: &Sample, layers: &[(String, ValueId, usize, bool)]) -> Result<bool> {
-        if self.outputs.is_empty() || layers.iter().any(|l| self.means.get(&l.0).is_none_or(|v| v.is_empty())) {
-            return Ok(false);
-        }
-        let mut targets: Vec<ValueId> = layers.iter().map(|l| l.1).collect();
-        let n_layers = targets.len();
-        targets.extend(m.graph.outputs.iter().copied());
-        let mut same = true;
-        forward(m, std::slice::from_ref(sample), &targets, &mut |ts| {
-            for (l, t) in layers.iter().zip(&ts) {
-                let mut acc = vec![0f64; l.2];
-                channel_means(t, l.2, l.3, &mut acc)?;
-                same &= acc == self.means[&l.0][0];
-            }
-            let mut out = Vec::new();
-            for t in &ts[n_layers..] {
-                if let Ok(x) = t.as_f32() {
-                    out.extend_from_slice(x);
-                }
-            }
-            same &= out == self.outputs[0];
-            Ok(())
-        })?;
-        Ok(same)
-    }
-}
-
-/// The Conv/Gemm layers whose output channel count is known: (node label, output value,
-/// channels, channel-last).
-pub(crate) fn layers_with_channels(m: &Model) -> Result<Vec<(crate::ir::NodeId, String, ValueId, usize, bool)>> {
-    let g = &m.graph;
-    let mut v = Vec::new();
-    for id in g.topo_order()? {
-        let n = g.n(id)?;
-        if !matches!(n.op_type.as_str(), "Conv" | "Gemm") {
-            continue;
-        }
-        let Some(out) = n.outputs.first().copied().flatten() else { continue };
-        let dims = g.v(out)?.ty.as_ref().and_then(|t| t.shape.clone());
-        let Some(crate::ir::Dim::Known(k)) = dims.as_ref().and_then(|d| d.get(1)).cloned() else { continue };
-        v.push((id, super::util::node_label(g, id), out, k as usize, n.op_type == "Gemm"));
-    }
-    Ok(v)
-}
-
-/// Runs the model on all samples, returning `targets` per sample (in chunks of CHUNK,
-/// handed to `f` in sample order).
-pub(crate) fn forward(
-    m: &Model,
-    samples: &[Vec<(String, Vec<usize>, Vec<f32>)>],
-    targets: &[ValueId],
-    f: &mut dyn FnMut(Vec<crate::exec::Tensor>) -> Result<()>,
-) -> Result<()> {
-    let ms = ModelSession::new(m)?;
-    let tids: Vec<usize> = targets.iter().map(|v| ms.id(*v)).collect::<Result<_>>()?;
-    for chunk in samples.chunks(CHUNK) {
-        let batch = chunk.iter().map(|s| feed(&ms, s)).collect::<Result<Vec<_>>>()?;
-        for outs in ms.session.run_batch(batch, &tids)? {
-            f(outs)?;
-        }
-    }
-    Ok(())
-}
-
-/// One layer's run in a [`Resume`] schedule.
-#[derive(Debug)]
-struct ResumeStep {
-    /// The layer's input.
-    target: ValueId,
-    /// Values computed by earlier steps that this step's nodes read.
-    feed: Vec<ValueId>,
-    /// Values later steps read that this run returns (computed or fed here).
-    keep_run: Vec<ValueId>,
-    /// Values later steps read that this step neither computes nor reads: stay in the store.
-    keep_carry: Vec<ValueId>,
-    /// Whether this step's nodes read a graph input.
-    needs_inputs: bool,
-}
-
-/// The layer-by-layer forward of the original and the current network. The run that
-/// computes layer i's input keeps, per sample, the values later runs read, so the run for
-/// layer i+1 resumes from them instead of from the graph inputs: each node runs once per
-/// network over the whole pass instead of once per later layer (MobileNetV2: 33 layers).
-/// Exact, because layers are pruned in topological order: a run computes only values
-/// upstream of the layer about to be pruned, which no later change touches. When the kept
-/// values would exceed the budget the store is dropped and the next run starts from the
-/// graph inputs, as every run did before. Outputs are bit-identical either way (each sample
-/// is its own run of the same nodes on the same values).
-pub(crate) struct Resume {
-    steps: Vec<ResumeStep>,
-    /// Per sample: the original network's and the current network's kept values.
-    store: Vec<[std::collections::HashMap<ValueId, crate::exec::Tensor>; 2]>,
-    valid: bool,
-    /// Budget for the store, bytes.
-    budget: usize,
-    /// Largest store held, bytes.
-    pub peak_bytes: usize,
-    /// Runs that started from the graph inputs because the store was over budget.
-    pub restarts: usize,
-}
-
-impl Resume {
-    /// The schedule for computing `targets` (layer inputs, in pruning order) of `m` one after another.
-    pub fn new(m: &Model, targets: &[ValueId], n_samples: usize, budget: usize) -> Result<Resume> {
-        use crate::ir::Producer;
-        use std::collections::{BTreeSet, HashMap, HashSet};
-        let g = &m.graph;
-        let folded = ModelSession::new(m)?.folded;
-        let mut computed = HashSet::new();
-        let mut made_at: HashMap<ValueId, usize> = HashMap::new();
-        let mut feeds: Vec<BTreeSet<ValueId>> = Vec::new();
-        let mut inputs_read = Vec::new();
-        for (i, &t) in targets.iter().enumerate() {
-            let (mut feed, mut out, mut run) = (BTreeSet::new(), HashSet::new(), HashSet::new());
-            let mut reads_input = false;
-            let mut seen = HashSet::new();
-            let mut stack = vec![t];
-            while let Some(v) = stack.pop() {
-                if !seen.insert(v) || folded.contains(&v) {
-                    continue;
-                }
-                let val = g.v(v)?;
-                match val.producer {
-                    Producer::Initializer => continue,
-                    Producer::GraphInput => reads_input |= val.constant.is_none(),
-                    Producer::Node(n, _) if computed.contains(&n) => {
-                        feed.insert(v);
-                    }
-                    Producer::Node(n, _) => {
-                        if run.insert(n) {
-                            let node = g.n(n)?;
-                            stack.extend(node.inputs.iter().flatten().copied());
-                            out.extend(node.outputs.iter().flatten().copied());
-                        }
-                    }
-                    Producer::None => return Err(Error::internal(format!("'{}' has no producer", g.name_of(v)))),
-                }
-            }
-            made_at.extend(out.into_iter().map(|v| (v, i)));
-            computed.extend(run);
-            feeds.push(feed);
-            inputs_read.push(reads_input);
-        }
-        let mut steps = Vec::with_capacity(targets.len());
-        let mut later: BTreeSet<ValueId> = BTreeSet::new();
-        for i in (0..targets.len()).rev() {
-            let keep: Vec<ValueId> = later.iter().copied().filter(|v| made_at.get(v).is_some_and(|&s| s <= i)).collect();
-            let (keep_run, keep_carry) = keep.into_iter().partition(|v| made_at.get(v) == Some(&i) || feeds[i].contains(v));
-            steps.push(ResumeStep { target: targets[i], feed: feeds[i].iter().copied().collect(), keep_run, keep_carry, needs_inputs: inputs_read[i] });
-            later.extend(feeds[i].iter().copied());
-        }
-        steps.reverse();
-        Ok(Resume { steps, store: (0..n_samples).map(|_| Default::default()).collect(), valid: true, budget, peak_bytes: 0, restarts: 0 })
-    }
-
-    /// Runs step `i` on both networks over all samples and hands the layer input of the
-    /// original and of the current network to `f`, chunk by chunk, in sample order.
-    pub fn step(
-        &mut self,
-        i: usize,
-        orig: &Model,
-        cur: &Model,
-        samples: &[Sample],
-        f: &mut dyn FnMut(&[(crate::exec::Tensor, crate::exec::Tensor)]) -> Result<()>,
-    ) -> Result<()> {
-        let st = &self.steps[i];
-        let resume = self.valid;
-        if !resume {
-            self.restarts += 1;
-        }
-        // from the store: the target and the kept values that pass through this run;
-        // from the graph inputs: all of them
-        let carried: &[ValueId] = if resume { &[] } else { &st.keep_carry };
-        let wanted: Vec<ValueId> = std::iter::once(st.target).chain(st.keep_run.iter().copied()).chain(carried.iter().copied()).collect();
-        let sessions = [ModelSession::new(orig)?, ModelSession::new(cur)?];
-        let tids: [Vec<usize>; 2] = [
-            wanted.iter().map(|v| sessions[0].id(*v)).collect::<Result<_>>()?,
-            wanted.iter().map(|v| sessions[1].id(*v)).collect::<Result<_>>()?,
-        ];
-        let mut keeping = true;
-        for (c, chunk) in samples.chunks(CHUNK).enumerate() {
-            // each network's layer input per sample of the chunk
-            let mut inputs: [Vec<crate::exec::Tensor>; 2] = Default::default();
-            for net in 0..2 {
-                let ms = &sessions[net];
-                let mut batch = Vec::with_capacity(chunk.len());
-                for (j, s) in chunk.iter().enumerate() {
-                    let mut known = if !resume || st.needs_inputs { feed(ms, s)? } else { Vec::new() };
-                    let kept = &mut self.store[c * CHUNK + j][net];
-                    if resume {
-                        for v in &st.feed {
-                            let t = kept.remove(v).ok_or_else(|| Error::internal(format!("resume: '{}' not kept", orig.graph.name_of(*v))))?;
-                            known.push((ms.id(*v)?, t));
-                        }
-                    }
-                    if !keeping {
-                        kept.clear(); // the next step starts from the graph inputs
-                    }
-                    batch.push(known);
-                }
-                for (j, outs) in ms.session.run_batch(batch, &tids[net])?.into_iter().enumerate() {
-                    let mut it = outs.into_iter();
-                    let t = it.next().ok_or_else(|| Error::internal("resume: no target"))?;
-                    if keeping {
-                        let kept = &mut self.store[c * CHUNK + j][net];
-                        for (v, t) in wanted[1..].iter().zip(it) {
-                            // the interpreter's buffer pool may have handed out a much larger
-                            // buffer (an early 112×112 activation's): keep an exact copy, or
-                            // 250 samples' kept values pin gigabytes
-                            let t = match t.dtype() {
-                                crate::exec::DType::F32 => crate::exec::Tensor::new(t.shape().to_vec(), t.as_f32()?.to_vec())?,
-                                _ => t,
-                            };
-                            kept.insert(*v, t);
-                        }
-                    }
-                    inputs[net].push(t);
-                }
-            }
-            let [o, p] = inputs;
-            f(&o.into_iter().zip(p).collect::<Vec<_>>())?;
-            if c == 0 && keeping {
-                // every sample keeps values of the same sizes: project the store from the first
-                let per_sample: usize = self.store[0].iter().flat_map(|m| m.values()).map(|t| t.len() * t.dtype().size()).sum();
-                let projected = per_sample * samples.len();
-                if projected > self.budget {
-                    keeping = false;
-                    self.store[..chunk.len()].iter_mut().flat_map(|s| s.iter_mut()).for_each(|m| m.clear());
-                } else {
-                    self.peak_bytes = self.peak_bytes.max(projected);
-                }
-            }
-        }
-        self.valid = keeping;
-        Ok(())
-    }
-}
 
 /// `A·B` (`m×n`, f32, row-major) for `A` (`m×k`) and `B` (`k×n`) read through the row and
 /// column strides given, so transposed views cost nothing: `Pᵀ·O` is `(p, 1, cols)·(o, n, 1)`.
@@ -478,28 +109,26 @@ fn conv_geometry(n: &crate::ir::Node, kernel: &[usize], in_sp: &[usize]) -> Resu
     let strides: Vec<usize> = n.attr_ints("strides").map(|s| s.iter().map(|&v| v as usize).collect()).unwrap_or(vec![1; sp]);
     let dil: Vec<usize> = n.attr_ints("dilations").map(|s| s.iter().map(|&v| v as usize).collect()).unwrap_or(vec![1; sp]);
     let auto = n.attr_s("auto_pad").unwrap_or_else(|| "NOTSET".into());
-    let pads: Vec<usize> = match auto.as_str() {
-        "NOTSET" => n.attr_ints("pads").map(|s| s.iter().map(|&v| v as usize).collect()).unwrap_or(vec![0; 2 * sp]),
-        "VALID" => vec![0; 2 * sp],
-        "SAME_UPPER" | "SAME_LOWER" => {
+    let pads: Vec<usize> = match AutoPad::parse(&auto) {
+        Some(AutoPad::NotSet) => n.attr_ints("pads").map(|s| s.iter().map(|&v| v as usize).collect()).unwrap_or(vec![0; 2 * sp]),
+        Some(AutoPad::Valid) => vec![0; 2 * sp],
+        Some(mode) => {
             let mut p = vec![0; 2 * sp];
             for i in 0..sp {
-                let out = in_sp[i].div_ceil(strides[i]);
                 let eff = dil[i] * (kernel[i] - 1) + 1;
-                let total = ((out - 1) * strides[i] + eff).saturating_sub(in_sp[i]);
-                let (a, b) = if auto == "SAME_UPPER" { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
-                p[i] = a;
-                p[sp + i] = b;
+                let (a, b, _) = mode.same_pads(in_sp[i] as i64, eff as i64, strides[i] as i64);
+                p[i] = a as usize;
+                p[sp + i] = b as usize;
             }
             p
         }
-        other => return Err(Error::user(format!("unsupported auto_pad '{other}'"))),
+        None => return Err(Error::user(format!("unsupported auto_pad '{auto}'"))),
     };
     ConvGeometry::new(kernel, &strides, &pads, &dil)
 }
 
 pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassReport> {
-    let mut rep = PassReport::new(super::prune::NAME);
+    let mut rep = PassReport::new(super::NAME);
     let bias_correct = p.bias_correct;
     let samples = load_sample_window(m, ctx, p.sample_window.unwrap_or((0, p.obs_samples)))?;
     let orig = m.clone();
@@ -725,7 +354,7 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
                     new_b[k] = (old_b[k] as f64 + shift / beta) as f32;
                     shift_abs += shift.abs();
                 }
-                super::util::set_const_input(&mut m.graph, cand.node, b_slot, &format!("{}.bias_corrected", cand.label), Tensor::from_f32("", &[cand.k as i64], &new_b))?;
+                crate::ir::edit::set_const_input(&mut m.graph, cand.node, b_slot, &format!("{}.bias_corrected", cand.label), Tensor::from_f32("", &[cand.k as i64], &new_b))?;
                 item = item.with("bias_shift_mean_abs", shift_abs / cand.k as f64);
             }
         }
@@ -884,7 +513,7 @@ pub(crate) fn prune_each_alone(
     p: &Prune,
     m: &Model,
     cands: &[Candidate],
-    samples: &[Vec<(String, Vec<usize>, Vec<f32>)>],
+    samples: &[Sample],
 ) -> Result<Vec<AloneResult>> {
     use rayon::prelude::*;
     let g = &m.graph;

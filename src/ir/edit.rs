@@ -1,4 +1,5 @@
-//! Helpers shared by the built-in passes (public: plugin authors may use them too).
+//! Graph-editing helpers shared by passes (built-in and plugins): constant inputs, dead-constant
+//! removal, single consumers, report labels.
 
 use crate::error::{Error, Result};
 use crate::ir::{Graph, NodeId, Tensor, ValueId};
