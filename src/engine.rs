@@ -156,6 +156,10 @@ pub fn tensor_to_ir(t: &crate::exec::Tensor) -> Result<Tensor> {
                 raw_data: Some(bytes::Bytes::from(match other {
                     Data::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
                     Data::U8(v) => v.to_vec(),
+                    Data::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    Data::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    Data::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    Data::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
                     Data::Bool(v) => v.iter().map(|b| *b as u8).collect(),
                     _ => return Err(Error::internal("unhandled tensor type")),
                 })),

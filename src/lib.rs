@@ -26,6 +26,8 @@ pub mod inspect;
 pub mod plugin;
 pub mod testing;
 pub mod util;
+pub mod vocab;
+pub mod progress;
 pub mod engine;
 pub mod calib;
 pub mod preflight;

@@ -8,13 +8,12 @@
 //!    one the interpreter runs ([`crate::exec::is_supported`], the interpreter's own
 //!    dispatch), judged on the model as `upgrade-opset` leaves it; the unsupported ones are
 //!    listed grouped by op, with their nodes.
-//! 3. The calibration data against the model inputs: names, static dims
-//!    ([`crate::calib::open_source`] validates them), and element types: an array of another
-//!    dtype than the input's declared one is an error naming file, array and input.
+//! 3. The calibration data against the model inputs, opened as every pass opens it
+//!    ([`crate::measure::open_calib_source`]): names, static dims, and element types (an array
+//!    of another dtype than the input's declared one is an error naming file, array and input).
 
-use crate::calib::{CalibSource, ModelInput, Preprocess, SourceOptions};
 use crate::error::{Error, Result};
-use crate::ir::{Dim, Model};
+use crate::ir::Model;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -28,40 +27,6 @@ pub struct Plan<'a> {
     pub preprocess: Option<&'a str>,
     /// `--calib-limit`.
     pub limit: Option<usize>,
-}
-
-/// The model inputs the calibration data must feed (graph inputs without a default value):
-/// name and dims, `None` for a dynamic one (symbolic, unknown, or written as -1 or 0 by
-/// exporters).
-pub fn model_inputs(m: &Model) -> Vec<(ModelInput, i32)> {
-    let g = &m.graph;
-    g.inputs
-        .iter()
-        .filter_map(|v| g.value(*v))
-        .filter(|val| val.constant.is_none())
-        .map(|val| {
-            let ty = val.ty.as_ref();
-            let dims = ty
-                .and_then(|t| t.shape.as_ref())
-                .map(|s| s.iter().map(|d| if let Dim::Known(k) = d { (*k > 0).then_some(*k as usize) } else { None }).collect())
-                .unwrap_or_default();
-            ((val.name.clone(), dims), ty.map(|t| t.elem).unwrap_or(0))
-        })
-        .collect()
-}
-
-/// The numpy dtype name that feeds an ONNX element type exactly.
-pub fn numpy_name(elem: i32) -> Option<&'static str> {
-    Some(match elem {
-        1 => "float32",
-        11 => "float64",
-        7 => "int64",
-        6 => "int32",
-        2 => "uint8",
-        9 => "bool",
-        10 => "float16",
-        _ => return None,
-    })
 }
 
 /// Runs every check; one error lists every problem of the first failing check.
@@ -118,45 +83,16 @@ pub fn check_ops(m: &Model) -> Result<()> {
     )))
 }
 
-/// The calibration data against the model inputs: names, static dims, dtypes.
+/// The calibration data against the model inputs: names, static dims, dtypes (the same
+/// opening as every pass that reads the data, [`crate::measure::open_calib_source`]).
 pub fn check_calib(m: &Model, data: &Path, plan: &Plan) -> Result<()> {
-    let inputs = model_inputs(m);
-    let preprocess = match plan.preprocess {
-        Some(p) => Some(p.parse::<Preprocess>().map_err(|e| Error::usage(format!("--preprocess '{p}': {e}")))?),
-        None => None,
+    if let Some(p) = plan.preprocess {
+        p.parse::<crate::calib::Preprocess>().map_err(|e| Error::usage(format!("--preprocess '{p}': {e}")))?;
+    }
+    let ctx = crate::pass::PassContext {
+        quiet: true,
+        calib: crate::pass::CalibInput { source: Some(data.to_path_buf()), preprocess: plan.preprocess.map(str::to_string), limit: plan.limit, ..Default::default() },
+        ..Default::default()
     };
-    let dims: Vec<ModelInput> = inputs.iter().map(|(d, _)| d.clone()).collect();
-    let source = crate::calib::open_source(data, &SourceOptions { preprocess, limit: plan.limit }, &dims)
-        .map_err(|e| e.context(format!("--calib {}", data.display())))?;
-    check_dtypes(source.as_ref(), &inputs)
-}
-
-/// Array dtypes against the inputs' declared element types (images feed float inputs).
-pub fn check_dtypes(source: &dyn CalibSource, inputs: &[(ModelInput, i32)]) -> Result<()> {
-    let mut bad = Vec::new();
-    for s in source.inputs() {
-        let Some(((name, _), elem)) = inputs.iter().find(|((n, _), _)| n == &s.name) else { continue };
-        let image = s.dtype == "uint8" && source.describe().starts_with("image folder");
-        let want = numpy_name(*elem);
-        let ok = match want {
-            None => *elem == 0,
-            Some(w) => w == s.dtype || (image && matches!(*elem, 1 | 10 | 11)),
-        };
-        if !ok {
-            bad.push(format!(
-                "array '{}' is {} but model input '{name}' is {}",
-                s.name,
-                s.dtype,
-                want.unwrap_or(crate::ir::tensor::dtype_name(*elem))
-            ));
-        }
-    }
-    if bad.is_empty() {
-        return Ok(());
-    }
-    Err(Error::user(format!(
-        "{}: {} (save the arrays with the input's dtype, e.g. arr.astype(np.int64))",
-        source.describe(),
-        bad.join("; ")
-    )))
+    crate::measure::open_calib_source(m, &ctx, plan.limit, "calibration").map(|_| ())
 }

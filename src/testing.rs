@@ -27,7 +27,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::ir::{Dim, Graph, Model, NodeId, Tensor, ValueId};
+use crate::ir::{Dim, Graph, Model, NodeId, Tensor};
 use crate::pass::{parse_pipeline, PassContext, PassManager, PassReport, Pattern, Registry, RunOptions, KEEP_FLOAT};
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -643,18 +643,6 @@ pub fn assert_2of4(model: &Model, layer_pattern: &str) {
     }
 }
 
-/// The axis of a weight that holds the output channels, where a per-channel scale must
-/// run: Conv 0, ConvTranspose 1, Gemm B 1 (0 with transB=1), MatMul B the last.
-fn output_channel_axis(op: &str, trans_b: bool, rank: usize) -> Option<usize> {
-    match op {
-        "Conv" => Some(0),
-        "ConvTranspose" => Some(1),
-        "Gemm" => Some(if trans_b { 0 } else { 1 }),
-        "MatMul" if rank >= 1 => Some(rank - 1),
-        _ => None,
-    }
-}
-
 /// Checks TensorRT's Q/DQ placement on the selected layers (Conv, ConvTranspose, Gemm,
 /// MatMul; nodes annotated [`KEEP_FLOAT`] = `true` are skipped):
 /// - the data input (0) and the weight (1) each come from a DequantizeLinear; a MatMul
@@ -673,117 +661,12 @@ pub fn check_qdq(model: &Model, layer_pattern: &str) -> Result<Vec<Violation>> {
         if n.annotation(KEEP_FLOAT) == Some("true") {
             continue;
         }
-        // An attention batched MatMul (both operands activations) may stay float as a whole
-        // (insert-qdq's default); quantized, both operands must be.
-        let from_dq = |slot: usize| {
-            n.inputs.get(slot).copied().flatten().and_then(|v| g.producer_node(v)).is_some_and(|(_, p)| p.op_type == "DequantizeLinear")
-        };
-        if crate::inspect::find_weight(g, id, 1).is_none() && !from_dq(0) && !from_dq(1) {
-            continue;
-        }
-        let mut msgs = Vec::new();
-        for slot in [0usize, 1] {
-            let role = if slot == 0 { "data input" } else { "weight" };
-            let Some(v) = n.inputs.get(slot).copied().flatten() else {
-                msgs.push(format!("has no {role}"));
-                continue;
-            };
-            let Some((dq_id, dq)) = g.producer_node(v).filter(|(_, p)| p.op_type == "DequantizeLinear") else {
-                let from = match (g.producer_node(v), g.value(v).map(|x| x.producer)) {
-                    (Some((_, p)), _) => format!("it comes from {}", p.describe()),
-                    (None, Some(crate::ir::Producer::GraphInput)) => "it is a graph input".to_string(),
-                    (None, Some(crate::ir::Producer::Initializer)) => "it is a float constant".to_string(),
-                    _ => "it has no producer".to_string(),
-                };
-                msgs.push(format!("{role} '{}' does not come from a DequantizeLinear ({from})", g.name_of(v)));
-                continue;
-            };
-            check_zero_point(g, dq_id, role, &mut msgs);
-            // the quantized tensor: a constant (weights) or a QuantizeLinear (activations)
-            let x = dq.inputs.first().copied().flatten();
-            if let Some((q_id, q)) = x.and_then(|x| g.producer_node(x)).filter(|(_, p)| p.op_type == "QuantizeLinear") {
-                check_zero_point(g, q_id, role, &mut msgs);
-                let _ = q;
-            }
-            let scale = dq.inputs.get(1).copied().flatten().and_then(|s| g.constant_value(s));
-            let scale_len = scale.as_ref().and_then(|s| s.numel().ok()).unwrap_or(1);
-            if slot == 0 {
-                if scale_len > 1 {
-                    msgs.push(format!("data input '{}' is quantized per channel; TensorRT needs one scale per activation tensor", g.name_of(v)));
-                }
-                continue;
-            }
-            if scale_len > 1 {
-                let weight_rank = x
-                    .and_then(|x| crate::inspect::find_weight(g, dq_id, 0).map(|(w, _)| w).or(Some(x)))
-                    .and_then(|w| g.constant(w).map(|t| t.dims().to_vec()).or_else(|| g.value(w).and_then(|v| v.ty.as_ref()?.static_dims())));
-                let Some(dims) = weight_rank else {
-                    msgs.push("per-channel weight of unknown shape".into());
-                    continue;
-                };
-                let rank = dims.len();
-                let axis = dq.attr_i("axis").unwrap_or(1);
-                let axis = if axis < 0 { axis + rank as i64 } else { axis };
-                let want = output_channel_axis(&n.op_type, n.attr_i("transB").unwrap_or(0) != 0, rank);
-                match want {
-                    Some(w) if axis != w as i64 => msgs.push(format!(
-                        "weight scale runs along axis {axis}, but the output channels of a {} weight {:?} are on axis {w}",
-                        n.op_type, dims
-                    )),
-                    Some(w) if dims.get(w).copied() != Some(scale_len as i64) => msgs.push(format!(
-                        "weight scale has {scale_len} values for {} output channels",
-                        dims.get(w).copied().unwrap_or(0)
-                    )),
-                    _ => {}
-                }
-            }
-        }
+        let msgs = crate::qdq::layer_violations(g, id)?;
         for m in msgs {
             out.push(Violation { node: n.name.clone(), op: n.op_type.clone(), message: m });
         }
     }
     Ok(out)
-}
-
-/// Zero-point rules for one QuantizeLinear/DequantizeLinear.
-fn check_zero_point(g: &Graph, id: NodeId, role: &str, msgs: &mut Vec<String>) {
-    let Some(n) = g.node(id) else { return };
-    let zp: Option<ValueId> = n.inputs.get(2).copied().flatten();
-    match zp {
-        None => {
-            // DequantizeLinear takes its type from x; QuantizeLinear defaults to uint8
-            // unless output_dtype says otherwise (opset 21).
-            if n.op_type == "QuantizeLinear" && n.attr_i("output_dtype").unwrap_or(0) != 3 {
-                msgs.push(format!("{role}: {} has no zero point, so it yields uint8; TensorRT needs int8 with zero point 0", n.describe()));
-            }
-            if n.op_type == "DequantizeLinear" {
-                let x = n.inputs.first().copied().flatten();
-                let xt = x.and_then(|x| g.constant(x).map(|t| t.dtype()).or_else(|| g.value(x)?.ty.as_ref().map(|t| t.elem)));
-                if let Some(dt) = xt {
-                    if dt != 3 && dt != 0 {
-                        msgs.push(format!("{role}: {} dequantizes {}; TensorRT needs int8", n.describe(), crate::ir::tensor::dtype_name(dt)));
-                    }
-                }
-            }
-        }
-        Some(z) => match g.constant_value(z) {
-            None => msgs.push(format!("{role}: the zero point of {} is not a constant", n.describe())),
-            Some(t) => {
-                if t.dtype() != 3 {
-                    msgs.push(format!(
-                        "{role}: the zero point of {} is {}; TensorRT needs int8",
-                        n.describe(),
-                        crate::ir::tensor::dtype_name(t.dtype())
-                    ));
-                }
-                match t.to_i64() {
-                    Ok(v) if v.iter().all(|x| *x == 0) => {}
-                    Ok(_) => msgs.push(format!("{role}: the zero point of {} is not 0", n.describe())),
-                    Err(e) => msgs.push(format!("{role}: the zero point of {}: {}", n.describe(), e.message)),
-                }
-            }
-        },
-    }
 }
 
 /// Panics listing every Q/DQ placement rule broken on the layers matched by

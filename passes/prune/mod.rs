@@ -21,6 +21,10 @@
 //! refused, with the reason, when the producer's channels cannot be permuted consistently
 //! (a residual Add, a grouped producer, a tensor with other consumers, a graph input).
 //! `prune=false` applies only the permutation (for checking it preserves the function).
+//!
+//! Layers that came in quantized (Q/DQ on their inputs) or whose weights are already 2:4
+//! along TensorRT's axis (an ASP model) are not candidates, for either method: their
+//! weights are kept bit for bit and the report says why.
 
 use crate::ir::edit::node_label;
 use crate::error::{Error, Result};
@@ -207,6 +211,14 @@ pub fn candidates(g: &Graph, p: &Prune) -> Result<Vec<std::result::Result<Candid
             continue;
         };
         let t = g.constant(w).expect("find_weight returns constants");
+        if crate::qdq::is_quantized_layer(g, id) {
+            out.push(skip("came in quantized (Q/DQ in the input model): its trained weights and scales are kept".into()));
+            continue;
+        }
+        if crate::inspect::weight_is_2of4(g, id)? == Some(true) {
+            out.push(skip("already 2:4 along TensorRT's axis (e.g. ASP): kept bit for bit".into()));
+            continue;
+        }
         if t.dtype() != 1 {
             out.push(skip(format!("weight is {}, not float", crate::ir::tensor::dtype_name(t.dtype()))));
             continue;

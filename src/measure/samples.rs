@@ -69,22 +69,30 @@ pub fn open_calib_source(m: &Model, ctx: &PassContext, limit: Option<usize>, who
         Some(p) => Some(calib::Preprocess::from_str(p).map_err(|e| e.context("--preprocess"))?),
         None => None,
     };
-    let inputs: Vec<calib::ModelInput> = m
-        .graph
-        .inputs
+    let typed = model_inputs(m);
+    let inputs: Vec<calib::ModelInput> = typed.iter().map(|(i, _)| i.clone()).collect();
+    let src = calib::open_source(&source, &calib::SourceOptions { preprocess, limit }, &inputs)
+        .map_err(|e| e.context(format!("--calib {}", source.display())))?;
+    calib::check_dtypes(src.as_ref(), &typed).map_err(|e| e.context(format!("--calib {}", source.display())))?;
+    Ok(src)
+}
+
+/// The model inputs calibration data must feed (graph inputs without a default value),
+/// with their declared element type (0 when undeclared): dims are `None` where dynamic
+/// (symbolic, unknown, or written as -1 or 0 by exporters); the samples fix them.
+pub fn model_inputs(m: &Model) -> Vec<(calib::ModelInput, i32)> {
+    let g = &m.graph;
+    g.inputs
         .iter()
-        .filter(|v| m.graph.value(**v).map(|x| x.constant.is_none()).unwrap_or(false))
-        .map(|v| {
-            let val = m.graph.value(*v).expect("live");
-            let dims = val
-                .ty
-                .as_ref()
+        .filter_map(|v| g.value(*v))
+        .filter(|val| val.constant.is_none())
+        .map(|val| {
+            let ty = val.ty.as_ref();
+            let dims = ty
                 .and_then(|t| t.shape.as_ref())
-                .map(|s| s.iter().map(|d| if let crate::ir::Dim::Known(k) = d { Some(*k as usize) } else { None }).collect())
+                .map(|s| s.iter().map(|d| if let crate::ir::Dim::Known(k) = d { (*k > 0).then_some(*k as usize) } else { None }).collect())
                 .unwrap_or_default();
-            (val.name.clone(), dims)
+            ((val.name.clone(), dims), ty.map(|t| t.elem).unwrap_or(0))
         })
-        .collect();
-    calib::open_source(&source, &calib::SourceOptions { preprocess, limit }, &inputs)
-        .map_err(|e| e.context(format!("--calib {}", source.display())))
+        .collect()
 }

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::proto::AttributeProto;
 
 use super::program::ExecNode;
-use super::tensor::{DType, Elem, Tensor};
+use super::tensor::{Elem, Tensor};
 
 /// Runs `$body` with `$T` bound to the Rust type of `$dt`.
 macro_rules! with_dtype {
@@ -33,6 +33,22 @@ macro_rules! with_dtype {
             }
             DType::U8 => {
                 type $T = u8;
+                $body
+            }
+            DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            DType::U64 => {
+                type $T = u64;
                 $body
             }
             DType::Bool => {
@@ -90,18 +106,36 @@ macro_rules! with_num {
                 type $T = u8;
                 $body
             }
+            DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            DType::U64 => {
+                type $T = u64;
+                $body
+            }
             dt => Err(Error::user(format!("{} does not support {dt}", $what))),
         }
     };
 }
 
 pub(crate) mod conv;
+pub(crate) mod einsum;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod linalg;
 pub(crate) mod nn;
 pub(crate) mod norm;
 pub(crate) mod pool;
+pub(crate) mod resize;
 pub(crate) mod shape;
 
 /// A float element type (float32, float64) for kernels that compute in f64 and store in
@@ -126,12 +160,8 @@ impl Float for f32 {
 /// onnxruntime do), float arithmetic is IEEE.
 pub(crate) trait Num: Elem + Default + PartialOrd {
     const ZERO: Self;
-    const ONE: Self;
-    const MIN: Self;
-    const MAX: Self;
     fn add(self, o: Self) -> Self;
     fn mul(self, o: Self) -> Self;
-    fn as_f64(self) -> f64;
     /// From f64, saturating for integers (NaN to 0).
     fn of_f64(v: f64) -> Self;
 }
@@ -140,35 +170,25 @@ macro_rules! impl_num_int {
     ($($t:ty),*) => {$(
         impl Num for $t {
             const ZERO: Self = 0;
-            const ONE: Self = 1;
-            const MIN: Self = <$t>::MIN;
-            const MAX: Self = <$t>::MAX;
             #[inline(always)]
             fn add(self, o: Self) -> Self { self.wrapping_add(o) }
             #[inline(always)]
             fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
             #[inline(always)]
-            fn as_f64(self) -> f64 { self as f64 }
-            #[inline(always)]
             fn of_f64(v: f64) -> Self { v as $t }
         }
     )*};
 }
-impl_num_int!(i64, i32, i8, u8);
+impl_num_int!(i64, i32, i16, i8, u64, u32, u16, u8);
 
 macro_rules! impl_num_float {
     ($($t:ty),*) => {$(
         impl Num for $t {
             const ZERO: Self = 0.0;
-            const ONE: Self = 1.0;
-            const MIN: Self = <$t>::NEG_INFINITY;
-            const MAX: Self = <$t>::INFINITY;
             #[inline(always)]
             fn add(self, o: Self) -> Self { self + o }
             #[inline(always)]
             fn mul(self, o: Self) -> Self { self * o }
-            #[inline(always)]
-            fn as_f64(self) -> f64 { self as f64 }
             #[inline(always)]
             fn of_f64(v: f64) -> Self { v as $t }
         }
@@ -342,12 +362,16 @@ pub(crate) fn build(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
         "GroupNormalization" => norm::build_group_norm(cx),
         "InstanceNormalization" => norm::build_instance_norm(cx),
         "LRN" => norm::build_lrn(cx),
+        "Resize" | "Upsample" => resize::build_resize(cx),
         "Softmax" | "LogSoftmax" => nn::build_softmax(cx),
         "QuantizeLinear" => nn::build_quantize(cx),
         "DequantizeLinear" => nn::build_dequantize(cx),
-        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => nn::build_reduce(cx),
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1" | "ReduceL2"
+        | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceSumSquare" => nn::build_reduce(cx),
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater" | "LessOrEqual"
-        | "GreaterOrEqual" | "And" | "Or" | "Max" | "Min" | "Sum" | "Mean" => elementwise::build_binary(cx),
+        | "GreaterOrEqual" | "And" | "Or" | "Max" | "Min" | "Sum" | "Mean" | "Mod" | "PRelu" => {
+            elementwise::build_binary(cx)
+        }
         "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Sqrt" | "Neg" | "Abs" | "Reciprocal" | "Floor"
         | "Ceil" | "LeakyRelu" | "HardSigmoid" | "HardSwish" | "Not" | "Erf" | "Elu" | "Softplus" | "Sin" | "Cos"
         | "Tan" | "Sign" | "Round" | "Softsign" | "Gelu" | "Selu" | "Shrink" => {
@@ -372,6 +396,7 @@ pub(crate) fn build(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
         "ConstantOfShape" => shape::build_constant_of_shape(cx),
         "Expand" => shape::build_expand(cx),
         "Range" => shape::build_range(cx),
+        "Einsum" => einsum::build_einsum(cx),
         "TopK" => index::build_topk(cx),
         "ArgMax" | "ArgMin" => index::build_arg(cx),
         "CumSum" => index::build_cumsum(cx),

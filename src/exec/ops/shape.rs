@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use super::super::program::constant_attr_value;
 use super::super::tensor::{numel, DType, Elem, Tensor};
 use super::elementwise::{broadcast_shapes, broadcast_strides};
-use super::{input, norm_axis, opt_input, take, Kernel, NodeCtx};
+use super::{input, norm_axis, opt_input, take, Kernel, NodeCtx, Num};
 
 /// Contiguous row-major strides.
 pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
@@ -791,13 +791,8 @@ impl Kernel for PadKernel {
         }
         let v = value.unwrap_or(0.0);
         let out = match x.dtype() {
-            DType::F32 => pad_typed::<f32>(x, &pads, v as f32, self.mode)?,
-            DType::F64 => pad_typed::<f64>(x, &pads, v, self.mode)?,
-            DType::I64 => pad_typed::<i64>(x, &pads, v as i64, self.mode)?,
-            DType::I32 => pad_typed::<i32>(x, &pads, v as i32, self.mode)?,
-            DType::I8 => pad_typed::<i8>(x, &pads, v as i8, self.mode)?,
-            DType::U8 => pad_typed::<u8>(x, &pads, v as u8, self.mode)?,
             DType::Bool => pad_typed::<bool>(x, &pads, v != 0.0, self.mode)?,
+            dt => with_num!(dt, "Pad", T, pad_typed::<T>(x, &pads, <T as Num>::of_f64(v), self.mode))?,
         };
         Ok(vec![out])
     }
