@@ -203,11 +203,11 @@ fn unsupported_op_is_reported_up_front() {
     p.add_output(y);
     p.add_node(sparseqc::exec::ExecNode {
         name: "r".into(),
-        op_type: "Resize".into(),
+        op_type: "NonMaxSuppression".into(),
         inputs: vec![Some(x)],
         outputs: vec![Some(y)],
         ..Default::default()
     });
     let err = Session::new(p).err().unwrap().to_string();
-    assert!(err.contains("node 'r' (Resize)") && err.contains("not supported"), "{err}");
+    assert!(err.contains("node 'r' (NonMaxSuppression)") && err.contains("not supported"), "{err}");
 }
