@@ -25,4 +25,6 @@ pub mod testing;
 pub mod util;
 pub mod engine;
 pub mod calib;
+pub mod fuzzing;
+pub mod outputs;
 pub mod trt;
