@@ -462,7 +462,8 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         return Err(Error::usage(format!("output '{}': use a .onnx (model) or .plan (TensorRT engine) file name", out.display())));
     }
     // refuse before any work
-    crate::onnx::save::check_not_protected(&out, std::slice::from_ref(&model_path))?;
+    let outputs = crate::outputs::OutputPlan::of_compile(a, &model_path, &out, plan);
+    outputs.check()?;
     if a.emit.len() == 2 && a.emit[0] != "network" {
         return Err(Error::usage(format!("--emit: unknown artefact '{}' (supported: network)", a.emit[0])));
     }
@@ -582,6 +583,7 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
             was_external.insert(name.clone());
             protected.push(l.base_dir.join(&r.location));
         }
+        outputs.check_inputs("the model's external data", &protected[1..])?;
         if !l.dropped_fields.is_empty() && !a.quiet {
             eprintln!("warning: dropped {} unknown field(s) (--allow-unknown-fields)", l.dropped_fields.len());
         }

@@ -32,4 +32,6 @@ pub mod engine;
 pub mod calib;
 pub mod preflight;
 pub mod conformance;
+pub mod fuzzing;
+pub mod outputs;
 pub mod trt;

@@ -60,11 +60,21 @@ fn cache_roundtrip_and_unknown_names_warn() {
     let d = tmpdir();
     let a = d.path().join("a.cache");
     let npy = testdata("cifar10-mini.input.npy");
-    let (o, _) = calibrate("models/resnet20_bn.onnx", path_str(&npy), &["--write-calib-cache", path_str(&a)]);
+    let rep = d.path().join("r.json");
+    let (o, _) = calibrate("models/resnet20_bn.onnx", path_str(&npy), &["--write-calib-cache", path_str(&a), "--report", path_str(&rep)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(&a).unwrap();
-    // method=auto: the header names the calibrator of the method chosen
-    assert!(text.starts_with("TRT-8601-") && text.lines().next().unwrap().ends_with("Calibration2") || text.starts_with("TRT-8601-MinMaxCalibration\n"), "{text}");
+    // method=auto: the header names the method chosen
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let chosen = r["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["items"].as_array().cloned().unwrap_or_default())
+        .find(|i| i["action"] == "chosen")
+        .map(|i| i["node"].as_str().unwrap_or("").to_string())
+        .expect("auto reports the chosen method");
+    assert_eq!(text.lines().next().unwrap(), header_for(&chosen), "chosen {chosen}: {text}");
     // read it back instead of calibrating, and write it again: identical file
     let b = d.path().join("b.cache");
     let out = d.path().join("o.onnx");
@@ -93,6 +103,37 @@ fn cache_roundtrip_and_unknown_names_warn() {
     let back = std::fs::read_to_string(&b).unwrap();
     assert!(back.starts_with("TRT-") && back.lines().count() > 10, "{back}");
     assert!(json_text.contains("\"amax\""));
+}
+
+/// The TensorRT cache header a method's scales are written under.
+fn header_for(method: &str) -> &'static str {
+    match method.split([':', '=']).next().unwrap() {
+        "entropy" => "TRT-8601-EntropyCalibration2",
+        "max" => "TRT-8601-MinMaxCalibration",
+        "percentile" => "TRT-8601-PercentileCalibration",
+        "mse" => "TRT-8601-MseCalibration",
+        m => panic!("unknown method {m}"),
+    }
+}
+
+/// The cache header matches the calibration method (issue 21: it said MinMaxCalibration
+/// whatever the method).
+#[test]
+fn cache_header_names_the_method() {
+    let npy = testdata("cifar10-mini.input.npy");
+    let m = testdata("models/resnet20_bn.onnx");
+    for method in ["max", "entropy", "percentile", "mse"] {
+        let d = tmpdir();
+        let (out, cache) = (d.path().join("o.onnx"), d.path().join("c.cache"));
+        let passes = format!("fold-bn,cleanup,calibrate{{method={method}}}");
+        let o = sparseqc(&[
+            path_str(&m), "-o", path_str(&out), "--passes", &passes, "--calib", path_str(&npy), "--calib-limit", "4",
+            "--write-calib-cache", path_str(&cache), "-q",
+        ]);
+        assert!(o.status.success(), "{method}: {}", stderr(&o));
+        let text = std::fs::read_to_string(&cache).unwrap();
+        assert_eq!(text.lines().next().unwrap(), header_for(method), "{method}");
+    }
 }
 
 #[test]

@@ -153,3 +153,22 @@ fn eligibility_rules() {
     assert!((0..10).all(|n| (0..4).all(|g| (0..4).filter(|j| wf[n * 16 + g * 4 + j] == 0.0).count() >= 2)));
     assert!(report_text(&reps).contains("axis=1"));
 }
+
+/// The speed-class reason names the dimension that is actually small (issue 21: it said
+/// "K=64, C·R·S=576 < 256" when K was the small one).
+#[test]
+fn speed_class_reason_names_the_small_dimension() {
+    use sparseqc::passes::prune::speed_class;
+    let (class, why) = speed_class(64, 64, 9);
+    assert_eq!(class, "likely-dense");
+    assert_eq!(why, "K=64 < 128 (C·R·S=576): TensorRT will likely keep the dense kernel");
+    let (class, why) = speed_class(512, 8, 9);
+    assert_eq!(class, "likely-dense");
+    assert_eq!(why, "C·R·S=72 < 128 (K=512): TensorRT will likely keep the dense kernel");
+    let (_, why) = speed_class(16, 8, 9);
+    assert_eq!(why, "K=16 and C·R·S=72 < 128: TensorRT will likely keep the dense kernel");
+    let (class, why) = speed_class(256, 64, 9);
+    assert_eq!(class, "likely-sparse");
+    assert!(why.starts_with("K=256, C·R·S=576 ≥ 256"), "{why}");
+    assert_eq!(speed_class(128, 128, 1).0, "maybe-sparse");
+}

@@ -175,7 +175,13 @@ pub fn speed_class(k: usize, c: usize, rs: usize) -> (&'static str, String) {
     } else if k >= 128 && eff >= 128 {
         ("maybe-sparse", format!("K={k}, C·R·S={eff}: TensorRT may pick a sparse kernel; it times both"))
     } else {
-        ("likely-dense", format!("K={k}, C·R·S={eff} < 256: TensorRT will likely keep the dense kernel"))
+        // name the dimension(s) that are actually small (below 128 here)
+        let small = match (k < 128, eff < 128) {
+            (true, true) => format!("K={k} and C·R·S={eff} < 128"),
+            (true, false) => format!("K={k} < 128 (C·R·S={eff})"),
+            _ => format!("C·R·S={eff} < 128 (K={k})"),
+        };
+        ("likely-dense", format!("{small}: TensorRT will likely keep the dense kernel"))
     }
 }
 

@@ -43,14 +43,17 @@ use crate::error::{Error, Result, ResultExt};
 /// calibrators are not deprecated).
 pub const DEFAULT_TRT_VERSION: &str = "8601";
 
-/// The default cache header for a method: `TRT-8601-EntropyCalibration2` for entropy,
-/// `TRT-8601-MinMaxCalibration` for the others (TensorRT has no percentile or MSE calibrator;
-/// MinMax is the type whose scales it takes as they are). The JSON form keeps the real method
-/// per tensor.
+/// The cache header for a method: TensorRT's own names for the methods it has
+/// (`TRT-8601-EntropyCalibration2`, `TRT-8601-MinMaxCalibration`), and the same pattern
+/// naming the method for those it has not (`TRT-8601-PercentileCalibration`,
+/// `TRT-8601-MseCalibration`, TensorRT has no such calibrator): the header says how the
+/// scales were chosen. The JSON form also keeps the method per tensor.
 pub fn default_header(method: Method) -> String {
     let kind = match method {
         Method::Entropy => "EntropyCalibration2",
-        _ => "MinMaxCalibration",
+        Method::Max => "MinMaxCalibration",
+        Method::Percentile(_) => "PercentileCalibration",
+        Method::Mse => "MseCalibration",
     };
     format!("TRT-{DEFAULT_TRT_VERSION}-{kind}")
 }
@@ -304,13 +307,13 @@ impl CalibTable {
         let s = self
             .to_trt_cache()
             .with_ctx(|| path.display().to_string())?;
-        std::fs::write(path, s).with_ctx(|| path.display().to_string())
+        crate::util::write_atomic(path, s.as_bytes())
     }
 
     /// Writes the JSON form to `path`.
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let s = self.to_json().with_ctx(|| path.display().to_string())?;
-        std::fs::write(path, s).with_ctx(|| path.display().to_string())
+        crate::util::write_atomic(path, s.as_bytes())
     }
 
     /// Reads a table from `path`, JSON when the first non-blank character is `{`, else the
@@ -484,6 +487,9 @@ mod tests {
             .to_string();
         assert!(e.contains("missing"), "{e}");
         assert_eq!(default_header(Method::Max), "TRT-8601-MinMaxCalibration");
+        assert_eq!(default_header(Method::Entropy), "TRT-8601-EntropyCalibration2");
+        assert_eq!(default_header(Method::Percentile(99.99)), "TRT-8601-PercentileCalibration");
+        assert_eq!(default_header(Method::Mse), "TRT-8601-MseCalibration");
         let mut bad = CalibTable::new("h");
         bad.insert_amax("a\nb", 1.0, None);
         assert!(bad.to_trt_cache().is_err());

@@ -770,17 +770,29 @@ impl ImageFolder {
     pub fn load(&self, path: &Path) -> Result<InputTensor> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).ctx(name.clone())?;
-        let (w, h, rgb) = decode_rgb8(&bytes).ctx(format!("cannot decode image '{name}'"))?;
-        let (oh, ow) = self.pre.output_size(h, w).ctx(format!("image '{name}'"))?;
-        if let Some((eh, ew)) = self.expected_hw {
-            if (oh, ow) != (eh, ew) {
-                return Err(self.size_error(path, (h, w), (oh, ow), (eh, ew)));
-            }
-        }
-        let mut t = self.pre.apply_rgb8(&rgb, h, w)?;
+        let expected = self.expected_hw;
+        let mut t = load_image_bytes(&self.pre, &bytes, &name, |hw, ohw| match expected {
+            Some(e) if ohw != e => Err(self.size_error(path, hw, ohw, e)),
+            _ => Ok(()),
+        })?;
         t.name = self.input.clone();
         Ok(t)
     }
+}
+
+/// Decodes an image file's bytes and preprocesses them with `pre`: what [`ImageFolder`] does
+/// for each file (`name` names it in errors). `check` sees the decoded `(h, w)` and the
+/// preprocessed `(h, w)` before any pixel is resampled, and may refuse them.
+pub fn load_image_bytes(
+    pre: &Preprocess,
+    bytes: &[u8],
+    name: &str,
+    check: impl FnOnce((usize, usize), (usize, usize)) -> Result<()>,
+) -> Result<InputTensor> {
+    let (w, h, rgb) = decode_rgb8(bytes).ctx(format!("cannot decode image '{name}'"))?;
+    let (oh, ow) = pre.output_size(h, w).ctx(format!("image '{name}'"))?;
+    check((h, w), (oh, ow))?;
+    pre.apply_rgb8(&rgb, h, w)
 }
 
 /// Decodes an image file's bytes to 8-bit RGB: `(width, height, pixels)`. The format is told
@@ -791,25 +803,45 @@ fn decode_rgb8(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>)> {
         let img = jpeg::decode_rgb(bytes)?;
         return Ok((img.width, img.height, img.data));
     }
-    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
+    use image::ImageDecoder;
+    let decoder = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()?
-        .decode()
+        .into_decoder()
+        .map_err(|e| Error::user(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    check_pixels(w as usize, h as usize)?;
+    let img = image::DynamicImage::from_decoder(decoder)
         .map_err(|e| Error::user(e.to_string()))?
         .to_rgb8();
     Ok((img.width() as usize, img.height() as usize, img.into_raw()))
 }
 
+/// Refuses an image above [`jpeg::MAX_PIXELS`] (Pillow's decompression-bomb limit) from its
+/// header, before any pixel buffer is allocated.
+fn check_pixels(w: usize, h: usize) -> Result<()> {
+    if (w as u64) * (h as u64) > jpeg::MAX_PIXELS {
+        return Err(Error::user(format!(
+            "image of {w}x{h} pixels exceeds the limit of {} pixels (Pillow's decompression-bomb limit)",
+            jpeg::MAX_PIXELS
+        )));
+    }
+    Ok(())
+}
+
 /// `(width, height)` of an image file from its header.
 fn image_size(path: &Path) -> Result<(usize, usize)> {
     let bytes = std::fs::read(path)?;
-    if jpeg::is_jpeg(&bytes) {
-        return jpeg::read_size(&bytes);
-    }
-    let (w, h) = image::ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()?
-        .into_dimensions()
-        .map_err(|e| Error::user(e.to_string()))?;
-    Ok((w as usize, h as usize))
+    let (w, h) = if jpeg::is_jpeg(&bytes) {
+        jpeg::read_size(&bytes)?
+    } else {
+        let (w, h) = image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()?
+            .into_dimensions()
+            .map_err(|e| Error::user(e.to_string()))?;
+        (w as usize, h as usize)
+    };
+    check_pixels(w, h)?;
+    Ok((w, h))
 }
 
 impl CalibSource for ImageFolder {
@@ -943,6 +975,12 @@ impl NpySource {
             if a.shape.is_empty() {
                 return Err(Error::user(format!(
                     "{desc}: array '{name}' is a scalar; the first axis must count the samples"
+                )));
+            }
+            if a.rows() > 0 && a.row_len() == 0 {
+                return Err(Error::user(format!(
+                    "{desc}: array '{name}' has shape {:?}: its samples hold no values",
+                    a.shape
                 )));
             }
         }

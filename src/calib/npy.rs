@@ -196,12 +196,27 @@ pub fn read_header<R: Read>(r: &mut R) -> Result<NpyHeader> {
             "Fortran-order arrays are not supported; save np.ascontiguousarray(arr) instead",
         ));
     }
+    // the data size must be representable: a header may declare any shape
+    let bytes = shape
+        .iter()
+        .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+        .filter(|&b| b <= isize::MAX as u64);
+    if bytes.is_none() {
+        return Err(Error::user(format!(
+            "shape {shape:?} of {} declares more data than can exist",
+            dtype.name()
+        )));
+    }
     Ok(NpyHeader {
         dtype,
         shape,
         header_len: (pre_len + len) as u64,
     })
 }
+
+/// The most bytes one compressed `.npz` member may inflate to (it is inflated into a temporary
+/// file). Members stored without compression (`np.savez`) are read in place and have no cap.
+pub const MAX_INFLATED_BYTES: u64 = 8 << 30;
 
 /// Parses the header dict `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`.
 fn parse_dict(text: &str) -> Result<(Dtype, bool, Vec<usize>)> {
@@ -389,6 +404,19 @@ impl NpyArray {
             let stored = entry.compression() == zip::CompressionMethod::Stored;
             let data_start = entry.data_start();
             let h = read_header(&mut entry).ctx(ctx.clone())?;
+            // a decompression bomb: the declared size is refused before inflating, and the
+            // inflation below never reads past the declared size
+            if !stored && h.data_len().max(entry.size()) > MAX_INFLATED_BYTES {
+                return Err(Error::user(format!(
+                    "compressed member declares {} bytes of data (shape {:?} {}), over the cap of {} bytes for \
+                     inflating; store large arrays uncompressed (np.savez), which is read in place",
+                    h.data_len().max(entry.size()),
+                    h.shape,
+                    h.dtype.name(),
+                    MAX_INFLATED_BYTES
+                ))
+                .context(ctx));
+            }
             if entry.size() < h.header_len + h.data_len() {
                 return Err(Error::user(format!(
                     "truncated: shape {:?} {} needs {} data bytes, the member has {}",

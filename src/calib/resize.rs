@@ -3,7 +3,9 @@
 //!
 //! Pillow's resampler, as its documentation and behaviour show: a separable convolution, first
 //! along rows (when the width changes) into an 8-bit intermediate image, then along columns
-//! (when the height changes). For an output index `o` the source centre is
+//! (when the height changes); since Pillow 13 the other way round when the height shrinks by
+//! more than twice as many pixels as the width (see [`vertical_first`]; the order changes the
+//! rounding of the intermediate image, so it must be the same). For an output index `o` the source centre is
 //! `c = (o + 0.5) * in / out`; when downscaling, the triangle filter `max(0, 1 - |t|)` is
 //! stretched by the factor `s = in / out` (antialiasing), so the taps run over
 //! `[c - s, c + s]`, each tap `j` weighted by `filter((j + 0.5 - c) / s)`, weights normalised to
@@ -118,6 +120,9 @@ pub fn resize_bilinear_window(
 ) -> Vec<u8> {
     debug_assert_eq!(src.len(), w * h * ch);
     debug_assert!(left + win_w <= out_w && top + win_h <= out_h);
+    if out_w != w && vertical_first(w, h, out_w, out_h) {
+        return window_vertical_first(src, w, h, ch, (out_w, out_h), (left, top), (win_w, win_h));
+    }
     // source rows the vertical pass reads for the window's rows
     let vt = (out_h != h).then(|| taps(h, out_h));
     let (r0, r1) = match &vt {
@@ -161,6 +166,54 @@ pub fn resize_bilinear_window(
     out
 }
 
+/// Pillow's pass order (13.0, `ImagingResampleInner`): the vertical pass runs first when the
+/// height shrinks by more than twice as many pixels as the width does; otherwise horizontal
+/// first. The 8-bit rounding between the passes makes the order visible in the pixels.
+fn vertical_first(w: usize, h: usize, out_w: usize, out_h: usize) -> bool {
+    out_h < h && (h - out_h) as i64 > 2 * (w as i64 - out_w as i64)
+}
+
+/// [`resize_bilinear_window`] with the vertical pass first: the window's rows over the source
+/// columns its horizontal taps read, then the horizontal pass over those.
+fn window_vertical_first(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    ch: usize,
+    (out_w, out_h): (usize, usize),
+    (left, top): (usize, usize),
+    (win_w, win_h): (usize, usize),
+) -> Vec<u8> {
+    let vt = taps(h, out_h);
+    let ht = taps(w, out_w);
+    let cols = &ht.bounds[left..left + win_w];
+    let c0 = cols.iter().map(|b| b.0).min().unwrap_or(0);
+    let c1 = cols.iter().map(|b| b.0 + b.1).max().unwrap_or(0).max(c0);
+    let mw = c1 - c0;
+    let mut mid = vec![0u8; win_h * mw * ch];
+    for o in top..top + win_h {
+        let (lo, n) = vt.bounds[o];
+        let k = &vt.weights[o * vt.ksize..o * vt.ksize + n];
+        for x in c0..c1 {
+            for c in 0..ch {
+                mid[((o - top) * mw + x - c0) * ch + c] = apply_taps(k, |y| src[((lo + y) * w + x) * ch + c]);
+            }
+        }
+    }
+    let mut out = vec![0u8; win_h * win_w * ch];
+    for y in 0..win_h {
+        let row = &mid[y * mw * ch..(y + 1) * mw * ch];
+        for o in left..left + win_w {
+            let (lo, n) = ht.bounds[o];
+            let k = &ht.weights[o * ht.ksize..o * ht.ksize + n];
+            for c in 0..ch {
+                out[(y * win_w + o - left) * ch + c] = apply_taps(k, |x| row[(lo + x - c0) * ch + c]);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,7 +222,7 @@ mod tests {
     fn a_window_equals_the_crop_of_the_whole_resize() {
         let (w, h) = (37usize, 23usize);
         let src: Vec<u8> = (0..w * h * 3).map(|i| ((i * 7919) % 251) as u8).collect();
-        for (ow, oh) in [(20, 12), (37, 12), (20, 23), (37, 23), (50, 31), (9, 40)] {
+        for (ow, oh) in [(20, 12), (37, 12), (20, 23), (37, 23), (50, 31), (9, 40), (36, 5), (50, 9)] {
             let full = resize_bilinear(&src, w, h, 3, ow, oh);
             for (l, t, cw, chh) in [(0, 0, ow, oh), (3, 2, ow / 2, oh / 2), (ow - 1, oh - 1, 1, 1), (1, 0, ow - 2, oh)] {
                 let win = resize_bilinear_window(&src, w, h, 3, (ow, oh), (l, t), (cw, chh));

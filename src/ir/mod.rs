@@ -115,15 +115,31 @@ impl QuantInfo {
     }
     pub fn from_text(s: &str) -> Result<QuantInfo> {
         let mut q = QuantInfo { amax: f32::NAN, scale: f32::NAN, method: String::new(), clipped: 0.0 };
-        for part in s.split(',') {
-            let (k, v) = part.split_once('=').ok_or_else(|| Error::user(format!("bad quant annotation '{s}'")))?;
-            let v = v.trim();
+        // `key = value, ...`; a value is a quoted string (the text form's escapes, which may
+        // hold commas) or the text up to the next comma
+        let mut rest = s.trim();
+        while !rest.is_empty() {
+            let (k, after) = rest.split_once('=').ok_or_else(|| Error::user(format!("bad quant annotation '{s}'")))?;
+            let after = after.trim_start();
+            let (v, tail) = if after.starts_with('"') {
+                let (v, used) = crate::text::unquote_prefix(after).map_err(|e| e.context(format!("quant annotation '{s}'")))?;
+                (v, &after[used..])
+            } else {
+                let end = after.find(',').unwrap_or(after.len());
+                (after[..end].trim().to_string(), &after[end..])
+            };
+            let tail = tail.trim_start();
+            rest = match tail.strip_prefix(',') {
+                Some(t) => t.trim_start(),
+                None if tail.is_empty() => tail,
+                None => return Err(Error::user(format!("bad quant annotation '{s}': expected ',' before '{tail}'"))),
+            };
             let num = || v.parse::<f64>().map_err(|_| Error::user(format!("bad number '{v}' in quant annotation '{s}'")));
             match k.trim() {
                 "amax" => q.amax = num()? as f32,
                 "scale" => q.scale = num()? as f32,
                 "clipped" => q.clipped = num()?,
-                "method" => q.method = v.trim_matches('"').to_string(),
+                "method" => q.method = v,
                 other => return Err(Error::user(format!("unknown key '{other}' in quant annotation '{s}'"))),
             }
         }

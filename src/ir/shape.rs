@@ -36,17 +36,27 @@ fn broadcast(a: &[Dim], b: &[Dim]) -> Vec<Dim> {
         .collect()
 }
 
-fn window_out(input: i64, k: i64, stride: i64, dil: i64, pb: i64, pe: i64, ceil: bool) -> i64 {
-    let eff = dil * (k - 1) + 1;
-    let span = input + pb + pe - eff;
+/// Output length of a window op along one axis; `None` (unknown) for attributes no valid
+/// model has (stride < 1, arithmetic overflowing i64): the verifier and the op report those.
+fn window_out(input: i64, k: i64, stride: i64, dil: i64, pb: i64, pe: i64, ceil: bool) -> Option<i64> {
+    if stride < 1 {
+        return None;
+    }
+    let eff = dil.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+    let span = input.checked_add(pb)?.checked_add(pe)?.checked_sub(eff)?;
     if span < 0 {
-        return 0;
+        return Some(0);
     }
     if ceil {
-        (span + stride - 1) / stride + 1
+        (span.checked_add(stride - 1)? / stride).checked_add(1)
     } else {
-        span / stride + 1
+        (span / stride).checked_add(1)
     }
+}
+
+/// The product of known dims, `None` when one is unknown or the product overflows.
+fn product<'a>(dims: impl Iterator<Item = &'a Dim>) -> Option<i64> {
+    dims.map(known).try_fold(1i64, |a, b| a.checked_mul(b?))
 }
 
 /// Output shape of a Conv/pooling window op given the input shape and kernel dims.
@@ -73,11 +83,15 @@ fn spatial(n: &Node, x: &[Dim], kernel: &[i64], lead: Vec<Dim>) -> Option<Vec<Di
             }
         };
         let o = match auto {
-            a if a.is_same() => a.same_pads(d, dil[i] * (kernel[i] - 1) + 1, strides[i]).2,
+            a if a.is_same() => kernel[i]
+                .checked_sub(1)
+                .and_then(|k1| dil[i].checked_mul(k1))
+                .and_then(|e| e.checked_add(1))
+                .map(|extent| a.same_pads(d, extent, strides[i]).2),
             crate::util::AutoPad::Valid => window_out(d, kernel[i], strides[i], dil[i], 0, 0, ceil),
             _ => window_out(d, kernel[i], strides[i], dil[i], pads[i], pads[i + sp], ceil),
         };
-        out.push(Dim::Known(o));
+        out.push(o.map(Dim::Known).unwrap_or(Dim::Unknown));
     }
     Some(out)
 }
@@ -133,7 +147,7 @@ fn infer_node(g: &Graph, n: &Node) -> Option<Vec<ValueType>> {
                 axis += r;
             }
             let prod = |d: &[Dim]| -> Dim {
-                d.iter().map(known).try_fold(1i64, |a, b| b.map(|b| a * b)).map(Dim::Known).unwrap_or(Dim::Unknown)
+                product(d.iter()).map(Dim::Known).unwrap_or(Dim::Unknown)
             };
             let a = (axis.clamp(0, r)) as usize;
             one(Some(vec![prod(&xs[..a]), prod(&xs[a..])]), elem)
@@ -180,12 +194,11 @@ fn infer_node(g: &Graph, n: &Node) -> Option<Vec<ValueType>> {
                 })
                 .collect();
             if let Some(pos) = shape.iter().position(|&d| d == -1) {
-                let total: Option<i64> = xs.iter().map(known).try_fold(1i64, |a, b| b.map(|b| a * b));
-                let rest: Option<i64> =
-                    out.iter().enumerate().filter(|(i, _)| *i != pos).map(|(_, d)| known(d)).try_fold(1i64, |a, b| b.map(|b| a * b));
+                let total: Option<i64> = product(xs.iter());
+                let rest: Option<i64> = product(out.iter().enumerate().filter(|(i, _)| *i != pos).map(|(_, d)| d));
                 if let (Some(t), Some(r)) = (total, rest) {
-                    if r != 0 {
-                        out[pos] = Dim::Known(t / r);
+                    if let Some(q) = t.checked_div(r) {
+                        out[pos] = Dim::Known(q);
                     }
                 }
             }
@@ -211,7 +224,7 @@ fn infer_node(g: &Graph, n: &Node) -> Option<Vec<ValueType>> {
             for i in n.inputs.iter().skip(1) {
                 let d = dims_of(g, *i)?;
                 total = match (total, d.get(a).and_then(known)) {
-                    (Some(t), Some(v)) => Some(t + v),
+                    (Some(t), Some(v)) => t.checked_add(v),
                     _ => None,
                 };
             }
@@ -229,7 +242,12 @@ fn infer_node(g: &Graph, n: &Node) -> Option<Vec<ValueType>> {
             }
             let r = xs.len();
             one(
-                Some(xs.iter().enumerate().map(|(i, d)| known(d).map(|v| Dim::Known(v + pads[i] + pads[i + r])).unwrap_or(Dim::Unknown)).collect()),
+                Some(
+                    xs.iter()
+                        .enumerate()
+                        .map(|(i, d)| known(d).and_then(|v| v.checked_add(pads[i])?.checked_add(pads[i + r])).map(Dim::Known).unwrap_or(Dim::Unknown))
+                        .collect(),
+                ),
                 elem,
             )
         }

@@ -22,7 +22,7 @@
 mod parse;
 mod print;
 
-pub use parse::{parse, parse_model_proto};
+pub use parse::{parse, parse_model_proto, unquote_prefix};
 #[cfg(test)]
 pub(crate) use parse::random_values;
 pub use print::{print, print_model_proto, PrintOptions};

@@ -358,6 +358,20 @@ fn parse_vdecl(l: &mut Lexer, first: &str) -> Result<ValueInfoProto> {
 }
 
 /// Deterministic generator for test tensors (splitmix64 → uniform [-1, 1)).
+/// Decodes the quoted string (the text form's escapes, as [`super::quote_str`] writes them)
+/// at the start of `s`: the string and the number of bytes it took.
+pub fn unquote_prefix(s: &str) -> Result<(String, usize)> {
+    let mut l = Lexer::new(s);
+    match l.lex()? {
+        (Tok::Str(v), 0) => Ok((v, l.pos)),
+        _ => Err(Error::user(format!("expected a quoted string at '{s}'"))),
+    }
+}
+
+/// The most values a tensor generator (`{random: ..}`, `{fill: ..}`, `{arange: ..}`) makes:
+/// generators are for hand-written test graphs, and a typo in a dim must not allocate terabytes.
+pub const MAX_GENERATED: usize = 1 << 26;
+
 pub(crate) fn random_values(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed;
     (0..n)
@@ -452,6 +466,11 @@ fn parse_tensor_value(l: &mut Lexer, name: &str, ty: &TypeProto) -> Result<Tenso
                 }
                 "random" | "fill" | "arange" => {
                     l.expect("}")?;
+                    if numel > MAX_GENERATED {
+                        return Err(l.err(format!(
+                            "generator '{key}' for tensor '{name}' of dims {dims:?}: {numel} values, over the limit of {MAX_GENERATED}"
+                        )));
+                    }
                     let v: Vec<f32> = match key.as_str() {
                         "random" => random_values(parse_int(l, &val)? as u64, numel),
                         "fill" => vec![parse_f32(l, &val)?; numel],

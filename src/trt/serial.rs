@@ -417,7 +417,7 @@ pub fn write_network_file(
     net: &Network,
     config: &BuildConfig,
 ) -> Result<()> {
-    std::fs::write(path, encode(net, config)).with_ctx(|| path.display().to_string())
+    crate::util::write_atomic(path, &encode(net, config))
 }
 
 /// Reads a network file written by [`write_network_file`].
