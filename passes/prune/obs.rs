@@ -357,7 +357,14 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
                     new_b[k] = (old_b[k] as f64 + shift / beta) as f32;
                     shift_abs += shift.abs();
                 }
-                crate::ir::edit::set_const_input(&mut m.graph, cand.node, b_slot, &format!("{}.bias_corrected", cand.label), Tensor::from_f32("", &[cand.k as i64], &new_b))?;
+                if cand.op == "MatMul" {
+                    // MatMul has no bias input (old_b is zero): the shift goes into the bias
+                    // Add after it, or a new one
+                    let add = crate::ir::edit::shift_matmul_output(&mut m.graph, cand.node, &new_b)?;
+                    item = item.with("bias_add", add);
+                } else {
+                    crate::ir::edit::set_const_input(&mut m.graph, cand.node, b_slot, &format!("{}.bias_corrected", cand.label), Tensor::from_f32("", &[cand.k as i64], &new_b))?;
+                }
                 item = item.with("bias_shift_mean_abs", shift_abs / cand.k as f64);
             }
         }

@@ -86,3 +86,56 @@ pub fn node_label(g: &Graph, id: NodeId) -> String {
 pub fn internal(msg: &str) -> Error {
     Error::internal(msg.to_string())
 }
+
+/// Adds `shift` (one value per output channel, the last axis) to the output of a MatMul
+/// with a constant weight, keeping the graph valid: MatMul takes no bias input, so the
+/// shift goes into the constant of the bias Add that follows it (the MatMul's only
+/// consumer, with a constant operand of `shift.len()` values along the last axis), or,
+/// when there is none, into a new Add after it. The new Add takes over the MatMul's output
+/// value (the MatMul writes a fresh one), so every value id downstream stays valid.
+/// Returns the label of the Add that holds the bias.
+pub fn shift_matmul_output(g: &mut Graph, node: NodeId, shift: &[f32]) -> Result<String> {
+    let n = g.n(node)?.clone();
+    if n.op_type != "MatMul" {
+        return Err(internal(&format!("shift_matmul_output on {}", n.describe())));
+    }
+    let out = n.outputs.first().copied().flatten().ok_or_else(|| internal("MatMul without output"))?;
+    let k = shift.len();
+    if let Some(add) = single_consumer(g, out) {
+        let a = g.n(add)?;
+        if a.op_type == "Add" && a.domain.is_empty() && a.inputs.len() == 2 {
+            let other = 1 - a.inputs.iter().position(|i| *i == Some(out)).unwrap_or(0);
+            if let Some((_, data, dims)) = const_f32(g, a.inputs[other]) {
+                let last_only = dims.last().copied() == Some(k as i64) && dims.iter().rev().skip(1).all(|d| *d == 1);
+                if last_only && data.len() == k {
+                    let new: Vec<f32> = data.iter().zip(shift).map(|(b, s)| b + s).collect();
+                    let label = node_label(g, add);
+                    set_const_input(g, add, other, &format!("{label}.bias_corrected"), Tensor::from_f32("", &dims, &new))?;
+                    return Ok(label);
+                }
+            }
+        }
+    }
+    let label = node_label(g, node);
+    let ty = g.v(out)?.ty.clone();
+    let mm_out = g.add_fresh_value(&format!("{}_matmul", g.name_of(out)));
+    if let Some(v) = g.value_mut(mm_out) {
+        v.ty = ty;
+    }
+    let bias = g.add_fresh_initializer(&format!("{label}.bias_corrected"), Tensor::from_f32("", &[k as i64], shift));
+    // the MatMul is re-created in its place writing `mm_out`, with its attributes and
+    // everything else of the node (annotations, doc string) carried over
+    let order = g.node_ids();
+    let next = order.iter().position(|x| *x == node).and_then(|i| order.get(i + 1)).copied();
+    let old = g.remove_node(node)?;
+    let mut spec = crate::ir::NodeSpec::new(&old.op_type, &old.name, old.inputs.clone(), vec![Some(mm_out)]);
+    spec.domain = old.domain.clone();
+    spec.attrs = old.attrs.clone();
+    let mm = g.add_node(spec, next.map(crate::ir::Position::Before).unwrap_or(crate::ir::Position::End))?;
+    if let Some(x) = g.node_mut(mm) {
+        x.rest = old.rest;
+    }
+    let add_name = g.fresh_name(&format!("{label}_bias"));
+    g.add_node(crate::ir::NodeSpec::new("Add", &add_name, vec![Some(mm_out), Some(bias)], vec![Some(out)]), crate::ir::Position::After(mm))?;
+    Ok(add_name)
+}
