@@ -67,7 +67,12 @@ fn apply_alone(m: &mut Model, c: &Candidate, a: &AloneResult) -> Result<()> {
     let dims = m.graph.constant(c.weight).expect("candidate").dims().to_vec();
     m.graph.set_constant(c.weight, Tensor::from_f32("", &dims, &a.weight))?;
     if let Some(b) = &a.bias {
-        crate::ir::edit::set_const_input(&mut m.graph, c.node, 2, &format!("{}.bias_corrected", c.label), Tensor::from_f32("", &[b.len() as i64], b))?;
+        if c.op == "MatMul" {
+            // no bias input on a MatMul: the corrected bias goes into an Add after it
+            crate::ir::edit::shift_matmul_output(&mut m.graph, c.node, b)?;
+        } else {
+            crate::ir::edit::set_const_input(&mut m.graph, c.node, 2, &format!("{}.bias_corrected", c.label), Tensor::from_f32("", &[b.len() as i64], b))?;
+        }
     }
     Ok(())
 }

@@ -495,8 +495,9 @@ pub(crate) struct AloneResult {
 /// The layer's bias (zeros when it has none) with Gemm's `alpha` and `beta` (1 for Conv),
 /// or `None` when the bias cannot absorb a shift (wrong length, `beta = 0`).
 fn bias_terms(g: &crate::ir::Graph, n: &crate::ir::Node, c: &Candidate) -> Result<Option<(Vec<f32>, f64, f64)>> {
-    // MatMul has no bias input (issue 18: giving it a third input broke every MatMul model)
-    if !matches!(c.op.as_str(), "Conv" | "Gemm") {
+    // A MatMul has no bias input: its bias is zero here and the corrected bias goes into an
+    // Add after it (never a third MatMul input, which broke every MatMul model: issue 18)
+    if !matches!(c.op.as_str(), "Conv" | "Gemm" | "MatMul") {
         return Ok(None);
     }
     let attr = |name: &str| if c.op == "Gemm" { n.attr_f(name).unwrap_or(1.0) as f64 } else { 1.0 };
