@@ -23,8 +23,8 @@
 //! the whole correction is undone when it went down, so the pass never makes the model
 //! reproduce its float form worse on data it did not fit.
 
-use super::obs::{channel_means, feed, forward, layers_with_channels, load_samples, FloatObs};
-use super::util::{node_label, set_const_input};
+use crate::measure::{channel_means, feed, forward, layers_with_channels, load_samples, outputs_of, sqnr_against, FloatObs};
+use crate::ir::edit::{node_label, set_const_input};
 use crate::error::Result;
 use rayon::prelude::*;
 use crate::ir::{Model, NodeId, Tensor, ValueId};
@@ -284,9 +284,9 @@ impl Pass for BiasCorrect {
                     let start = if held_apart { samples.len() } else { 0 };
                     o.outputs[start..start + held.len()].to_vec()
                 }
-                None => super::calibrate::outputs_of(&reference, &held)?,
+                None => outputs_of(&reference, &held)?,
             };
-            let (db_before, db_after) = (super::calibrate::sqnr_against(&r, &before, &held)?, super::calibrate::sqnr_against(&r, m, &held)?);
+            let (db_before, db_after) = (sqnr_against(&r, &before, &held)?, sqnr_against(&r, m, &held)?);
             rep.stat("sqnr_db_before", db_before);
             rep.stat("sqnr_db_after", db_after);
             if db_after < db_before {

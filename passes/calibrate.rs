@@ -10,13 +10,13 @@
 //! `percentile` (`percentile=99.99`), `entropy` (default, TensorRT's EntropyCalibration2
 //! as published), `mse`; per-tensor overrides with `override=glob=method;glob=method`.
 
-use super::insert_qdq::tensors_to_calibrate;
-use super::obs::{FloatObs, SampleCache};
-use super::util::node_label;
+use crate::ir::edit::node_label;
 use crate::calib::{self, CalibTable, Method, StatsSet};
 use crate::engine::{f32_tensor, ModelSession};
 use crate::error::{Error, Result};
+use crate::measure::{self, open_calib_source, outputs_of, sqnr_against, FloatObs, SampleCache};
 use crate::ir::{Model, QuantInfo, ValueId};
+use crate::qdq::tensors_to_calibrate;
 use crate::pass::{OptionKind, OptionSpec, Pass, PassContext, PassOptions, PassReport, Pattern, ReportItem};
 use rayon::prelude::*;
 use std::str::FromStr;
@@ -123,7 +123,7 @@ pub fn collect_stats(
 
 /// [`collect_stats`], also recording the float model's [`FloatObs`] on the first `record`
 /// samples (in the first pass) at the cost of some channel sums, and keeping those samples
-/// decoded (within [`super::obs::SAMPLE_CACHE_BYTES`]).
+/// decoded (within [`measure::SAMPLE_CACHE_BYTES`]).
 pub(crate) fn collect_stats_recording(
     m: &Model,
     src: &dyn calib::CalibSource,
@@ -143,12 +143,12 @@ pub(crate) fn collect_stats_recording(
     // the layer outputs of a recorded sample stay alive until its run ends: recorded only
     // when their size is known and small (else later passes compute their own); a symbolic
     // dim counts as 1, the batch of one calibration sample
-    let mut layers = if record > 0 { super::obs::layers_with_channels(m)? } else { Vec::new() };
+    let mut layers = if record > 0 { measure::layers_with_channels(m)? } else { Vec::new() };
     let held_bytes = layers.iter().try_fold(0u64, |acc, l| {
         let dims = m.graph.v(l.2).ok()?.ty.as_ref()?.shape.clone()?;
         Some(acc + 4 * dims.iter().map(|d| if let crate::ir::Dim::Known(k) = d { (*k).max(0) as u64 } else { 1 }).product::<u64>())
     });
-    if held_bytes.is_none_or(|b| b > super::obs::RECORD_LAYER_BYTES) {
+    if held_bytes.is_none_or(|b| b > measure::RECORD_LAYER_BYTES) {
         layers.clear();
     }
     let mut rec_ids = target_ids.clone();
@@ -157,7 +157,7 @@ pub(crate) fn collect_stats_recording(
     }
     let rec_plan = if record > 0 { Some(ms.session.plan(&known, &rec_ids)?) } else { None };
     let recorded: std::sync::Mutex<Vec<Option<(Vec<Vec<f64>>, Vec<f32>)>>> = std::sync::Mutex::new(vec![None; record]);
-    let decoded: std::sync::Mutex<Vec<Option<super::obs::Sample>>> = std::sync::Mutex::new(vec![None; record]);
+    let decoded: std::sync::Mutex<Vec<Option<measure::Sample>>> = std::sync::Mutex::new(vec![None; record]);
     let decoded_bytes = std::sync::atomic::AtomicUsize::new(0);
     let pb = progress(ctx, (passes * n) as u64, "calibrating");
     let mut set = if passes == 1 { StatsSet::one_pass() } else { StatsSet::new() };
@@ -171,9 +171,8 @@ pub(crate) fn collect_stats_recording(
                     let sample = src.sample(i)?;
                     if pass == 0 && i < record {
                         let bytes: usize = sample.iter().map(|t| 4 * t.data.len()).sum();
-                        if decoded_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes <= super::obs::SAMPLE_CACHE_BYTES {
-                            let copy = sample.iter().map(|t| (t.name.clone(), t.shape.clone(), t.data.clone())).collect();
-                            decoded.lock().map_err(|_| Error::internal("recording lock poisoned"))?[i] = Some(copy);
+                        if decoded_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed) + bytes <= measure::SAMPLE_CACHE_BYTES {
+                            decoded.lock().map_err(|_| Error::internal("recording lock poisoned"))?[i] = Some(sample.clone());
                         }
                     }
                     let mut feed = Vec::with_capacity(sample.len());
@@ -193,7 +192,7 @@ pub(crate) fn collect_stats_recording(
                         let mut means = Vec::with_capacity(layers.len());
                         for (l, t) in layers.iter().zip(&extra) {
                             let mut a = vec![0f64; l.3];
-                            super::obs::channel_means(t, l.3, l.4, &mut a)?;
+                            measure::channel_means(t, l.3, l.4, &mut a)?;
                             means.push(a);
                         }
                         let mut out = Vec::new();
@@ -239,39 +238,16 @@ pub(crate) fn collect_stats_recording(
         None
     };
     // the decoded samples, when all of the first `record` fit the budget
-    let decoded: Option<Vec<super::obs::Sample>> = decoded.into_inner().map_err(|_| Error::internal("recording lock poisoned"))?.into_iter().collect();
+    let decoded: Option<Vec<measure::Sample>> = decoded.into_inner().map_err(|_| Error::internal("recording lock poisoned"))?.into_iter().collect();
     let samples = decoded.filter(|d| !d.is_empty()).map(|samples| SampleCache { key: FloatObs::key_of(ctx), total: n, samples });
     Ok((set.finish()?, obs, samples))
 }
 
-/// Opens the user's calibration data (`--calib`, `--preprocess`) for the model's
-/// inputs, validated before any work; `who` names the pass in the error.
-pub fn open_calib_source(m: &Model, ctx: &PassContext, limit: Option<usize>, who: &str) -> Result<Box<dyn calib::CalibSource>> {
-    let source = ctx.calib.source.clone().ok_or_else(|| {
-        Error::user(format!("{who} needs calibration data: give --calib DIR (images, .npy or .npz) or --calib-cache FILE"))
-    })?;
-    let preprocess = match &ctx.calib.preprocess {
-        Some(p) => Some(calib::Preprocess::from_str(p).map_err(|e| e.context("--preprocess"))?),
-        None => None,
-    };
-    let inputs: Vec<calib::ModelInput> = m
-        .graph
-        .inputs
-        .iter()
-        .filter(|v| m.graph.value(**v).map(|x| x.constant.is_none()).unwrap_or(false))
-        .map(|v| {
-            let val = m.graph.value(*v).expect("live");
-            let dims = val
-                .ty
-                .as_ref()
-                .and_then(|t| t.shape.as_ref())
-                .map(|s| s.iter().map(|d| if let crate::ir::Dim::Known(k) = d { Some(*k as usize) } else { None }).collect())
-                .unwrap_or_default();
-            (val.name.clone(), dims)
-        })
-        .collect();
-    calib::open_source(&source, &calib::SourceOptions { preprocess, limit }, &inputs)
-        .map_err(|e| e.context(format!("--calib {}", source.display())))
+/// Places Q/DQ on `q` with `insert-qdq`'s default options, through the registry (a pass
+/// never imports another pass).
+fn insert_qdq_default(q: &mut Model, ctx: &mut PassContext) -> Result<PassReport> {
+    let entry = crate::pass::PipelineEntry { name: "insert-qdq".into(), options: PassOptions::default() };
+    crate::pass::Registry::with_builtins().create(&entry)?.run(q, ctx)
 }
 
 /// Writes a table as JSON (`.json`) or as a TensorRT calibration cache.
@@ -283,58 +259,6 @@ fn write_table(table: &CalibTable, out: &std::path::Path) -> Result<()> {
     }
 }
 
-/// The model's outputs on `samples`, flattened per sample.
-pub(crate) fn outputs_of(m: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>)>]) -> Result<Vec<Vec<f32>>> {
-    let mut res = Vec::new();
-    super::obs::forward(m, samples, &m.graph.outputs.clone(), &mut |ts| {
-        let mut v = Vec::new();
-        for t in &ts {
-            if let Ok(x) = t.as_f32() {
-                v.extend_from_slice(x);
-            }
-        }
-        res.push(v);
-        Ok(())
-    })?;
-    Ok(res)
-}
-
-/// How closely outputs reproduce reference outputs (both from [`outputs_of`], per sample).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Fidelity {
-    /// Fraction of samples whose argmax (over the sample's concatenated outputs) is the same.
-    pub agreement: f64,
-    /// Signal-to-noise ratio over all values, in dB.
-    pub sqnr_db: f64,
-    /// Noise power relative to the signal.
-    pub noise: f64,
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (i, x)| if *x > a.1 { (i, *x) } else { a }).0
-}
-
-pub(crate) fn fidelity(reference: &[Vec<f32>], got: &[Vec<f32>]) -> Fidelity {
-    let (mut sig, mut noise, mut same) = (0f64, 0f64, 0usize);
-    for (r, g) in reference.iter().zip(got) {
-        for (a, b) in r.iter().zip(g) {
-            sig += (*a as f64).powi(2);
-            noise += (*a as f64 - *b as f64).powi(2);
-        }
-        same += usize::from(argmax(r) == argmax(g));
-    }
-    Fidelity {
-        agreement: same as f64 / reference.len().max(1) as f64,
-        sqnr_db: if noise > 0.0 { 10.0 * (sig / noise).log10() } else { f64::INFINITY },
-        noise: if sig > 0.0 { noise / sig } else if noise > 0.0 { f64::INFINITY } else { 0.0 },
-    }
-}
-
-/// Signal-to-noise ratio (dB) of `q`'s outputs against `reference` (from [`outputs_of`]).
-pub(crate) fn sqnr_against(reference: &[Vec<f32>], q: &Model, samples: &[Vec<(String, Vec<usize>, Vec<f32>)>]) -> Result<f64> {
-    Ok(fidelity(reference, &outputs_of(q, samples)?).sqnr_db)
-}
-
 /// Multipliers of the current amax that `refine=true` tries for each tensor.
 const REFINE_STEPS: [f32; 4] = [0.35, 0.5, 0.7, 1.4];
 
@@ -342,11 +266,11 @@ const REFINE_STEPS: [f32; 4] = [0.35, 0.5, 0.7, 1.4];
 /// Tensors are visited last to first; a candidate replaces the current amax only when it
 /// raises the SQNR by more than 0.02 dB. `m` carries the scales; returns (before, after) dB.
 fn refine_scales(m: &mut Model, ctx: &PassContext, targets: &[ValueId], n_samples: usize, rep: &mut PassReport) -> Result<(f64, f64)> {
-    let samples = super::obs::load_samples(m, ctx, n_samples)?;
+    let samples = measure::load_samples(m, ctx, n_samples)?;
     let reference = outputs_of(m, &samples)?;
     let mut q = m.clone();
     let mut sub = PassContext { quiet: true, ..Default::default() };
-    super::insert_qdq::InsertQdq::from_options(&PassOptions::default())?.run(&mut q, &mut sub)?;
+    insert_qdq_default(&mut q, &mut sub)?;
     // the scale constants of each target's Q → DQ pair(s) in the Q/DQ copy
     let ids = q.graph.node_ids();
     let mut scales_of: std::collections::HashMap<ValueId, Vec<ValueId>> = std::collections::HashMap::new();
@@ -425,7 +349,7 @@ impl Calibrate {
         targets: &[ValueId],
         stats: &std::collections::BTreeMap<String, calib::TensorStats>,
     ) -> Result<Vec<(Method, f64, std::collections::BTreeMap<String, calib::Calibration>)>> {
-        let samples = super::obs::load_samples(m, ctx, self.auto_samples)?;
+        let samples = measure::load_samples(m, ctx, self.auto_samples)?;
         // the float outputs on these samples were recorded during the run over the data
         let reference = match &ctx.cache.float_obs {
             Some(o) if o.key == FloatObs::key_of(ctx) && o.len() >= samples.len() => o.outputs[..samples.len()].to_vec(),
@@ -450,7 +374,7 @@ impl Calibrate {
                     Some(QuantInfo { amax: c.amax, scale: c.scale, method: cand.to_string(), clipped: c.fraction_clipped });
             }
             let mut sub = PassContext { quiet: true, ..Default::default() };
-            super::insert_qdq::InsertQdq::from_options(&PassOptions::default())?.run(&mut q, &mut sub)?;
+            insert_qdq_default(&mut q, &mut sub)?;
             let db = sqnr_against(&reference, &q, &samples)?;
             scores.push((cand, db, cals));
         }
@@ -511,7 +435,7 @@ impl Pass for Calibrate {
 
         let src = open_calib_source(m, ctx, ctx.calib.limit, "calibrate")?;
         let t0 = std::time::Instant::now();
-        let (stats, obs, decoded) = collect_stats_recording(m, src.as_ref(), &targets, ctx, self.passes, super::obs::OBS_SAMPLES)?;
+        let (stats, obs, decoded) = collect_stats_recording(m, src.as_ref(), &targets, ctx, self.passes, measure::OBS_SAMPLES)?;
         ctx.cache.float_obs = obs.map(std::sync::Arc::new);
         ctx.cache.samples = decoded.map(std::sync::Arc::new);
         let secs = t0.elapsed().as_secs_f64();

@@ -14,7 +14,7 @@
 //! Graph outputs and their names are kept. Q/DQ nodes are never folded (the Q/DQ on
 //! weights is how TensorRT receives quantized weights). Running it twice changes nothing.
 
-use super::util::node_label;
+use crate::ir::edit::node_label;
 use crate::error::{Error, Result};
 use crate::ir::{attr_ints, Dim, Model, NodeId, Producer, Tensor, ValueId};
 use crate::pass::{OptionKind, OptionSpec, Pass, PassContext, PassOptions, PassReport, ReportItem};
@@ -320,7 +320,7 @@ impl Cleanup {
                 continue;
             }
             let (Some(Some(x)), Some(Some(y))) = (node.inputs.first().copied(), node.outputs.first().copied()) else { continue };
-            let Some(conv) = super::util::single_consumer(g, y) else { continue };
+            let Some(conv) = crate::ir::edit::single_consumer(g, y) else { continue };
             let c = g.n(conv)?;
             if c.op_type != "Conv" || c.inputs.first().copied().flatten() != Some(y) {
                 continue;

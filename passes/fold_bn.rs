@@ -15,7 +15,7 @@
 //! has other consumers) stays a BatchNormalization (TensorRT runs it as a Scale layer) or,
 //! with `standalone=mul-add`, becomes a constant per-channel Mul + Add.
 
-use super::util::{const_f32, drop_dead_constants, node_label, set_const_input};
+use crate::ir::edit::{const_f32, drop_dead_constants, node_label, set_const_input};
 use crate::error::Result;
 use crate::ir::{attr_float, Model, NodeId, NodeSpec, Position, Tensor, ValueId};
 use crate::pass::{OptionKind, OptionSpec, Pass, PassContext, PassOptions, PassReport, ReportItem};

@@ -7,16 +7,25 @@
 //!   ConvTranspose (group 1) and Gemm with transB=0, the last axis for MatMul. The weight
 //!   stays a float initializer feeding Q → DQ (2:4 zeros stay visible to TensorRT);
 //!   `weights=int8` stores pre-quantized INT8 weights feeding DQ instead.
-//! - A residual Add gets Q/DQ on its skip input, so TensorRT can fuse conv + add in INT8.
+//!   `per-channel=false` gives each weight one scale (max|w|/127 over the tensor).
+//! - A MatMul (or Gemm) whose two operands are both activations — the attention batched
+//!   MatMuls Q·Kᵀ and softmax·V — stays float unless `attention=true`; then both operands
+//!   get per-tensor Q/DQ, which is the placement TensorRT's INT8 fused MHA needs (before
+//!   the first BMM, after the softmax, and V; the output of the second BMM is quantized by
+//!   the output projection's input Q/DQ, through the Transpose/Reshape that commute with
+//!   it). See docs/quantization-rules.md.
+//! - A residual Add gets Q/DQ on its skip input, so TensorRT can fuse conv + add in INT8,
+//!   when the other input comes from a Conv/ConvTranspose/Gemm. A residual Add after a
+//!   MatMul (a transformer's residual stream, read by a float LayerNorm) stays float.
 //! - Outputs of weighted ops are not quantized unless `int8-outputs=true` (after the fused
 //!   activation, if any).
 //! - Biases stay float. One Q/DQ pair per tensor is shared by all consumers, so no
 //!   DQ → Q pair with equal scales is ever created.
 //! Layers matching `exclude`, or annotated `sparseqc.keep-float=true`, stay float.
 
-use super::util::node_label;
+use crate::ir::edit::node_label;
 use crate::error::{Error, Result};
-use crate::ir::{attr_int, Graph, Model, NodeId, NodeSpec, Position, Producer, Tensor, ValueId};
+use crate::ir::{Graph, Model, NodeId, Position, Producer, Tensor, ValueId};
 use crate::pass::{OptionKind, OptionSpec, Pass, PassContext, PassOptions, PassReport, Pattern, ReportItem};
 use std::collections::HashMap;
 
@@ -28,112 +37,21 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("exclude", OptionKind::Str, "", "layers kept float: name globs or op:Type, separated by |"),
     OptionSpec::new("int8-outputs", OptionKind::Bool, "false", "also quantize outputs of weighted ops (INT8-in/INT8-out GEMMs)"),
     OptionSpec::new("weights", OptionKind::Str, "qdq", "qdq: float weights through Q->DQ; int8: INT8 initializers through DQ"),
+    OptionSpec::new("per-channel", OptionKind::Bool, "true", "weights: one scale per output channel (false: one per tensor)"),
     OptionSpec::new("residual", OptionKind::Bool, "true", "quantize the skip input of residual Adds"),
+    OptionSpec::new("attention", OptionKind::Bool, "false", "also quantize MatMuls whose both operands are activations (attention Q·Kᵀ and softmax·V), as TensorRT's INT8 fused MHA needs"),
     OptionSpec::new("allow-missing-scales", OptionKind::Bool, "false", "leave a layer float when a tensor has no scale"),
 ];
 
-pub fn is_weighted(op: &str) -> bool {
-    matches!(op, "Conv" | "ConvTranspose" | "Gemm" | "MatMul")
-}
-
-fn is_float_activation(g: &Graph, v: ValueId) -> bool {
-    let Some(val) = g.value(v) else { return false };
-    if g.constant(v).is_some() {
-        return false;
-    }
-    if let Some((_, p)) = g.producer_node(v) {
-        if p.op_type == "Constant" || p.op_type == "DequantizeLinear" {
-            return false;
-        }
-    }
-    val.ty.as_ref().map(|t| t.elem == 1 || t.elem == 0).unwrap_or(true)
-}
-
-/// The per-channel axis of a weighted op's weight (None: per-tensor).
-pub fn weight_axis(op: &str, node: &crate::ir::Node, rank: usize) -> Option<usize> {
-    match op {
-        "Conv" => Some(0),
-        "ConvTranspose" if node.attr_i("group").unwrap_or(1) == 1 => Some(1),
-        "Gemm" if rank == 2 => Some(if node.attr_i("transB").unwrap_or(0) != 0 { 0 } else { 1 }),
-        "MatMul" if rank >= 2 => Some(rank - 1),
-        _ => None,
-    }
-}
-
-/// The input of a residual Add that should be quantized (the skip branch), if any: the
-/// other input is the one TensorRT fuses into its producing conv.
-pub fn residual_skip_input(g: &Graph, add: NodeId) -> Option<usize> {
-    let n = g.node(add)?;
-    if n.op_type != "Add" || n.inputs.len() != 2 {
-        return None;
-    }
-    let (a, b) = (n.inputs[0]?, n.inputs[1]?);
-    if !is_float_activation(g, a) || !is_float_activation(g, b) {
-        return None;
-    }
-    let fusable = |v: ValueId| -> bool {
-        g.producer_node(v).map(|(_, p)| is_weighted(&p.op_type)).unwrap_or(false) && g.value(v).map(|x| x.uses.len() == 1).unwrap_or(false)
-    };
-    match (fusable(a), fusable(b)) {
-        (true, _) => Some(1),
-        (false, true) => Some(0),
-        _ => None,
-    }
-}
-
-/// For `int8-outputs`: the tensor to quantize after a weighted op: the output of a
-/// single following ReLU/Clip (which TensorRT fuses), else the op's own output.
-pub fn output_tensor(g: &Graph, node: NodeId) -> Option<ValueId> {
-    let out = g.node(node)?.outputs.first().copied().flatten()?;
-    let v = g.value(out)?;
-    if v.uses.len() == 1 && !g.is_graph_output(out) {
-        let c = g.node(v.uses[0].node)?;
-        if matches!(c.op_type.as_str(), "Relu" | "Clip" | "LeakyRelu" | "Sigmoid") {
-            return c.outputs.first().copied().flatten();
-        }
-    }
-    Some(out)
-}
-
-/// Every activation tensor a Q/DQ placement may need a scale for (the calibrate pass
-/// measures these): data inputs and outputs of weighted ops and residual Add inputs.
-pub fn tensors_to_calibrate(g: &Graph) -> Result<Vec<ValueId>> {
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut push = |v: ValueId, out: &mut Vec<ValueId>| {
-        if seen.insert(v) {
-            out.push(v)
-        }
-    };
-    for id in g.topo_order()? {
-        let n = g.n(id)?;
-        if is_weighted(&n.op_type) {
-            for (slot, i) in n.inputs.iter().enumerate().take(2) {
-                if let Some(v) = i {
-                    if (slot == 0 || g.constant_value(*v).is_none()) && is_float_activation(g, *v) {
-                        push(*v, &mut out);
-                    }
-                }
-            }
-            if let Some(o) = output_tensor(g, id) {
-                push(o, &mut out);
-            }
-        } else if n.op_type == "Add" {
-            if residual_skip_input(g, id).is_some() {
-                for v in n.inputs.iter().flatten() {
-                    push(*v, &mut out);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
+use crate::qdq::{add_qdq_pair, insert_weight_qdq, is_float_activation, is_weighted, output_tensor, residual_skip_input};
 
 pub struct InsertQdq {
     exclude: Pattern,
     int8_outputs: bool,
     int8_weights: bool,
+    per_channel: bool,
     residual: bool,
+    attention: bool,
     allow_missing: bool,
 }
 
@@ -148,7 +66,9 @@ impl InsertQdq {
             exclude: Pattern::parse(o.str("exclude").unwrap_or("")),
             int8_outputs: o.bool("int8-outputs", false)?,
             int8_weights,
+            per_channel: o.bool("per-channel", true)?,
             residual: o.bool("residual", true)?,
+            attention: o.bool("attention", false)?,
             allow_missing: o.bool("allow-missing-scales", false)?,
         })
     }
@@ -168,18 +88,6 @@ impl Inserter {
         let base = g.name_of(x).to_string();
         let s = g.add_fresh_initializer(&format!("{base}_scale"), Tensor::from_f32("", &[], &[scale]));
         let z = g.add_fresh_initializer(&format!("{base}_zero_point"), Tensor::from_i8("", &[], &[0]));
-        let q = g.add_fresh_value(&format!("{base}_quantized"));
-        let d = g.add_fresh_value(&format!("{base}_dequantized"));
-        let ty = g.v(x)?.ty.clone();
-        if let Some(v) = g.value_mut(q) {
-            v.ty = ty.clone().map(|mut t| {
-                t.elem = 3;
-                t
-            });
-        }
-        if let Some(v) = g.value_mut(d) {
-            v.ty = ty;
-        }
         let pos = match g.v(x)?.producer {
             Producer::Node(p, _) => Position::After(p),
             _ => match g.node_ids().first() {
@@ -187,14 +95,7 @@ impl Inserter {
                 None => Position::End,
             },
         };
-        let qn = g.add_node(
-            NodeSpec::new("QuantizeLinear", &format!("{base}_QuantizeLinear"), vec![Some(x), Some(s), Some(z)], vec![Some(q)]),
-            pos,
-        )?;
-        g.add_node(
-            NodeSpec::new("DequantizeLinear", &format!("{base}_DequantizeLinear"), vec![Some(q), Some(s), Some(z)], vec![Some(d)]),
-            Position::After(qn),
-        )?;
+        let d = add_qdq_pair(g, x, s, z, pos)?;
         self.dq_of.insert(x, d);
         Ok(d)
     }
@@ -243,6 +144,16 @@ impl Pass for InsertQdq {
             let x = n.inputs.first().copied().flatten().ok_or_else(|| Error::user(format!("{label}: no data input")))?;
             let w_in = n.inputs.get(1).copied().flatten().ok_or_else(|| Error::user(format!("{label}: no weight input")))?;
             let w_const = g.constant(w_in).cloned();
+            if w_const.is_none() && !self.attention && is_float_activation(g, w_in) {
+                rep.item(ReportItem::new(
+                    &label,
+                    &n.op_type,
+                    "kept-float",
+                    "both operands are activations (attention batched MatMul): float unless insert-qdq{attention=true}",
+                ));
+                n_float += 1;
+                continue;
+            }
             // every activation input needs a scale
             let mut acts = vec![(0usize, x)];
             if w_const.is_none() {
@@ -269,7 +180,12 @@ impl Pass for InsertQdq {
                     n.op_type
                 )));
             }
-            let mut details = ReportItem::new(&label, &n.op_type, "quantized", "INT8 inputs and weights (TensorRT Q/DQ placement rule 1)");
+            let why = if w_const.is_none() {
+                "attention batched MatMul: both operands INT8, the placement TensorRT's INT8 fused MHA needs (attention=true)"
+            } else {
+                "INT8 inputs and weights (TensorRT Q/DQ placement rule 1)"
+            };
+            let mut details = ReportItem::new(&label, &n.op_type, "quantized", why);
             for (slot, v) in acts {
                 if !is_float_activation(g, v) {
                     continue;
@@ -280,68 +196,8 @@ impl Pass for InsertQdq {
                 details = details.with(if slot == 0 { "input_scale" } else { "b_scale" }, s as f64);
             }
             if let Some(wt) = w_const {
-                let dims = wt.dims().to_vec();
-                let data = wt.to_f32().map_err(|e| e.context(format!("weight of {label}")))?;
-                let axis = weight_axis(&n.op_type, &n, dims.len());
-                let (scales, ch) = match axis {
-                    Some(ax) => {
-                        let c = dims[ax] as usize;
-                        let inner: usize = dims[ax + 1..].iter().map(|&d| d as usize).product();
-                        let mut mx = vec![0f32; c];
-                        for (i, v) in data.iter().enumerate() {
-                            let ch = (i / inner) % c;
-                            mx[ch] = mx[ch].max(v.abs());
-                        }
-                        (mx.iter().map(|m| if *m > 0.0 { m / 127.0 } else { 1.0 }).collect::<Vec<f32>>(), Some((ax, c, inner)))
-                    }
-                    None => {
-                        let m = data.iter().fold(0f32, |a, v| a.max(v.abs()));
-                        (vec![if m > 0.0 { m / 127.0 } else { 1.0 }], None)
-                    }
-                };
-                let wname = g.name_of(w_in).to_string();
-                let sdims: Vec<i64> = if ch.is_some() { vec![scales.len() as i64] } else { vec![] };
-                let s = g.add_fresh_initializer(&format!("{wname}_scale"), Tensor::from_f32("", &sdims, &scales));
-                let z = g.add_fresh_initializer(&format!("{wname}_zero_point"), Tensor::from_i8("", &sdims, &vec![0i8; scales.len()]));
-                let d = g.add_fresh_value(&format!("{wname}_dequantized"));
-                if let Some(v) = g.value_mut(d) {
-                    v.ty = Some(crate::ir::ValueType { elem: 1, shape: Some(dims.iter().map(|&x| crate::ir::Dim::Known(x)).collect()) });
-                }
-                let axis_attr = |spec: NodeSpec| match ch {
-                    Some((ax, _, _)) => spec.attr(attr_int("axis", ax as i64)),
-                    None => spec,
-                };
-                let dq_src = if self.int8_weights {
-                    let q: Vec<i8> = data
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| {
-                            let sc = match ch {
-                                Some((_, c, inner)) => scales[(i / inner) % c],
-                                None => scales[0],
-                            };
-                            (v / sc).round_ties_even().clamp(-127.0, 127.0) as i8
-                        })
-                        .collect();
-                    g.add_fresh_initializer(&format!("{wname}_int8"), Tensor::from_i8("", &dims, &q))
-                } else {
-                    let q = g.add_fresh_value(&format!("{wname}_quantized"));
-                    let qn = g.add_node(
-                        axis_attr(NodeSpec::new("QuantizeLinear", &format!("{wname}_QuantizeLinear"), vec![Some(w_in), Some(s), Some(z)], vec![Some(q)])),
-                        Position::Before(id),
-                    )?;
-                    let _ = qn;
-                    q
-                };
-                g.add_node(
-                    axis_attr(NodeSpec::new("DequantizeLinear", &format!("{wname}_DequantizeLinear"), vec![Some(dq_src), Some(s), Some(z)], vec![Some(d)])),
-                    Position::Before(id),
-                )?;
-                g.set_input(id, 1, Some(d))?;
-                if self.int8_weights && g.is_dead(w_in) {
-                    g.remove_value(w_in)?;
-                }
-                details = details.with("weight_axis", ch.map(|c| c.0 as i64).unwrap_or(-1)).with("weight_channels", scales.len());
+                let (ax, nsc) = insert_weight_qdq(g, id, w_in, &wt, self.int8_weights, self.per_channel, &label)?;
+                details = details.with("weight_axis", ax.map(|a| a as i64).unwrap_or(-1)).with("weight_channels", nsc);
             }
             if self.int8_outputs {
                 if let Some(o) = output_tensor(g, id) {

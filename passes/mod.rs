@@ -3,14 +3,13 @@
 //! API a plugin gets; `src/lib.rs` compiles them in as `sparseqc::passes`.
 
 pub mod bias_correct;
-pub mod budget;
 pub mod calibrate;
 pub mod cleanup;
 pub mod fold_bn;
 pub mod insert_qdq;
-pub mod obs;
+pub mod prequant;
 pub mod prune;
-pub mod util;
+pub mod upgrade_opset;
 
 use crate::pass::{PassInfo, Registry};
 
@@ -48,6 +47,16 @@ pub fn register_builtins(reg: &mut Registry) {
     let r = reg.register(
         builtin(insert_qdq::NAME, "insert Q/DQ by TensorRT's explicit-quantization placement rules", insert_qdq::OPTIONS),
         Box::new(|o| Ok(Box::new(insert_qdq::InsertQdq::from_options(o)?))),
+    );
+    debug_assert!(r.is_ok(), "built-in pass names are unique");
+    let r = reg.register(
+        builtin(upgrade_opset::NAME, "rewrite a default-domain opset 7-12 model to opset 13, keeping its function", upgrade_opset::OPTIONS),
+        Box::new(|o| Ok(Box::new(upgrade_opset::UpgradeOpset::from_options(o)?))),
+    );
+    debug_assert!(r.is_ok(), "built-in pass names are unique");
+    let r = reg.register(
+        builtin(prequant::NAME, "check a pre-quantized model's Q/DQ against TensorRT's placement rules; keep its scales", prequant::OPTIONS),
+        Box::new(|o| Ok(Box::new(prequant::CheckQdq::from_options(o)?))),
     );
     debug_assert!(r.is_ok(), "built-in pass names are unique");
 }

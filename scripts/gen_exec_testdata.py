@@ -2,8 +2,9 @@
 
 Each case is a folder testdata/exec/<name>/ with model.onnx, input_<i>.pb and output_<i>.pb
 (serialized TensorProto, named after the graph's inputs/outputs), the outputs computed by
-onnxruntime. Run from the repository root:  python scripts/gen_exec_testdata.py
-Requires onnx, onnxruntime and numpy.
+onnxruntime. Run from the repository root:  python scripts/gen_exec_testdata.py [GROUP ...]
+(without arguments: every group, after emptying testdata/exec; with group names such as
+`issue18`: only those groups' cases are rewritten). Requires onnx, onnxruntime and numpy.
 """
 import os
 import shutil
@@ -227,11 +228,105 @@ def resnet_block():
           ("sp", i64(2, 2)), ("pp", i64(0, 2, 0, 0, 0, 2, 0, 0)), ("fw", rnd(10, 8)), ("fb", rnd(10))])
 
 
+def issue18_cases():
+    """Issue 18's ops checked against onnxruntime: Upsample and Resize of the older opsets
+    (onnxruntime's nearest rounding for them), Resize modes with sizes, a BERT-style block
+    (LayerNormalization, attention with an int64 mask through Cast/Not/Where, batched
+    MatMul, Erf-based GELU), Gelu-20, float32 Einsum, integer reductions, Mod and PRelu."""
+    r = np.random.default_rng(18)
+
+    def rn(*shape):
+        return r.standard_normal(shape).astype(np.float32)
+
+    def f32(*v):
+        return np.array(v, dtype=np.float32)
+
+    def i64(*v):
+        return np.array(v, dtype=np.int64)
+
+    x = rn(1, 2, 3, 4)
+    case("upsample9_linear", [h.make_node("Upsample", ["x", "s"], ["y"], mode="linear")], [("x", x)], [("y", F)],
+         [("s", f32(1, 1, 2, 3))], opset=9)
+    case("upsample7_nearest", [h.make_node("Upsample", ["x"], ["y"], mode="nearest", scales=[1.0, 1.0, 2.0, 2.0])],
+         [("x", x)], [("y", F)], opset=7)
+    x = rn(1, 1, 5, 8)
+    case("resize10_nearest_down", [h.make_node("Resize", ["x", "s"], ["y"], mode="nearest")], [("x", x)], [("y", F)],
+         [("s", f32(1, 1, 0.6, 0.5))], opset=10)
+    case("resize10_linear", [h.make_node("Resize", ["x", "s"], ["y"], mode="linear")], [("x", x)], [("y", F)],
+         [("s", f32(1, 1, 1.5, 0.75))], opset=10)
+    case("resize13_modes", [
+        h.make_node("Resize", ["x", "", "", "sz"], ["a"], mode="linear", coordinate_transformation_mode="align_corners"),
+        h.make_node("Resize", ["x", "", "s"], ["b"], mode="cubic"),
+        h.make_node("Resize", ["x", "", "s"], ["c"], mode="nearest", coordinate_transformation_mode="tf_half_pixel_for_nn"),
+        h.make_node("Resize", ["x", "", "", "sz"], ["d"], mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+    ], [("x", x)], [("a", F), ("b", F), ("c", F), ("d", F)], [("sz", i64(1, 1, 7, 3)), ("s", f32(1, 1, 1.7, 0.8))])
+    # BERT-style block, opset 17
+    B, S, D, H = 2, 5, 16, 4
+    nodes = [
+        h.make_node("Cast", ["ids"], ["idb"], to=TP.BOOL),
+        h.make_node("Not", ["idb"], ["pad"]),
+        h.make_node("Cast", ["pad"], ["padf"], to=TP.FLOAT),
+        h.make_node("Mul", ["padf", "neg"], ["madd"]),
+        h.make_node("Unsqueeze", ["madd", "ax12"], ["mask"]),
+        h.make_node("LayerNormalization", ["x", "g", "be"], ["ln", "mean", "istd"], axis=-1, epsilon=1e-5),
+        h.make_node("MatMul", ["ln", "wq"], ["q0"]),
+        h.make_node("MatMul", ["ln", "wk"], ["k0"]),
+        h.make_node("MatMul", ["ln", "wv"], ["v0"]),
+        h.make_node("Reshape", ["q0", "hs"], ["q1"]),
+        h.make_node("Reshape", ["k0", "hs"], ["k1"]),
+        h.make_node("Reshape", ["v0", "hs"], ["v1"]),
+        h.make_node("Transpose", ["q1"], ["q"], perm=[0, 2, 1, 3]),
+        h.make_node("Transpose", ["k1"], ["kt"], perm=[0, 2, 3, 1]),
+        h.make_node("Transpose", ["v1"], ["v"], perm=[0, 2, 1, 3]),
+        h.make_node("MatMul", ["q", "kt"], ["sc0"]),
+        h.make_node("Div", ["sc0", "sq"], ["sc1"]),
+        h.make_node("Add", ["sc1", "mask"], ["sc"]),
+        h.make_node("Softmax", ["sc"], ["p"], axis=-1),
+        h.make_node("MatMul", ["p", "v"], ["c0"]),
+        h.make_node("Transpose", ["c0"], ["c1"], perm=[0, 2, 1, 3]),
+        h.make_node("Reshape", ["c1", "bsd"], ["c"]),
+        h.make_node("Div", ["c", "rt2"], ["e0"]),
+        h.make_node("Erf", ["e0"], ["e1"]),
+        h.make_node("Add", ["e1", "one"], ["e2"]),
+        h.make_node("Mul", ["c", "e2"], ["e3"]),
+        h.make_node("Mul", ["e3", "half"], ["gelu"]),
+        h.make_node("Equal", ["ids", "zero"], ["iszero"]),
+        h.make_node("Unsqueeze", ["iszero", "ax2"], ["iz3"]),
+        h.make_node("Where", ["iz3", "zf", "gelu"], ["y"]),
+    ]
+    ids = i64(101, 7, 9, 0, 0, 101, 3, 4, 5, 0).reshape(B, S)
+    case("bert_block", nodes, [("x", rn(B, S, D)), ("ids", ids)], [("y", F), ("mean", F), ("istd", F)],
+         [("neg", f32(-1e4)), ("ax12", i64(1, 2)), ("g", rn(D)), ("be", rn(D)), ("wq", rn(D, D)), ("wk", rn(D, D)),
+          ("wv", rn(D, D)), ("hs", i64(B, S, H, D // H)), ("sq", f32(2.0)), ("bsd", i64(B, S, D)),
+          ("rt2", f32(np.sqrt(2.0))), ("one", f32(1.0)), ("half", f32(0.5)), ("zero", np.array(0, dtype=np.int64)),
+          ("ax2", i64(2)), ("zf", f32(0.0))], opset=17)
+    x = rn(3, 7) * 3
+    case("gelu20", [h.make_node("Gelu", ["x"], ["a"]), h.make_node("Gelu", ["x"], ["b"], approximate="tanh")],
+         [("x", x)], [("a", F), ("b", F)], opset=20)
+    case("einsum_f32", [h.make_node("Einsum", ["q", "k"], ["y"], equation="bhid,bhjd->bhij"),
+                        h.make_node("Einsum", ["q"], ["t"], equation="bhid->bd")],
+         [("q", rn(2, 3, 4, 5)), ("k", rn(2, 3, 6, 5))], [("y", F), ("t", F)])
+    xi = r.integers(-5, 6, size=(3, 4)).astype(np.int32)
+    case("int_reduce_mod_prelu", [
+        h.make_node("ReduceSum", ["xi", "ax1"], ["s"], keepdims=0),
+        h.make_node("ReduceProd", ["xl"], ["p"], axes=[0]),
+        h.make_node("ReduceMax", ["xi"], ["m"], axes=[1]),
+        h.make_node("Mod", ["xl", "dl"], ["md"]),
+        h.make_node("Mod", ["xl", "dl"], ["mf"], fmod=1),
+        h.make_node("PRelu", ["xf", "slope"], ["pr"]),
+    ], [("xi", xi), ("xl", xi.astype(np.int64)), ("xf", rn(2, 3, 2, 2))],
+        [("s", TP.INT32), ("p", TP.INT64), ("m", TP.INT32), ("md", TP.INT64), ("mf", TP.INT64), ("pr", F)],
+        [("ax1", i64(1)), ("dl", i64(3, -3, 4, -2)), ("slope", rn(3, 1, 1))])
+
+
+GROUPS = {"conv": conv_cases, "linalg": linalg_cases, "nn": nn_cases, "shape": shape_cases,
+          "resnet_block": resnet_block, "issue18": issue18_cases}
+
 if __name__ == "__main__":
-    shutil.rmtree(ROOT, ignore_errors=True)
-    conv_cases()
-    linalg_cases()
-    nn_cases()
-    shape_cases()
-    resnet_block()
+    import sys
+    names = sys.argv[1:] or list(GROUPS)
+    if not sys.argv[1:]:
+        shutil.rmtree(ROOT, ignore_errors=True)
+    for n in names:
+        GROUPS[n]()
     print("wrote", sorted(os.listdir(ROOT)))

@@ -10,13 +10,13 @@ use std::time::Instant;
 /// The pipeline run when `--passes` is not given and calibration data is (pruning
 /// reconstructs each layer from that data; `bias-correct` checks itself on held-out
 /// calibration samples and undoes itself when it does not help).
-pub const DEFAULT_PIPELINE: &str = "fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct";
+pub const DEFAULT_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct";
 /// The default pipeline when only a calibration cache is given (no data to reconstruct from).
-pub const DEFAULT_PIPELINE_CACHE: &str = "fold-bn,cleanup,prune-2of4,calibrate,insert-qdq";
+pub const DEFAULT_PIPELINE_CACHE: &str = "upgrade-opset,fold-bn,cleanup,prune-2of4,calibrate,insert-qdq";
 /// The default pipeline with `--dense` (and calibration data).
-pub const DENSE_PIPELINE: &str = "fold-bn,cleanup,calibrate,insert-qdq,bias-correct";
+pub const DENSE_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,calibrate,insert-qdq,bias-correct";
 /// `--dense` with only a calibration cache.
-pub const DENSE_PIPELINE_CACHE: &str = "fold-bn,cleanup,calibrate,insert-qdq";
+pub const DENSE_PIPELINE_CACHE: &str = "upgrade-opset,fold-bn,cleanup,calibrate,insert-qdq";
 
 const ABOUT: &str = "Compile a trained ONNX model into a sparse (2:4) INT8 model for NVIDIA TensorRT.";
 
@@ -24,6 +24,7 @@ const LONG_ABOUT: &str = "\
 Compile a trained ONNX model into a sparse (2:4) INT8 model for NVIDIA TensorRT.
 
 sparseqc imports the model into an IR and runs a pipeline of passes over it:
+  upgrade-opset  rewrite an opset 7-12 model to opset 13 (same function)
   fold-bn      fold BatchNormalization into the preceding Conv/ConvTranspose/Gemm/MatMul
   cleanup      Constant nodes to initializers, constant folding, dead code, Identity removal
   prune-2of4   zero 2 of every 4 weights along the input channels (TensorRT's sparse rule),
@@ -63,6 +64,17 @@ Examples:
 
   # List passes and their options
   sparseqc passes
+
+  # A QAT model (Q/DQ from pytorch-quantization/ModelOpt, 2:4 from ASP): no calibration data;
+  # scales and weights kept, Q/DQ placement checked against TensorRT's rules
+  sparseqc qat.onnx -o qat.trt.onnx --fix-qdq insert --emit network qat.network
+
+  # trtexec/ModelOpt vocabulary
+  sparseqc model.onnx -o m.int8.onnx --calib images/ --preprocess imagenet --int8 \
+      --calibration-method entropy --exclude-nodes '/stem/Conv' --exclude-op-types Gemm \
+      --per-channel --weights int8 --shapes 'input:1x3x224x224' -v --log-file build.log
+  sparseqc model.onnx -o m.plan --calib images/ --preprocess imagenet \
+      --minShapes input:1x3x224x224 --optShapes input:8x3x224x224 --maxShapes input:32x3x224x224
 
 Exit status: 0 success, 1 bad input (the message names file, node and tensor), 2 bad usage.";
 
@@ -115,7 +127,9 @@ pub struct InspectArgs {
     /// Check every weight against TensorRT's 2:4 rule along the right axis.
     #[arg(long)]
     pub sparsity: bool,
-    /// Exit non-zero if any layer matching PATTERN (e.g. 'layer*|op:Gemm') is not 2:4.
+    /// Exit 1 if a layer matching PATTERN (e.g. 'layer*|op:Gemm') is not 2:4. Layers that can never be
+    /// 2:4 (grouped/depthwise conv, input channels not a multiple of 4) are skipped with a note;
+    /// a pattern that matches no layer is an error (exit 2).
     #[arg(long, value_name = "PATTERN")]
     pub require_2of4: Option<String>,
     /// Print JSON instead of a table.
@@ -152,7 +166,7 @@ pub struct CompileArgs {
     #[arg(short = 'o', long = "output", required = true, value_name = "OUT")]
     pub output: Option<PathBuf>,
     /// The pass pipeline, e.g. 'fold-bn,prune-2of4{min-channels=64},calibrate{method=entropy},insert-qdq'.
-    /// `none` runs no pass. Default: fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct
+    /// `none` runs no pass. Default: upgrade-opset,fold-bn,cleanup,prune-2of4{method=obs},calibrate,insert-qdq,bias-correct
     /// (magnitude pruning when only --calib-cache is given; no pruning with --dense).
     #[arg(long, value_name = "PIPELINE")]
     pub passes: Option<String>,
@@ -217,10 +231,58 @@ pub struct CompileArgs {
     /// Keep calibration annotations in the output ONNX (as graph metadata).
     #[arg(long)]
     pub keep_annotations: bool,
-    /// No progress bars or summary.
-    #[arg(short, long)]
+    /// Less output, repeatable: -q no progress or summary (warnings stay), -qq errors only.
+    #[arg(short = 'q', long = "quiet", action = clap::ArgAction::Count)]
+    pub quiet_level: u8,
+    /// Set from -q (no progress bars or summary).
+    #[arg(skip)]
     pub quiet: bool,
-    /// TensorRT input shapes for `.plan`: 'input:1x3x224x224' or 'input:1x3x224x224,8x3x224x224,32x3x224x224' (min,opt,max).
+    /// More output, repeatable: -v every pass's per-layer decisions, -vv also the pass timing table.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Also write everything printed to stderr to FILE (progress then goes as lines), e.g. --log-file build.log.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// trtexec's/ModelOpt's name for calibrate's method: max (= minmax), entropy, percentile, mse, auto;
+    /// e.g. --calibration-method entropy (= --passes '...,calibrate{method=entropy},...').
+    #[arg(long, value_name = "METHOD")]
+    pub calibration_method: Option<String>,
+    /// Layers kept float and dense (name globs, comma-separated, repeatable), e.g. --exclude-nodes '/stem/Conv,head*'.
+    #[arg(long, value_name = "NAMES")]
+    pub exclude_nodes: Vec<String>,
+    /// Op types kept float and dense (comma-separated, repeatable), e.g. --exclude-op-types Gemm,MatMul.
+    #[arg(long, value_name = "OPS")]
+    pub exclude_op_types: Vec<String>,
+    /// Weights quantized per output channel (the default; TensorRT's recommendation), e.g. --per-channel.
+    #[arg(long)]
+    pub per_channel: bool,
+    /// Weights quantized with one scale per tensor (coarser, usually less accurate), e.g. --per-tensor.
+    #[arg(long)]
+    pub per_tensor: bool,
+    /// How weights are stored: qdq (default) keeps FP32 weights behind Q->DQ (what TensorRT and
+    /// onnxruntime read everywhere; 2:4 zeros visible as float); int8 stores INT8 initializers
+    /// feeding DequantizeLinear: the same dequantized values and outputs, a file about 4x smaller,
+    /// but the float weights are gone (no re-calibration or re-pruning from that file). E.g. --weights int8.
+    #[arg(long, value_name = "qdq|int8")]
+    pub weights: Option<String>,
+    /// For models that come with Q/DQ (QAT): fix TensorRT placement violations. insert: add only
+    /// Q/DQ whose scale the model already determines; remove: make offending layers float. E.g. --fix-qdq insert.
+    #[arg(long, value_name = "insert|remove")]
+    pub fix_qdq: Option<String>,
+    /// Accepted for trtexec habits; changes nothing (the output is INT8 through its Q/DQ nodes). E.g. --int8.
+    #[arg(long)]
+    pub int8: bool,
+    /// trtexec's minimum shapes of the optimization profile, e.g. --minShapes input:1x3x224x224.
+    #[arg(long = "minShapes", value_name = "SPEC")]
+    pub min_shapes: Option<String>,
+    /// trtexec's optimum shapes, e.g. --optShapes input:8x3x224x224 (min and max default to it).
+    #[arg(long = "optShapes", value_name = "SPEC")]
+    pub opt_shapes: Option<String>,
+    /// trtexec's maximum shapes, e.g. --maxShapes input:32x3x224x224.
+    #[arg(long = "maxShapes", value_name = "SPEC")]
+    pub max_shapes: Option<String>,
+    /// TensorRT input shapes for `.plan`: 'input:1x3x224x224' or 'input:1x3x224x224,8x3x224x224,32x3x224x224' (min,opt,max);
+    /// several inputs with ';' or, as trtexec, with ',': 'a:1x3x32x32,b:1x3'.
     #[arg(long, value_name = "SPEC")]
     pub shapes: Option<String>,
     /// TensorRT major version the plan targets (10 or 11).
@@ -268,7 +330,7 @@ fn out(text: &str) {
 /// Entry point: returns the process exit status.
 pub fn main() -> i32 {
     crate::util::tune_allocator();
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -280,9 +342,9 @@ pub fn main() -> i32 {
         Some(Command::Print(a)) => cmd_print(&a),
         Some(Command::Inspect(a)) => cmd_inspect(&a),
         Some(Command::Passes(a)) => cmd_passes(&a),
-        None => cmd_compile(&cli.compile),
+        None => crate::vocab::prepare(&mut cli.compile).and_then(|_| cmd_compile(&cli.compile)),
     };
-    match res {
+    let code = match res {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -291,7 +353,9 @@ pub fn main() -> i32 {
                 _ => 1,
             }
         }
-    }
+    };
+    crate::vocab::finish();
+    code
 }
 
 fn cmd_print(a: &PrintArgs) -> Result<i32> {
@@ -326,7 +390,11 @@ fn cmd_inspect(a: &InspectArgs) -> Result<i32> {
         out(&crate::inspect::format_report(&report, a.sparsity || a.require_2of4.is_some()));
     }
     if let Some(pat) = &a.require_2of4 {
-        let failing = crate::inspect::require_2of4(&report, &crate::pass::Pattern::parse(pat));
+        let req = crate::inspect::require_2of4(&report, &crate::pass::Pattern::parse(pat)).map_err(|e| e.context(format!("'{pat}'")))?;
+        for (layer, why) in &req.skipped {
+            eprintln!("note: --require-2of4 skips '{layer}': it can never be 2:4 ({why})");
+        }
+        let failing = req.failing;
         if !failing.is_empty() {
             eprintln!("error: {} layer(s) matching '{pat}' do not follow the 2:4 pattern: {}", failing.len(), failing.join(", "));
             return Ok(1);
@@ -361,7 +429,9 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
 
     let pipeline_text = match &a.passes {
         Some(p) => p.clone(),
-        None => {
+        None => match crate::vocab::pipeline_for_input(&model_path, a)? {
+            Some(p) => p,
+            None => {
             if a.calib.is_none() && a.calib_cache.is_none() {
                 return Err(Error::usage(
                     "INT8 needs calibration data: give --calib DIR (images, .npy or .npz; with --preprocess for images) \
@@ -378,7 +448,8 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
             } else {
                 DEFAULT_PIPELINE_CACHE.to_string()
             }
-        }
+            }
+        },
     };
     let reg = registry_with_plugins(&a.plugins)?;
     let mut entries = parse_pipeline(&pipeline_text)?;
@@ -396,7 +467,7 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         }
     }
     if let Some(b) = &a.accuracy_budget {
-        crate::passes::budget::Budget::parse(b)?;
+        crate::passes::prune::budget::Budget::parse(b)?;
         let mut found = false;
         for e in entries.iter_mut().filter(|e| e.name == "prune-2of4") {
             e.options.values.entry("budget".into()).or_insert_with(|| b.to_string());
@@ -406,7 +477,9 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
             return Err(Error::usage("--accuracy-budget applies to prune-2of4, which the pipeline does not run"));
         }
     }
+    crate::vocab::apply_to_pipeline(&mut entries, a)?;
     let passes = entries.iter().map(|e| reg.create(e)).collect::<Result<Vec<_>>>()?;
+    crate::vocab::check_print_ir_after(&a.print_ir_after, &passes.iter().map(|p| p.name().to_string()).collect::<Vec<_>>())?;
     if let Some(c) = &a.calib {
         if !c.exists() {
             return Err(Error::user(format!("calibration data '{}' does not exist", c.display())));
@@ -419,6 +492,14 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     }
 
     let (mut model, loaded) = load_model(&model_path, &a.load)?;
+    // what can be known to fail, before any pass that costs time, all at once
+    let preflight = crate::preflight::Plan {
+        upgrades_opset: entries.iter().any(|e| e.name == crate::passes::upgrade_opset::NAME),
+        calib: a.calib.as_deref(),
+        preprocess: a.preprocess.as_deref(),
+        limit: a.calib_limit,
+    };
+    crate::preflight::check(&model, &preflight).map_err(|e| e.context(model_path.display().to_string()))?;
     if plan || a.emit.len() == 2 {
         crate::backend::check_input_shapes(&model, a)?;
     }
@@ -452,14 +533,14 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
             verify_each: a.verify_each,
             print_ir_after_all: a.print_ir_after_all,
             print_ir_after: a.print_ir_after.clone(),
-            time_passes: a.time_passes,
+            time_passes: a.time_passes || a.verbose >= 2,
         },
     );
     let original = if a.calib.is_some() && !a.no_fidelity_check { Some(model.clone()) } else { None };
     let reports = pm.run(&mut model, &mut ctx)?;
     // not fatal: the model is compiled; a check that cannot run is reported and skipped
     let fidelity = match &original {
-        Some(o) => match fidelity_check(o, &model, &ctx) {
+        Some(o) => match crate::measure::fidelity::check(o, &model, &ctx) {
             Ok(f) => Some(f),
             Err(e) => {
                 if !a.quiet {
@@ -478,7 +559,11 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         written = format!("{} ({} bytes, {} network layers)", out.display(), s.bytes, s.layers);
         trt_summary = Some(s.to_json());
     } else {
-        let proto = if a.keep_annotations { crate::ir::export::export_with_annotations(&model)? } else { crate::ir::export::export(&model)? };
+        let mut proto = if a.keep_annotations { crate::ir::export::export_with_annotations(&model)? } else { crate::ir::export::export(&model)? };
+        if !entries.is_empty() {
+            // `--passes none` stays the byte-identical round trip
+            crate::vocab::stamp(&mut proto, &crate::vocab::command_line());
+        }
         let opts = crate::onnx::SaveOptions {
             external: match a.external_data {
                 ExternalArg::Auto => crate::onnx::ExternalPolicy::Auto,
@@ -506,6 +591,7 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         }
         write_report(r, &model_path, &out, &reports, extra, t0.elapsed().as_secs_f64())?;
     }
+    crate::vocab::print_report_details(&reports, 1 + a.verbose as i32 - a.quiet_level as i32);
     if !a.quiet {
         print_summary(&reports, &written, a.report.as_deref(), t0.elapsed().as_secs_f64());
         if let Ok(line) = layer_summary(&model) {
@@ -522,44 +608,6 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// How closely the compiled model reproduces the input model on calibration samples.
-pub struct Fidelity {
-    pub samples: usize,
-    pub sqnr_db: f64,
-    /// Top-1 agreement (argmax of the single output), when the model has one output.
-    pub agreement: Option<f64>,
-}
-
-impl Fidelity {
-    fn line(&self) -> String {
-        match self.agreement {
-            Some(ag) => format!(
-                "fidelity: output SQNR {:.1} dB, top-1 agreement with the input model {:.1} % ({} calibration samples)",
-                self.sqnr_db,
-                100.0 * ag,
-                self.samples
-            ),
-            None => format!("fidelity: output SQNR {:.1} dB ({} calibration samples)", self.sqnr_db, self.samples),
-        }
-    }
-    fn is_poor(&self) -> bool {
-        self.sqnr_db < 10.0 || self.agreement.map(|a| a < 0.8).unwrap_or(false)
-    }
-    fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({"samples": self.samples, "output_sqnr_db": self.sqnr_db, "top1_agreement": self.agreement})
-    }
-}
-
-/// Runs `original` and `compiled` on the first 8 calibration samples.
-fn fidelity_check(original: &Model, compiled: &Model, ctx: &PassContext) -> Result<Fidelity> {
-    let samples = crate::passes::obs::load_samples(original, ctx, 8)?;
-    let r = crate::passes::calibrate::outputs_of(original, &samples)?;
-    let f = crate::passes::calibrate::fidelity(&r, &crate::passes::calibrate::outputs_of(compiled, &samples)?);
-    // top-1 agreement only means something for a single output
-    let agreement = (original.graph.outputs.len() == 1 && compiled.graph.outputs.len() == 1).then_some(f.agreement);
-    Ok(Fidelity { samples: samples.len(), sqnr_db: f.sqnr_db, agreement })
 }
 
 /// `layers: 18 sparse 2:4, 20 INT8, 1 float (of 21 Conv/Gemm/MatMul)`

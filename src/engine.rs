@@ -21,6 +21,12 @@ pub struct ModelSession {
     pub folded: HashSet<ValueId>,
 }
 
+/// Element types of graph inputs that are fed as f32 and cast to their type in the
+/// program (int64, int32, bool, uint8, float16, double): calibration samples hold f32
+/// values, which carry every value of these types that the sample readers accept exactly
+/// (integers up to 2^24, checked when the arrays are read).
+const FED_AS_F32: &[i32] = &[7, 6, 9, 2, 10, 11];
+
 /// Ops evaluated once at session build when all their inputs are constant.
 const FOLDABLE: &[&str] = &["QuantizeLinear", "DequantizeLinear", "Identity", "Cast", "Transpose"];
 
@@ -89,6 +95,20 @@ impl ModelSession {
             if let Some(t) = &val.constant {
                 // an input with a default initializer: feed the default
                 p.add_constant(ids[v], crate::exec::Tensor::from_proto(&t.proto)?);
+            } else if let Some(to) = val.ty.as_ref().map(|t| t.elem).filter(|e| FED_AS_F32.contains(e)) {
+                // calibration samples carry f32 values (integers exactly, see calib::npy);
+                // the model reads its declared type
+                let raw = p.add_value(&format!("{}#fed", val.name));
+                p.add_input(raw);
+                p.add_node(ExecNode {
+                    name: format!("{}#to_{}", val.name, crate::ir::tensor::dtype_name(to)),
+                    op_type: "Cast".into(),
+                    domain: String::new(),
+                    inputs: vec![Some(raw)],
+                    outputs: vec![Some(ids[v])],
+                    attrs: vec![crate::ir::attr_int("to", to as i64)],
+                });
+                inputs.push((val.name.clone(), raw));
             } else {
                 p.add_input(ids[v]);
                 inputs.push((val.name.clone(), ids[v]));
@@ -136,6 +156,10 @@ pub fn tensor_to_ir(t: &crate::exec::Tensor) -> Result<Tensor> {
                 raw_data: Some(bytes::Bytes::from(match other {
                     Data::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
                     Data::U8(v) => v.to_vec(),
+                    Data::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    Data::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    Data::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    Data::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
                     Data::Bool(v) => v.iter().map(|b| *b as u8).collect(),
                     _ => return Err(Error::internal("unhandled tensor type")),
                 })),

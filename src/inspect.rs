@@ -64,16 +64,11 @@ pub fn find_weight(g: &Graph, node: NodeId, slot: usize) -> Option<(ValueId, Opt
 /// the second-to-last axis). `transposed` tells that a Transpose sits between.
 pub fn sparsity_axis(g: &Graph, node: NodeId, slot: usize, rank: usize, perm: Option<&[i64]>) -> Option<usize> {
     let n = g.node(node)?;
+    use crate::sparsity::{reduction_axis, WeightedKind};
     let axis = match (n.op_type.as_str(), slot) {
-        ("Conv", 1) if n.attr_i("group").unwrap_or(1) == 1 && rank >= 3 => 1,
-        ("Gemm", 1) if rank == 2 => {
-            if n.attr_i("transB").unwrap_or(0) != 0 {
-                1
-            } else {
-                0
-            }
-        }
-        ("MatMul", 1) if rank >= 2 => rank - 2,
+        ("Conv", 1) => reduction_axis(WeightedKind::Conv { group: n.attr_i("group").unwrap_or(1) }, rank)?,
+        ("Gemm", 1) if rank == 2 => reduction_axis(WeightedKind::MatMulB { transposed: n.attr_i("transB").unwrap_or(0) != 0 }, rank)?,
+        ("MatMul", 1) => reduction_axis(WeightedKind::MatMulB { transposed: false }, rank)?,
         _ => return None,
     };
     match perm {
@@ -81,6 +76,22 @@ pub fn sparsity_axis(g: &Graph, node: NodeId, slot: usize, rank: usize, perm: Op
         Some(p) if !p.is_empty() => p.get(axis).map(|&a| a as usize),
         _ => Some(axis),
     }
+}
+
+/// `Some(true)` when the layer's constant weight is 2:4 along TensorRT's axis (every group
+/// of 4 input channels has at least 2 zeros), `Some(false)` when it is not, None when the
+/// layer has no such axis (grouped conv, channels not a multiple of 4, no constant weight).
+pub fn weight_is_2of4(g: &Graph, id: NodeId) -> Result<Option<bool>> {
+    let Some((w, perm)) = find_weight(g, id, 1) else { return Ok(None) };
+    let Some(t) = g.constant(w) else { return Ok(None) };
+    let shape = t.shape();
+    let Some(axis) = sparsity_axis(g, id, 1, shape.len(), perm.as_deref()) else { return Ok(None) };
+    if shape.get(axis).map(|c| c % 4 != 0).unwrap_or(true) {
+        return Ok(None);
+    }
+    let Ok(vals) = t.to_f32() else { return Ok(None) };
+    let layout = crate::sparsity::GroupLayout::new(&shape, axis)?;
+    Ok(Some(crate::sparsity::check_2of4(&vals, &layout)?.ok))
 }
 
 pub fn inspect(model: &Model) -> Result<InspectReport> {
@@ -128,15 +139,18 @@ pub fn inspect(model: &Model) -> Result<InspectReport> {
             }
             Some(ax) => {
                 let shape: Vec<usize> = t.shape();
-                if shape[ax] % 4 != 0 {
-                    info.note = format!("axis {ax} length {} is not a multiple of 4", shape[ax]);
-                } else if let Ok(vals) = t.to_f32() {
-                    let c = crate::sparsity::GroupLayout::new(&shape, ax).and_then(|l| crate::sparsity::check_2of4(&vals, &l))?;
-                    info.groups = c.groups;
-                    info.violations = c.violating_groups;
-                    info.sparse_2of4 = Some(c.ok);
-                } else {
-                    info.note = "weight data not readable as float".into();
+                match (crate::sparsity::GroupLayout::try_new(&shape, ax), t.to_f32()) {
+                    (Err(crate::sparsity::Ineligible::NotMultipleOf4 { len }), _) => {
+                        info.note = format!("axis {ax} length {len} is not a multiple of 4")
+                    }
+                    (Err(why), _) => info.note = format!("axis {ax}: {why}"),
+                    (Ok(l), Ok(vals)) => {
+                        let c = crate::sparsity::check_2of4(&vals, &l)?;
+                        info.groups = c.groups;
+                        info.violations = c.violating_groups;
+                        info.sparse_2of4 = Some(c.ok);
+                    }
+                    (Ok(_), Err(_)) => info.note = "weight data not readable as float".into(),
                 }
             }
         }
@@ -196,13 +210,41 @@ pub fn format_report(r: &InspectReport, sparsity_only: bool) -> String {
     s
 }
 
-/// Layers matching `pat` that are not 2:4 (or cannot be).
-pub fn require_2of4(r: &InspectReport, pat: &Pattern) -> Vec<String> {
-    r.weights
-        .iter()
-        .filter(|w| !w.layer.is_empty() && pat.matches_any(&w.layer, &w.op))
-        .filter(|w| w.sparse_2of4 != Some(true))
-        .map(|w| w.layer.clone())
-        .collect()
+/// What `--require-2of4 PATTERN` found.
+#[derive(Debug, Clone, Default)]
+pub struct Require2of4 {
+    /// Layers matching the pattern that could be 2:4 and are not.
+    pub failing: Vec<String>,
+    /// Layers matching the pattern that can never be 2:4 (grouped/depthwise conv, an axis
+    /// that is not a multiple of 4, no 2:4 axis), with the reason; not held against the model.
+    pub skipped: Vec<(String, String)>,
+    /// Layers matching the pattern that were checked.
+    pub checked: usize,
 }
 
+/// Checks the layers matching `pat`. A pattern that matches no layer is a usage error (a
+/// typo in a CI guard must not pass).
+pub fn require_2of4(r: &InspectReport, pat: &Pattern) -> crate::error::Result<Require2of4> {
+    let mut out = Require2of4::default();
+    let mut matched = 0;
+    for w in r.weights.iter().filter(|w| !w.layer.is_empty() && pat.matches_any(&w.layer, &w.op)) {
+        matched += 1;
+        match w.sparse_2of4 {
+            Some(true) => out.checked += 1,
+            Some(false) => {
+                out.checked += 1;
+                out.failing.push(w.layer.clone());
+            }
+            None => out.skipped.push((w.layer.clone(), if w.note.is_empty() { "no 2:4 axis".to_string() } else { w.note.clone() })),
+        }
+    }
+    if matched == 0 {
+        let layers: Vec<&str> = r.weights.iter().filter(|w| !w.layer.is_empty()).map(|w| w.layer.as_str()).take(8).collect();
+        return Err(crate::error::Error::usage(format!(
+            "--require-2of4: the pattern matches no layer with a constant weight (layers: {}{})",
+            if layers.is_empty() { "none".to_string() } else { layers.join(", ") },
+            if r.weights.iter().filter(|w| !w.layer.is_empty()).count() > 8 { ", ..." } else { "" }
+        )));
+    }
+    Ok(out)
+}

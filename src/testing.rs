@@ -27,7 +27,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::ir::{Dim, Graph, Model, NodeId, Tensor, ValueId};
+use crate::ir::{Dim, Graph, Model, NodeId, Tensor};
 use crate::pass::{parse_pipeline, PassContext, PassManager, PassReport, Pattern, Registry, RunOptions, KEEP_FLOAT};
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -578,9 +578,9 @@ fn layers(g: &Graph, layers: &str, ops: &[&str]) -> Result<Vec<NodeId>> {
 /// Checks TensorRT's 2:4 structured-sparsity rule on the weights of the selected layers:
 /// in every group of 4 consecutive input channels (for each output channel and kernel
 /// position of a K×C×R×S Conv weight; along axis 0 of a Gemm B, axis 1 with transB=1;
-/// along the rows of a MatMul B) at most 2 values are non-zero. A last group shorter
-/// than 4 (channels not a multiple of 4) is held to the same limit, as TensorRT pads it
-/// with zeros. Weights are followed through DequantizeLinear, QuantizeLinear, Cast,
+/// along the rows of a MatMul B) at most 2 values are non-zero (`sparsity::check_2of4`, the
+/// one implementation). A weight whose axis length is not a multiple of 4 is a violation:
+/// it is not eligible for TensorRT's sparse kernels (`sparsity::Ineligible`). Weights are followed through DequantizeLinear, QuantizeLinear, Cast,
 /// Identity and Transpose. A selected layer without a constant weight, or a grouped
 /// Conv, is a violation (TensorRT has no sparse kernel for it).
 pub fn check_2of4(model: &Model, layer_pattern: &str) -> Result<Vec<Violation>> {
@@ -610,44 +610,28 @@ pub fn check_2of4(model: &Model, layer_pattern: &str) -> Result<Vec<Violation>> 
                 continue;
             }
         };
-        let (groups, bad, first) = groups_2of4(&vals, &shape, axis);
-        if bad > 0 {
-            let (at, nz) = first.unwrap_or_default();
+        let layout = match crate::sparsity::GroupLayout::try_new(&shape, axis) {
+            Ok(l) => l,
+            Err(why) => {
+                out.push(viol(format!("weight '{}' {:?}: {why}: not eligible for TensorRT's 2:4 kernels", g.name_of(w), shape)));
+                continue;
+            }
+        };
+        let c = crate::sparsity::check_2of4(&vals, &layout)?;
+        if !c.ok {
+            let at = c.first_violation.unwrap_or_default();
+            let nz = layout.groups().find(|grp| grp[0] == at).map(|grp| grp.iter().filter(|&&i| vals[i] != 0.0).count()).unwrap_or(0);
             out.push(viol(format!(
-                "weight '{}' {:?}: {bad} of {groups} groups of 4 along axis {axis} have more than 2 non-zeros \
+                "weight '{}' {:?}: {} of {} groups of 4 along axis {axis} have more than 2 non-zeros \
                  (first at flat index {at}: {nz} non-zeros)",
                 g.name_of(w),
-                shape
+                shape,
+                c.violating_groups,
+                c.groups
             )));
         }
     }
     Ok(out)
-}
-
-/// Counts groups of 4 along `axis` and those with more than 2 non-zeros; returns also
-/// the first bad group's starting flat index and its non-zero count.
-fn groups_2of4(vals: &[f32], shape: &[usize], axis: usize) -> (usize, usize, Option<(usize, usize)>) {
-    let len = shape[axis];
-    let inner: usize = shape[axis + 1..].iter().product();
-    let outer: usize = shape[..axis].iter().product();
-    let (mut groups, mut bad, mut first) = (0, 0, None);
-    for o in 0..outer {
-        for i in 0..inner {
-            let mut c = 0;
-            while c < len {
-                let end = (c + 4).min(len);
-                let start = (o * len + c) * inner + i;
-                let nz = (c..end).filter(|&k| vals.get((o * len + k) * inner + i).is_some_and(|v| *v != 0.0)).count();
-                groups += 1;
-                if nz > 2 {
-                    bad += 1;
-                    first.get_or_insert((start, nz));
-                }
-                c = end;
-            }
-        }
-    }
-    (groups, bad, first)
 }
 
 /// Panics listing every layer matched by `layer_pattern` whose weight breaks the 2:4 rule
@@ -659,21 +643,10 @@ pub fn assert_2of4(model: &Model, layer_pattern: &str) {
     }
 }
 
-/// The axis of a weight that holds the output channels, where a per-channel scale must
-/// run: Conv 0, ConvTranspose 1, Gemm B 1 (0 with transB=1), MatMul B the last.
-fn output_channel_axis(op: &str, trans_b: bool, rank: usize) -> Option<usize> {
-    match op {
-        "Conv" => Some(0),
-        "ConvTranspose" => Some(1),
-        "Gemm" => Some(if trans_b { 0 } else { 1 }),
-        "MatMul" if rank >= 1 => Some(rank - 1),
-        _ => None,
-    }
-}
-
 /// Checks TensorRT's Q/DQ placement on the selected layers (Conv, ConvTranspose, Gemm,
 /// MatMul; nodes annotated [`KEEP_FLOAT`] = `true` are skipped):
-/// - the data input (0) and the weight (1) each come from a DequantizeLinear;
+/// - the data input (0) and the weight (1) each come from a DequantizeLinear; a MatMul
+///   whose operands are both activations (attention) may instead keep both float;
 /// - every zero point on the way (that DequantizeLinear's, and the QuantizeLinear's
 ///   feeding it) is present where ONNX would default to uint8, is int8, and is all 0;
 /// - activations are quantized per tensor (one scale);
@@ -688,109 +661,12 @@ pub fn check_qdq(model: &Model, layer_pattern: &str) -> Result<Vec<Violation>> {
         if n.annotation(KEEP_FLOAT) == Some("true") {
             continue;
         }
-        let mut msgs = Vec::new();
-        for slot in [0usize, 1] {
-            let role = if slot == 0 { "data input" } else { "weight" };
-            let Some(v) = n.inputs.get(slot).copied().flatten() else {
-                msgs.push(format!("has no {role}"));
-                continue;
-            };
-            let Some((dq_id, dq)) = g.producer_node(v).filter(|(_, p)| p.op_type == "DequantizeLinear") else {
-                let from = match (g.producer_node(v), g.value(v).map(|x| x.producer)) {
-                    (Some((_, p)), _) => format!("it comes from {}", p.describe()),
-                    (None, Some(crate::ir::Producer::GraphInput)) => "it is a graph input".to_string(),
-                    (None, Some(crate::ir::Producer::Initializer)) => "it is a float constant".to_string(),
-                    _ => "it has no producer".to_string(),
-                };
-                msgs.push(format!("{role} '{}' does not come from a DequantizeLinear ({from})", g.name_of(v)));
-                continue;
-            };
-            check_zero_point(g, dq_id, role, &mut msgs);
-            // the quantized tensor: a constant (weights) or a QuantizeLinear (activations)
-            let x = dq.inputs.first().copied().flatten();
-            if let Some((q_id, q)) = x.and_then(|x| g.producer_node(x)).filter(|(_, p)| p.op_type == "QuantizeLinear") {
-                check_zero_point(g, q_id, role, &mut msgs);
-                let _ = q;
-            }
-            let scale = dq.inputs.get(1).copied().flatten().and_then(|s| g.constant_value(s));
-            let scale_len = scale.as_ref().and_then(|s| s.numel().ok()).unwrap_or(1);
-            if slot == 0 {
-                if scale_len > 1 {
-                    msgs.push(format!("data input '{}' is quantized per channel; TensorRT needs one scale per activation tensor", g.name_of(v)));
-                }
-                continue;
-            }
-            if scale_len > 1 {
-                let weight_rank = x
-                    .and_then(|x| crate::inspect::find_weight(g, dq_id, 0).map(|(w, _)| w).or(Some(x)))
-                    .and_then(|w| g.constant(w).map(|t| t.dims().to_vec()).or_else(|| g.value(w).and_then(|v| v.ty.as_ref()?.static_dims())));
-                let Some(dims) = weight_rank else {
-                    msgs.push("per-channel weight of unknown shape".into());
-                    continue;
-                };
-                let rank = dims.len();
-                let axis = dq.attr_i("axis").unwrap_or(1);
-                let axis = if axis < 0 { axis + rank as i64 } else { axis };
-                let want = output_channel_axis(&n.op_type, n.attr_i("transB").unwrap_or(0) != 0, rank);
-                match want {
-                    Some(w) if axis != w as i64 => msgs.push(format!(
-                        "weight scale runs along axis {axis}, but the output channels of a {} weight {:?} are on axis {w}",
-                        n.op_type, dims
-                    )),
-                    Some(w) if dims.get(w).copied() != Some(scale_len as i64) => msgs.push(format!(
-                        "weight scale has {scale_len} values for {} output channels",
-                        dims.get(w).copied().unwrap_or(0)
-                    )),
-                    _ => {}
-                }
-            }
-        }
+        let msgs = crate::qdq::layer_violations(g, id)?;
         for m in msgs {
             out.push(Violation { node: n.name.clone(), op: n.op_type.clone(), message: m });
         }
     }
     Ok(out)
-}
-
-/// Zero-point rules for one QuantizeLinear/DequantizeLinear.
-fn check_zero_point(g: &Graph, id: NodeId, role: &str, msgs: &mut Vec<String>) {
-    let Some(n) = g.node(id) else { return };
-    let zp: Option<ValueId> = n.inputs.get(2).copied().flatten();
-    match zp {
-        None => {
-            // DequantizeLinear takes its type from x; QuantizeLinear defaults to uint8
-            // unless output_dtype says otherwise (opset 21).
-            if n.op_type == "QuantizeLinear" && n.attr_i("output_dtype").unwrap_or(0) != 3 {
-                msgs.push(format!("{role}: {} has no zero point, so it yields uint8; TensorRT needs int8 with zero point 0", n.describe()));
-            }
-            if n.op_type == "DequantizeLinear" {
-                let x = n.inputs.first().copied().flatten();
-                let xt = x.and_then(|x| g.constant(x).map(|t| t.dtype()).or_else(|| g.value(x)?.ty.as_ref().map(|t| t.elem)));
-                if let Some(dt) = xt {
-                    if dt != 3 && dt != 0 {
-                        msgs.push(format!("{role}: {} dequantizes {}; TensorRT needs int8", n.describe(), crate::ir::tensor::dtype_name(dt)));
-                    }
-                }
-            }
-        }
-        Some(z) => match g.constant_value(z) {
-            None => msgs.push(format!("{role}: the zero point of {} is not a constant", n.describe())),
-            Some(t) => {
-                if t.dtype() != 3 {
-                    msgs.push(format!(
-                        "{role}: the zero point of {} is {}; TensorRT needs int8",
-                        n.describe(),
-                        crate::ir::tensor::dtype_name(t.dtype())
-                    ));
-                }
-                match t.to_i64() {
-                    Ok(v) if v.iter().all(|x| *x == 0) => {}
-                    Ok(_) => msgs.push(format!("{role}: the zero point of {} is not 0", n.describe())),
-                    Err(e) => msgs.push(format!("{role}: the zero point of {}: {}", n.describe(), e.message)),
-                }
-            }
-        },
-    }
 }
 
 /// Panics listing every Q/DQ placement rule broken on the layers matched by
@@ -807,20 +683,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn groups_along_axis() {
-        // 2 x 8, axis 1: row 0 fine, row 1 second group has 3 non-zeros
-        let v = [1., 0., 1., 0., 0., 1., 1., 0., 1., 1., 0., 0., 1., 1., 1., 0.];
-        let (groups, bad, first) = groups_2of4(&v, &[2, 8], 1);
-        assert_eq!((groups, bad, first), (4, 1, Some((12, 3))));
-        // same data seen as 8 x 2, axis 0: columns of 8 → 2 groups each
-        let (groups, bad, _) = groups_2of4(&v, &[8, 2], 0);
-        assert_eq!(groups, 4);
-        assert!(bad >= 1);
-        // a short last group (6 channels) counts too
-        let (groups, bad, _) = groups_2of4(&[0., 0., 0., 0., 1., 1.], &[6], 0);
-        assert_eq!((groups, bad), (2, 0));
-        let (_, bad, _) = groups_2of4(&[0., 0., 0., 1., 1., 1.], &[1, 6], 1);
-        assert_eq!(bad, 0);
+    fn check_2of4_uses_the_one_rule_and_refuses_a_short_last_group() {
+        let text = |w: &str, c: usize| {
+            format!(
+                "<\n  ir_version: 8,\n  opset_import: [\"\" : 13]\n>\ng (float[1,{c},1,1] x) => (float[1,2,1,1] y)\n<\n  float[2,{c},1,1] w = [{w}]\n>\n{{\n  [conv] y = Conv (x, w)\n}}\n"
+            )
+        };
+        // 2 x 8: row 0 fine, row 1's second group has 3 non-zeros (flat index 12)
+        let m = crate::text::parse(&text("1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0", 8)).unwrap();
+        let v = check_2of4(&m, "").unwrap();
+        assert_eq!(v.len(), 1);
+        assert!(v[0].message.contains("1 of 4 groups") && v[0].message.contains("first at flat index 12: 3 non-zeros"), "{}", v[0].message);
+        // 6 channels: a short last group is not eligible, whatever its zeros
+        let m = crate::text::parse(&text("0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0", 6)).unwrap();
+        let v = check_2of4(&m, "").unwrap();
+        assert_eq!(v.len(), 1);
+        assert!(v[0].message.contains("axis length 6 not a multiple of 4"), "{}", v[0].message);
     }
 
     /// Returns fixed outputs: model 0 gets `a`, model 1 gets `b`.

@@ -53,3 +53,104 @@ pub fn tune_allocator() {
         }
     }
 }
+
+/// Quotes a string the way the text form and the IR's annotations do: `"` and `\\` escaped,
+/// newline, tab and carriage return as `\\n`, `\\t`, `\\r`, other control characters as `\\u{..}`.
+pub fn quote(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\t' => o.push_str("\\t"),
+            '\r' => o.push_str("\\r"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{{{:x}}}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// ONNX's `auto_pad` attribute of Conv, ConvTranspose and the pools: the one reading of it
+/// that the interpreter, shape inference, the TensorRT lowering and the passes share.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AutoPad {
+    /// `NOTSET` (or empty): the explicit `pads`.
+    NotSet,
+    /// `SAME_UPPER`: output size `ceil(in / stride)`, the odd padding at the end.
+    SameUpper,
+    /// `SAME_LOWER`: output size `ceil(in / stride)`, the odd padding at the beginning.
+    SameLower,
+    /// `VALID`: no padding.
+    Valid,
+}
+
+impl AutoPad {
+    /// The attribute's value (`None` for a value ONNX does not define; callers name the node).
+    pub fn parse(s: &str) -> Option<AutoPad> {
+        Some(match s {
+            "NOTSET" | "" => AutoPad::NotSet,
+            "SAME_UPPER" => AutoPad::SameUpper,
+            "SAME_LOWER" => AutoPad::SameLower,
+            "VALID" => AutoPad::Valid,
+            _ => return None,
+        })
+    }
+
+    /// Whether this is `SAME_UPPER` or `SAME_LOWER`.
+    pub fn is_same(self) -> bool {
+        matches!(self, AutoPad::SameUpper | AutoPad::SameLower)
+    }
+
+    /// Splits a total padding into (begin, end): `SAME_LOWER` puts the odd one at the
+    /// beginning, every other mode at the end (`total / 2` truncates toward zero, so a
+    /// negative total, a ConvTranspose `output_shape` larger than the full output, splits
+    /// the same way onnxruntime does).
+    pub fn split(self, total: i64) -> (i64, i64) {
+        let small = total / 2;
+        if self == AutoPad::SameLower {
+            (total - small, small)
+        } else {
+            (small, total - small)
+        }
+    }
+
+    /// SAME padding of a convolution or pooling window along one spatial axis: the output
+    /// size `ceil(input / stride)` and the (begin, end) padding that gives it, for a kernel of
+    /// effective extent `extent` = `dilation · (kernel − 1) + 1`. `self` must be SAME_*.
+    pub fn same_pads(self, input: i64, extent: i64, stride: i64) -> (i64, i64, i64) {
+        let stride = stride.max(1);
+        let out = input.max(0).saturating_add(stride - 1) / stride;
+        let total = (out.max(1) - 1).saturating_mul(stride).saturating_add(extent).saturating_sub(input).max(0);
+        let (b, e) = self.split(total);
+        (b, e, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_pads_follow_onnx() {
+        // in 5, kernel 3, stride 2: out 3, total (3-1)*2+3-5 = 2
+        assert_eq!(AutoPad::SameUpper.same_pads(5, 3, 2), (1, 1, 3));
+        // in 6, kernel 3, stride 2: out 3, total 1: odd one at the end (upper) or beginning (lower)
+        assert_eq!(AutoPad::SameUpper.same_pads(6, 3, 2), (0, 1, 3));
+        assert_eq!(AutoPad::SameLower.same_pads(6, 3, 2), (1, 0, 3));
+        // dilation 2 on a 3-tap kernel: extent 5, stride 1: total 4
+        assert_eq!(AutoPad::SameLower.same_pads(7, 5, 1), (2, 2, 7));
+        // a kernel smaller than the stride needs no padding
+        assert_eq!(AutoPad::SameUpper.same_pads(8, 1, 2), (0, 0, 4));
+        assert_eq!(AutoPad::SameLower.split(-3), (-2, -1));
+        assert_eq!(AutoPad::parse("SAME_LOWER"), Some(AutoPad::SameLower));
+        assert_eq!(AutoPad::parse(""), Some(AutoPad::NotSet));
+        assert_eq!(AutoPad::parse("same"), None);
+    }
+}

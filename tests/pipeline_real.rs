@@ -384,7 +384,7 @@ fn damp_auto_keeps_the_dampening_with_the_least_held_out_error() {
             .iter()
             .map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap()))
             .collect();
-        assert_eq!(scores.iter().map(|s| s.0).collect::<Vec<_>>(), sparseqc::passes::obs::DAMP_GRID.to_vec());
+        assert_eq!(scores.iter().map(|s| s.0).collect::<Vec<_>>(), sparseqc::passes::prune::obs::DAMP_GRID.to_vec());
         let best = scores.iter().min_by(|a, b| a.1.partial_cmp(&b.1).unwrap()).unwrap().0;
         assert_eq!(it.details["damp"].as_f64().unwrap(), best, "{}", it.node);
     }

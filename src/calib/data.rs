@@ -215,6 +215,50 @@ fn check_dims(name: &str, model: &[Option<usize>], data: &[Option<usize>]) -> Re
     Ok(())
 }
 
+/// The numpy dtype name that feeds an ONNX element type exactly.
+pub fn numpy_name(elem: i32) -> Option<&'static str> {
+    Some(match elem {
+        1 => "float32",
+        11 => "float64",
+        7 => "int64",
+        6 => "int32",
+        2 => "uint8",
+        9 => "bool",
+        10 => "float16",
+        _ => return None,
+    })
+}
+
+/// Array dtypes against the inputs' declared element types (images feed float inputs).
+pub fn check_dtypes(source: &dyn CalibSource, inputs: &[(ModelInput, i32)]) -> Result<()> {
+    let mut bad = Vec::new();
+    for s in source.inputs() {
+        let Some(((name, _), elem)) = inputs.iter().find(|((n, _), _)| n == &s.name) else { continue };
+        let image = s.dtype == "uint8" && source.describe().starts_with("image folder");
+        let want = numpy_name(*elem);
+        let ok = match want {
+            None => *elem == 0,
+            Some(w) => w == s.dtype || (image && matches!(*elem, 1 | 10 | 11)),
+        };
+        if !ok {
+            bad.push(format!(
+                "array '{}' is {} but model input '{name}' is {}",
+                s.name,
+                s.dtype,
+                want.unwrap_or(crate::ir::tensor::dtype_name(*elem))
+            ));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(Error::user(format!(
+        "{}: {} (save the arrays with the input's dtype, e.g. arr.astype(np.int64))",
+        source.describe(),
+        bad.join("; ")
+    )))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Preprocessing spec
 

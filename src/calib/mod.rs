@@ -51,7 +51,7 @@ pub mod stats;
 
 pub use cache::{default_header, CalibEntry, CalibTable};
 pub use data::{
-    open_source, samples, validate, CalibSource, ChannelOrder, ImageFolder, InputTensor, Layout,
+    check_dtypes, numpy_name, open_source, samples, validate, CalibSource, ChannelOrder, ImageFolder, InputTensor, Layout,
     ModelInput, NpySource, Preprocess, Resize, PRESETS, Sample, SourceInput, SourceOptions,
 };
 pub use methods::{compute_amax, Calibration, Method};

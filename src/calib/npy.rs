@@ -30,6 +30,10 @@ pub enum Dtype {
     I32,
     /// `|u1`
     U8,
+    /// `|b1` (masks)
+    Bool,
+    /// `<f2`
+    F16,
 }
 
 impl Dtype {
@@ -38,7 +42,8 @@ impl Dtype {
         match self {
             Dtype::F32 | Dtype::I32 => 4,
             Dtype::F64 | Dtype::I64 => 8,
-            Dtype::U8 => 1,
+            Dtype::U8 | Dtype::Bool => 1,
+            Dtype::F16 => 2,
         }
     }
 
@@ -50,6 +55,8 @@ impl Dtype {
             Dtype::I64 => "int64",
             Dtype::I32 => "int32",
             Dtype::U8 => "uint8",
+            Dtype::Bool => "bool",
+            Dtype::F16 => "float16",
         }
     }
 
@@ -66,9 +73,11 @@ impl Dtype {
             "i8" => Dtype::I64,
             "i4" => Dtype::I32,
             "u1" => Dtype::U8,
+            "b1" => Dtype::Bool,
+            "f2" => Dtype::F16,
             _ => {
                 return Err(Error::user(format!(
-                    "unsupported dtype '{d}' (supported: float32, float64, int64, int32, uint8)"
+                    "unsupported dtype '{d}' (supported: float32, float64, float16, int64, int32, uint8, bool)"
                 )))
             }
         };
@@ -108,6 +117,19 @@ impl Dtype {
                     .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32),
             ),
             Dtype::U8 => out.extend(bytes.iter().map(|&b| b as f32)),
+            Dtype::Bool => out.extend(bytes.iter().map(|&b| (b != 0) as u8 as f32)),
+            Dtype::F16 => out.extend(bytes.chunks_exact(2).map(|b| crate::ir::tensor::f16_to_f32(u16::from_le_bytes([b[0], b[1]])))),
+        }
+    }
+
+    /// Integers of this type beyond 2^24 in magnitude: f32, which carries calibration
+    /// samples, holds every integer up to there exactly and not all beyond.
+    fn first_inexact(self, bytes: &[u8]) -> Option<i64> {
+        const EXACT: i64 = 1 << 24;
+        match self {
+            Dtype::I64 => bytes.chunks_exact(8).map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])).find(|v| v.abs() > EXACT),
+            Dtype::I32 => bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64).find(|v| v.abs() > EXACT),
+            _ => None,
         }
     }
 }
@@ -461,6 +483,12 @@ impl NpyArray {
                 self.data_offset + (start * row_bytes) as u64,
             ))?;
             f.read_exact(&mut buf)?;
+        }
+        if let Some(v) = self.dtype.first_inexact(&buf) {
+            return Err(Error::user(format!(
+                "{} array holds {v}: integer samples are carried exactly up to 16777216 (2^24) in magnitude",
+                self.dtype.name()
+            )));
         }
         let mut out = Vec::with_capacity(self.row_len() * count);
         self.dtype.convert(&buf, &mut out);

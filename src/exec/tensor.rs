@@ -18,6 +18,10 @@ pub enum DType {
     U8 = 2,
     /// Signed byte (ONNX INT8 = 3).
     I8 = 3,
+    /// 16-bit unsigned integer (ONNX UINT16 = 4).
+    U16 = 4,
+    /// 16-bit signed integer (ONNX INT16 = 5).
+    I16 = 5,
     /// 32-bit signed integer (ONNX INT32 = 6).
     I32 = 6,
     /// 64-bit signed integer (ONNX INT64 = 7).
@@ -26,6 +30,10 @@ pub enum DType {
     Bool = 9,
     /// 64-bit float (ONNX DOUBLE = 11).
     F64 = 11,
+    /// 32-bit unsigned integer (ONNX UINT32 = 12).
+    U32 = 12,
+    /// 64-bit unsigned integer (ONNX UINT64 = 13).
+    U64 = 13,
 }
 
 impl DType {
@@ -35,6 +43,10 @@ impl DType {
             1 => DType::F32,
             2 => DType::U8,
             3 => DType::I8,
+            4 => DType::U16,
+            5 => DType::I16,
+            12 => DType::U32,
+            13 => DType::U64,
             6 => DType::I32,
             7 => DType::I64,
             9 => DType::Bool,
@@ -42,7 +54,7 @@ impl DType {
             other => {
                 return Err(Error::user(format!(
                     "tensor element type {} ({other}) is not supported by the reference interpreter \
-                     (supported: float, double, int64, int32, int8, uint8, bool)",
+                     (supported: float, double, int64, int32, int16, int8, uint64, uint32, uint16, uint8, bool)",
                     onnx_type_name(other)
                 )))
             }
@@ -57,8 +69,9 @@ impl DType {
     /// Size of one element in bytes.
     pub fn size(self) -> usize {
         match self {
-            DType::F32 | DType::I32 => 4,
-            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::U16 | DType::I16 => 2,
             DType::U8 | DType::I8 | DType::Bool => 1,
         }
     }
@@ -73,6 +86,10 @@ impl fmt::Display for DType {
             DType::I32 => "int32",
             DType::I8 => "int8",
             DType::U8 => "uint8",
+            DType::I16 => "int16",
+            DType::U16 => "uint16",
+            DType::U32 => "uint32",
+            DType::U64 => "uint64",
             DType::Bool => "bool",
         };
         f.write_str(s)
@@ -98,6 +115,14 @@ pub enum Data {
     I8(Arc<Vec<i8>>),
     /// uint8 elements.
     U8(Arc<Vec<u8>>),
+    /// int16 elements.
+    I16(Arc<Vec<i16>>),
+    /// uint16 elements.
+    U16(Arc<Vec<u16>>),
+    /// uint32 elements.
+    U32(Arc<Vec<u32>>),
+    /// uint64 elements.
+    U64(Arc<Vec<u64>>),
     /// bool elements.
     Bool(Arc<Vec<bool>>),
 }
@@ -142,6 +167,10 @@ impl_elem!(i64, I64);
 impl_elem!(i32, I32);
 impl_elem!(i8, I8);
 impl_elem!(u8, U8);
+impl_elem!(i16, I16);
+impl_elem!(u16, U16);
+impl_elem!(u32, U32);
+impl_elem!(u64, U64);
 impl_elem!(bool, Bool);
 
 /// A dense row-major tensor.
@@ -221,6 +250,10 @@ impl Tensor {
             Data::I32(_) => DType::I32,
             Data::I8(_) => DType::I8,
             Data::U8(_) => DType::U8,
+            Data::I16(_) => DType::I16,
+            Data::U16(_) => DType::U16,
+            Data::U32(_) => DType::U32,
+            Data::U64(_) => DType::U64,
             Data::Bool(_) => DType::Bool,
         }
     }
@@ -309,6 +342,10 @@ impl Tensor {
             Data::I32(v) => v.iter().map(|&x| x as f64).collect(),
             Data::I8(v) => v.iter().map(|&x| x as f64).collect(),
             Data::U8(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::I16(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::U16(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::U32(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::U64(v) => v.iter().map(|&x| x as f64).collect(),
             Data::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
         }
     }
@@ -320,6 +357,11 @@ impl Tensor {
             Data::I32(v) => v.iter().map(|&x| x as i64).collect(),
             Data::I8(v) => v.iter().map(|&x| x as i64).collect(),
             Data::U8(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::I16(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::U16(v) => v.iter().map(|&x| x as i64).collect(),
+            Data::U32(v) => v.iter().map(|&x| x as i64).collect(),
+            // values above i64::MAX wrap (they are never valid shapes or indices)
+            Data::U64(v) => v.iter().map(|&x| x as i64).collect(),
             Data::Bool(v) => v.iter().map(|&x| x as i64).collect(),
             Data::F32(_) | Data::F64(_) => {
                 return Err(Error::user(format!("expected an integer tensor, got {}", self.dtype())))
@@ -339,6 +381,10 @@ impl Tensor {
             (Data::I32(a), Data::I32(b)) => a == b,
             (Data::I8(a), Data::I8(b)) => a == b,
             (Data::U8(a), Data::U8(b)) => a == b,
+            (Data::I16(a), Data::I16(b)) => a == b,
+            (Data::U16(a), Data::U16(b)) => a == b,
+            (Data::U32(a), Data::U32(b)) => a == b,
+            (Data::U64(a), Data::U64(b)) => a == b,
             (Data::Bool(a), Data::Bool(b)) => a == b,
             _ => false,
         }
@@ -466,6 +512,13 @@ fn decode_proto(t: &TensorProto) -> Result<Tensor> {
             ),
             DType::I8 => Tensor::from_vec(shape, r.iter().map(|&b| b as i8).collect()),
             DType::U8 => Tensor::from_vec(shape, r.to_vec()),
+            DType::I16 => Tensor::from_vec(shape, r.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect()),
+            DType::U16 => Tensor::from_vec(shape, r.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()),
+            DType::U32 => Tensor::from_vec(shape, r.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
+            DType::U64 => Tensor::from_vec(
+                shape,
+                r.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+            ),
             DType::Bool => Tensor::from_vec(shape, r.iter().map(|&b| b != 0).collect()),
         });
     }
@@ -503,6 +556,22 @@ fn decode_proto(t: &TensorProto) -> Result<Tensor> {
         DType::Bool => {
             check(t.int32_data.len(), "int32_data")?;
             Tensor::from_vec(shape.clone(), t.int32_data.iter().map(|&x| x != 0).collect())
+        }
+        DType::I16 => {
+            check(t.int32_data.len(), "int32_data")?;
+            Tensor::from_vec(shape.clone(), t.int32_data.iter().map(|&x| x as i16).collect())
+        }
+        DType::U16 => {
+            check(t.int32_data.len(), "int32_data")?;
+            Tensor::from_vec(shape.clone(), t.int32_data.iter().map(|&x| x as u16).collect())
+        }
+        DType::U32 => {
+            check(t.uint64_data.len(), "uint64_data")?;
+            Tensor::from_vec(shape.clone(), t.uint64_data.iter().map(|&x| x as u32).collect())
+        }
+        DType::U64 => {
+            check(t.uint64_data.len(), "uint64_data")?;
+            Tensor::from_vec(shape.clone(), t.uint64_data.clone())
         }
     })
 }

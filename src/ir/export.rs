@@ -96,7 +96,7 @@ pub fn export_with_annotations(model: &Model) -> Result<ModelProto> {
     if let Some(gp) = proto.graph.as_mut() {
         for (k, v) in entries {
             gp.metadata_props.push(crate::proto::StringStringEntryProto {
-                key: Some(format!("{}{k}", crate::text::QUANT_KEY_PREFIX)),
+                key: Some(format!("{}{k}", super::QUANT_KEY_PREFIX)),
                 value: Some(v),
             });
         }

@@ -10,7 +10,7 @@ pub fn import(mut proto: ModelProto) -> Result<Model> {
     let gp = proto.graph.take().ok_or_else(|| Error::user("the model has no graph"))?;
     let mut graph = import_graph(gp)?;
     // calibration annotations carried as graph metadata (text form, --keep-annotations)
-    let prefix = crate::text::QUANT_KEY_PREFIX;
+    let prefix = super::QUANT_KEY_PREFIX;
     let (quant, other): (Vec<_>, Vec<_>) =
         std::mem::take(&mut graph.rest.metadata_props).into_iter().partition(|m| m.key().starts_with(prefix));
     graph.rest.metadata_props = other;
@@ -40,6 +40,15 @@ fn import_graph(mut gp: GraphProto) -> Result<Graph> {
         let v = g.value_mut(id).expect("just added");
         v.producer = Producer::GraphInput;
         v.ty = vi.r#type.as_ref().and_then(ValueType::from_proto);
+        // a graph input declared with a 0 dim (some exporters' "dynamic") is fed with data
+        // that fixes it: dynamic, like -1 and symbolic dims
+        if let Some(shape) = v.ty.as_mut().and_then(|t| t.shape.as_mut()) {
+            for d in shape.iter_mut() {
+                if *d == Dim::Known(0) {
+                    *d = Dim::Unknown;
+                }
+            }
+        }
         g.inputs.push(id);
         g.input_info.push(vi);
     }

@@ -19,6 +19,7 @@
 //! values they reference are recorded as implicit inputs of their node so they are
 //! never removed as dead.
 
+pub mod edit;
 pub mod export;
 pub mod import;
 pub mod shape;
@@ -26,6 +27,9 @@ pub mod tensor;
 pub mod verify;
 
 pub use tensor::Tensor;
+
+/// Prefix of graph metadata keys that carry calibration annotations through ONNX.
+pub const QUANT_KEY_PREFIX: &str = "sparseqc.quant/";
 
 use crate::error::{Error, Result};
 use crate::proto::{AttributeProto, GraphProto, ModelProto, NodeProto, TypeProto, ValueInfoProto};
@@ -105,7 +109,7 @@ impl QuantInfo {
             "amax = {:?}, scale = {:?}, method = {}, clipped = {:.6}",
             self.amax,
             self.scale,
-            crate::text::quote_str(&self.method),
+            crate::util::quote(&self.method),
             self.clipped
         )
     }
@@ -798,6 +802,8 @@ impl ValueType {
                     s.dim
                         .iter()
                         .map(|d| match &d.value {
+                            // exporters write -1 for a dynamic dim
+                            Some(DV::DimValue(v)) if *v < 0 => Dim::Unknown,
                             Some(DV::DimValue(v)) => Dim::Known(*v),
                             Some(DV::DimParam(p)) => Dim::Param(p.clone()),
                             None => Dim::Unknown,

@@ -68,7 +68,7 @@ fn spatial(n: &Node, x: &[Dim], kernel: &[i64], lead: Vec<Dim>) -> Option<Vec<Di
     let strides = n.attr_ints("strides").map(|s| s.to_vec()).unwrap_or(vec![1; sp]);
     let dil = n.attr_ints("dilations").map(|s| s.to_vec()).unwrap_or(vec![1; sp]);
     let pads = n.attr_ints("pads").map(|s| s.to_vec()).unwrap_or(vec![0; 2 * sp]);
-    let auto = n.attr_s("auto_pad").unwrap_or_else(|| "NOTSET".into());
+    let auto = crate::util::AutoPad::parse(&n.attr_s("auto_pad").unwrap_or_default())?;
     let ceil = n.attr_i("ceil_mode").unwrap_or(0) != 0;
     if strides.len() != sp || dil.len() != sp || pads.len() != 2 * sp {
         return None;
@@ -82,9 +82,12 @@ fn spatial(n: &Node, x: &[Dim], kernel: &[i64], lead: Vec<Dim>) -> Option<Vec<Di
                 continue;
             }
         };
-        let o = match auto.as_str() {
-            "SAME_UPPER" | "SAME_LOWER" => (strides[i] >= 1).then(|| d.checked_add(strides[i] - 1).map(|v| v / strides[i])).flatten(),
-            "VALID" => window_out(d, kernel[i], strides[i], dil[i], 0, 0, ceil),
+        let o = match auto {
+            a if a.is_same() => {
+                let extent = kernel[i].checked_sub(1).and_then(|k| dil[i].checked_mul(k)).and_then(|e| e.checked_add(1));
+                extent.map(|e| a.same_pads(d, e, strides[i]).2)
+            }
+            crate::util::AutoPad::Valid => window_out(d, kernel[i], strides[i], dil[i], 0, 0, ceil),
             _ => window_out(d, kernel[i], strides[i], dil[i], pads[i], pads[i + sp], ceil),
         };
         out.push(o.map(Dim::Known).unwrap_or(Dim::Unknown));

@@ -39,10 +39,18 @@ impl PassManager {
             crate::ir::verify::verify(&model.graph).map_err(|e| e.context("verifying the input model"))?;
         }
         let mut reports = Vec::new();
-        for p in self.passes.iter_mut() {
+        // stderr not a terminal (CI logs): a line as each pass starts and ends, heartbeats between
+        let lines = crate::progress::lines_enabled(ctx.quiet);
+        let (since, total) = (Instant::now(), self.passes.len());
+        for (i, p) in self.passes.iter_mut().enumerate() {
             let name = p.name().to_string();
+            let line = lines.then(|| crate::progress::PassLine::start(&name, i + 1, total, since));
             let t0 = Instant::now();
-            let mut report = p.run(model, ctx).map_err(|e| e.context(format!("pass '{name}'")))?;
+            let res = p.run(model, ctx);
+            if let Some(l) = line {
+                l.done(since, res.as_ref().map(|r| r.summary.as_str()).unwrap_or(""), res.is_ok());
+            }
+            let mut report = res.map_err(|e| e.context(format!("pass '{name}'")))?;
             report.seconds = t0.elapsed().as_secs_f64();
             if report.pass.is_empty() {
                 report.pass = name.clone();

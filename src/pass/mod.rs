@@ -133,11 +133,11 @@ pub struct PassContext {
 /// the float model itself), which saves it 96 of its 224 model runs on the default pipelines.
 #[derive(Clone, Default)]
 pub struct RunCache {
-    pub(crate) float_obs: Option<std::sync::Arc<crate::passes::obs::FloatObs>>,
+    pub(crate) float_obs: Option<std::sync::Arc<crate::measure::FloatObs>>,
     /// The first calibration samples as decoded and preprocessed by `calibrate`, for the
     /// passes after it that take samples from the front (auto scoring, bias-correct, the
     /// fidelity check): JPEG decoding and resizing are not done twice.
-    pub(crate) samples: Option<std::sync::Arc<crate::passes::obs::SampleCache>>,
+    pub(crate) samples: Option<std::sync::Arc<crate::measure::SampleCache>>,
 }
 
 impl std::fmt::Debug for RunCache {

@@ -12,6 +12,59 @@
 
 use crate::error::{Error, Result};
 
+/// The 2:4 axis rule: the axis of a layer's weight along which TensorRT groups four
+/// consecutive elements (the reduction axis), by the kind of layer, or `None` where TensorRT
+/// has no sparse kernel. Conv `K×C×spatial…` (rank ≥ 3, `group` = 1): axis 1, the input
+/// channels. A matrix multiply's constant `B` (rank ≥ 2): its rows, axis `rank − 2`, or its
+/// last axis when TensorRT reads it transposed (a Gemm with `transB=1`, a MatrixMultiply with
+/// `kTRANSPOSE`). The one definition used by `prune-2of4`, `inspect`, the testing kit and the
+/// TensorRT lowering's check.
+pub fn reduction_axis(kind: WeightedKind, rank: usize) -> Option<usize> {
+    match kind {
+        WeightedKind::Conv { group: 1 } if rank >= 3 => Some(1),
+        WeightedKind::Conv { .. } => None,
+        WeightedKind::MatMulB { transposed } if rank >= 2 => Some(if transposed { rank - 1 } else { rank - 2 }),
+        WeightedKind::MatMulB { .. } => None,
+    }
+}
+
+/// The kinds of layer [`reduction_axis`] knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightedKind {
+    /// A convolution with `group` groups (TensorRT has no sparse grouped convolution).
+    Conv { group: i64 },
+    /// The constant `B` operand of a matrix multiply (ONNX MatMul, Gemm), `transposed` when
+    /// the layer reads it transposed (Gemm `transB=1`).
+    MatMulB { transposed: bool },
+}
+
+/// Why a weight has no 2:4 grouping (TensorRT considers no sparse kernel for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ineligible {
+    /// The axis is outside the tensor's rank.
+    AxisOutOfRange { axis: usize, rank: usize },
+    /// A dimension is 0.
+    Empty,
+    /// The axis length is not a multiple of 4. TensorRT's rule is stated for groups of four
+    /// consecutive input channels; a short last group has no defined pattern, and Polygraphy's
+    /// pruner and checker skip such weights (shared/docs/tensorrt-facts.md). Such a weight is
+    /// not eligible: never pruned, and reported as not 2:4 by every check.
+    NotMultipleOf4 { len: usize },
+    /// The element count overflows.
+    TooLarge,
+}
+
+impl std::fmt::Display for Ineligible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ineligible::AxisOutOfRange { axis, rank } => write!(f, "axis {axis} out of range for rank {rank}"),
+            Ineligible::Empty => f.write_str("empty tensor"),
+            Ineligible::NotMultipleOf4 { len } => write!(f, "axis length {len} not a multiple of 4"),
+            Ineligible::TooLarge => f.write_str("tensor too large"),
+        }
+    }
+}
+
 /// The 2:4 grouping of a row-major tensor: groups of 4 consecutive positions along `axis`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupLayout {
@@ -27,25 +80,33 @@ impl GroupLayout {
     /// Fails (user error) when `axis` is out of range, the tensor is empty, or the length of
     /// `axis` is not a multiple of 4 (such weights are not eligible for 2:4 sparsity).
     pub fn new(shape: &[usize], axis: usize) -> Result<Self> {
+        Self::try_new(shape, axis).map_err(|e| {
+            Error::user(match e {
+                Ineligible::AxisOutOfRange { .. } => {
+                    format!("2:4 grouping axis {axis} out of range for a tensor of rank {} (shape {shape:?})", shape.len())
+                }
+                Ineligible::Empty => format!("cannot group an empty tensor of shape {shape:?}"),
+                Ineligible::NotMultipleOf4 { len } => {
+                    format!("axis {axis} of shape {shape:?} has length {len}, not a multiple of 4: not eligible for 2:4 sparsity")
+                }
+                Ineligible::TooLarge => format!("tensor shape {shape:?} is too large"),
+            })
+        })
+    }
+
+    /// [`GroupLayout::new`], with the reason as a value: the one place that decides whether
+    /// a weight can be grouped 2:4 at all.
+    pub fn try_new(shape: &[usize], axis: usize) -> std::result::Result<Self, Ineligible> {
         if axis >= shape.len() {
-            return Err(Error::user(format!(
-                "2:4 grouping axis {axis} out of range for a tensor of rank {} (shape {shape:?})",
-                shape.len()
-            )));
+            return Err(Ineligible::AxisOutOfRange { axis, rank: shape.len() });
         }
         if shape.contains(&0) {
-            return Err(Error::user(format!("cannot group an empty tensor of shape {shape:?}")));
+            return Err(Ineligible::Empty);
         }
         if shape[axis] % 4 != 0 {
-            return Err(Error::user(format!(
-                "axis {axis} of shape {shape:?} has length {}, not a multiple of 4: not eligible for 2:4 sparsity",
-                shape[axis]
-            )));
+            return Err(Ineligible::NotMultipleOf4 { len: shape[axis] });
         }
-        shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| Error::user(format!("tensor shape {shape:?} is too large")))?;
+        shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or(Ineligible::TooLarge)?;
         Ok(GroupLayout { shape: shape.to_vec(), axis })
     }
 
@@ -56,7 +117,7 @@ impl GroupLayout {
                 "a Conv weight must have rank >= 3 (K x C x spatial...), got shape {shape:?}"
             )));
         }
-        Self::new(shape, 1)
+        Self::new(shape, reduction_axis(WeightedKind::Conv { group: 1 }, shape.len()).unwrap_or(1))
     }
 
     /// Constant `B` operand of a MatMul, shape `K×N`: groups along axis 0.
@@ -64,7 +125,7 @@ impl GroupLayout {
         if shape.len() != 2 {
             return Err(Error::user(format!("a MatMul weight must be 2-D, got shape {shape:?}")));
         }
-        Self::new(shape, 0)
+        Self::new(shape, reduction_axis(WeightedKind::MatMulB { transposed: false }, 2).unwrap_or(0))
     }
 
     /// `B` operand of a Gemm: `K×N` grouped along axis 0, or `N×K` (`transB=1`) along axis 1.
@@ -72,7 +133,7 @@ impl GroupLayout {
         if shape.len() != 2 {
             return Err(Error::user(format!("a Gemm weight must be 2-D, got shape {shape:?}")));
         }
-        Self::new(shape, if trans_b { 1 } else { 0 })
+        Self::new(shape, reduction_axis(WeightedKind::MatMulB { transposed: trans_b }, 2).unwrap_or(usize::from(trans_b)))
     }
 
     /// Number of elements of the tensor.
@@ -201,6 +262,22 @@ impl ExactSizeIterator for GroupIter {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_axis_rule_and_the_short_last_group() {
+        assert_eq!(reduction_axis(WeightedKind::Conv { group: 1 }, 4), Some(1));
+        assert_eq!(reduction_axis(WeightedKind::Conv { group: 1 }, 3), Some(1));
+        assert_eq!(reduction_axis(WeightedKind::Conv { group: 32 }, 4), None);
+        assert_eq!(reduction_axis(WeightedKind::MatMulB { transposed: false }, 2), Some(0));
+        assert_eq!(reduction_axis(WeightedKind::MatMulB { transposed: true }, 2), Some(1));
+        assert_eq!(reduction_axis(WeightedKind::MatMulB { transposed: false }, 3), Some(1));
+        assert_eq!(reduction_axis(WeightedKind::MatMulB { transposed: false }, 1), None);
+        // 6 input channels: no short last group is formed; the weight is not eligible
+        assert_eq!(GroupLayout::try_new(&[2, 6, 3, 3], 1), Err(Ineligible::NotMultipleOf4 { len: 6 }));
+        assert_eq!(Ineligible::NotMultipleOf4 { len: 6 }.to_string(), "axis length 6 not a multiple of 4");
+        assert!(GroupLayout::new(&[2, 6, 3, 3], 1).is_err());
+        assert_eq!(GroupLayout::try_new(&[2, 8, 3, 3], 1).map(|l| l.num_groups()), Ok(2 * 2 * 9));
+    }
 
     #[test]
     fn conv_groups_run_along_input_channels() {

@@ -101,19 +101,25 @@ pub struct CheckResult {
 /// zeros (`0.0` or `-0.0`; NaN is not zero). Fails when `w.len()` does not match.
 pub fn check_2of4(w: &[f32], layout: &GroupLayout) -> Result<CheckResult> {
     layout.check_len(w.len())?;
+    Ok(check_2of4_by(layout, |i| w[i] == 0.0))
+}
+
+/// TensorRT's 2:4 rule on a tensor of any element type, read through `is_zero(flat index)`
+/// (every index below `layout.numel()`): the one implementation of the check.
+pub fn check_2of4_by(layout: &GroupLayout, is_zero: impl Fn(usize) -> bool) -> CheckResult {
     let mut violating_groups = 0;
     let mut first_violation = None;
     let mut groups = 0;
     for grp in layout.groups() {
         groups += 1;
-        let z = grp.iter().filter(|&&i| w[i] == 0.0).count();
+        let z = grp.iter().filter(|&&i| is_zero(i)).count();
         if z < 2 {
             violating_groups += 1;
             first_violation.get_or_insert(grp[0]);
         }
     }
-    let zeros = w.iter().filter(|&&x| x == 0.0).count();
-    Ok(CheckResult { ok: violating_groups == 0, groups, violating_groups, first_violation, zeros })
+    let zeros = (0..layout.numel()).filter(|&i| is_zero(i)).count();
+    CheckResult { ok: violating_groups == 0, groups, violating_groups, first_violation, zeros }
 }
 
 #[cfg(test)]

@@ -17,9 +17,12 @@
 //! - Conv weight `K×C×spatial…`: axis 1 ([`GroupLayout::conv`]); 1-D and 3-D kernels too.
 //! - MatMul constant `B` (`K×N`): axis 0 ([`GroupLayout::matmul_b`]).
 //! - Gemm `B`: axis 0, or axis 1 when `transB=1` (`N×K`) ([`GroupLayout::gemm_b`]).
-//! - An axis whose length is not a multiple of 4 is not eligible ([`GroupLayout::new`]
-//!   fails); grouped/depthwise convolutions are not considered by TensorRT, so callers
-//!   skip them (their `C/groups` is often not a multiple of 4 anyway).
+//! - One definition of the axis: [`reduction_axis`]; one of eligibility: an axis whose
+//!   length is not a multiple of 4 is not eligible ([`GroupLayout::try_new`] says why), no
+//!   short last group is checked or pruned (Polygraphy skips such weights too); grouped and
+//!   depthwise convolutions are not considered by TensorRT ([`reduction_axis`] gives none).
+//! - One check: [`check_2of4_by`] (any element type through an is-zero test), used by the
+//!   testing kit, `inspect` and the TensorRT lowering's report.
 //!
 //! # Algorithms
 //! - [`mask`]: keep the two largest `|w|` of each group, ties to the lower index
@@ -46,8 +49,8 @@ pub mod obs;
 pub mod permute;
 
 
-pub use layout::{GroupIter, GroupLayout};
-pub use mask::{check_2of4, keep_two_of_four, prune_2of4_magnitude, retained_fraction_2of4, CheckResult, PruneStats};
+pub use layout::{reduction_axis, GroupIter, GroupLayout, Ineligible, WeightedKind};
+pub use mask::{check_2of4, check_2of4_by, keep_two_of_four, prune_2of4_magnitude, retained_fraction_2of4, CheckResult, PruneStats};
 pub use obs::{
     conv_weight_to_rows, im2col, layer_output_error, obs_prune_2of4, obs_prune_2of4_layout, rows_to_conv_weight,
     transpose, ConvGeometry, HessianAccumulator, ObsStats, Patches,

@@ -27,8 +27,7 @@ pub use parse::{parse, parse_model_proto, unquote_prefix};
 pub(crate) use parse::random_values;
 pub use print::{print, print_model_proto, PrintOptions};
 
-/// Prefix of graph metadata keys that carry calibration annotations through ONNX.
-pub const QUANT_KEY_PREFIX: &str = "sparseqc.quant/";
+pub use crate::ir::QUANT_KEY_PREFIX;
 
 /// Quotes a string the way the text form does.
 pub fn quote_str(s: &str) -> String {

@@ -105,25 +105,7 @@ pub(crate) fn name(s: &str) -> String {
     }
 }
 
-pub(crate) fn quote(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '\t' => o.push_str("\\t"),
-            '\r' => o.push_str("\\r"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{{{:x}}}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
+pub(crate) use crate::util::quote;
 
 fn quote_bytes(b: &[u8]) -> String {
     match std::str::from_utf8(b) {

@@ -19,6 +19,7 @@
 //! a DequantizeLinear becomes the layer's input 1 (TensorRT's Q/DQ convention), so the
 //! 2:4 zeros of the weight stay visible to TensorRT's sparsity check behind the Q/DQ pair.
 
+use crate::util::AutoPad;
 use std::collections::{HashMap, HashSet};
 
 use super::config::{BuildConfig, OptimizationProfile, TrtVersion};
@@ -982,13 +983,13 @@ impl<'a> Lowerer<'a> {
         let pads = get("pads", 0, 2 * sp, 0)?;
         let auto = n.attr_s("auto_pad").unwrap_or_else(|| "NOTSET".into());
         let (mut pre, mut post) = (pads[..sp].to_vec(), pads[sp..].to_vec());
-        match auto.as_str() {
-            "NOTSET" => {}
-            "VALID" => {
+        match AutoPad::parse(&auto) {
+            Some(AutoPad::NotSet) => {}
+            Some(AutoPad::Valid) => {
                 pre = vec![0; sp];
                 post = vec![0; sp];
             }
-            "SAME_UPPER" | "SAME_LOWER" => {
+            Some(mode @ (AutoPad::SameUpper | AutoPad::SameLower)) => {
                 for i in 0..sp {
                     let d = match x.get(2 + i) {
                         Some(D::K(d)) => *d,
@@ -1000,23 +1001,10 @@ impl<'a> Lowerer<'a> {
                             )))
                         }
                     };
-                    let out = d.saturating_add(strides[i] - 1) / strides[i];
-                    let total = (out - 1)
-                        .saturating_mul(strides[i])
-                        .saturating_add(extent(kernel[i], dil[i]))
-                        .saturating_sub(d)
-                        .max(0);
-                    let small = total / 2;
-                    if auto == "SAME_UPPER" {
-                        pre[i] = small;
-                        post[i] = total - small;
-                    } else {
-                        pre[i] = total - small;
-                        post[i] = small;
-                    }
+                    (pre[i], post[i], _) = mode.same_pads(d, extent(kernel[i], dil[i]), strides[i]);
                 }
             }
-            other => return Err(cx.err(format!("auto_pad='{other}' is not a valid value"))),
+            None => return Err(cx.err(format!("auto_pad='{auto}' is not a valid value"))),
         }
         Ok((strides, dil, pre, post))
     }
@@ -1226,13 +1214,13 @@ impl<'a> Lowerer<'a> {
         let pads = get("pads", 0, 2 * sp, 0)?;
         let (mut pre, mut post) = (pads[..sp].to_vec(), pads[sp..].to_vec());
         let auto = cx.n.attr_s("auto_pad").unwrap_or_else(|| "NOTSET".into());
-        match auto.as_str() {
-            "NOTSET" => {}
-            "VALID" => {
+        match AutoPad::parse(&auto) {
+            Some(AutoPad::NotSet) => {}
+            Some(AutoPad::Valid) => {
                 pre = vec![0; sp];
                 post = vec![0; sp];
             }
-            "SAME_UPPER" | "SAME_LOWER" => {
+            Some(mode @ (AutoPad::SameUpper | AutoPad::SameLower)) => {
                 for i in 0..sp {
                     let D::K(d) = x.dims[2 + i] else {
                         return Err(cx.err(format!(
@@ -1243,16 +1231,10 @@ impl<'a> Lowerer<'a> {
                     let total = deconv_full(d, strides[i], opad[i], ks[i], dil[i])
                         .saturating_sub(d.saturating_mul(strides[i]))
                         .max(0);
-                    if auto == "SAME_UPPER" {
-                        pre[i] = total / 2;
-                        post[i] = total - total / 2;
-                    } else {
-                        pre[i] = total - total / 2;
-                        post[i] = total / 2;
-                    }
+                    (pre[i], post[i]) = mode.split(total);
                 }
             }
-            other => return Err(cx.err(format!("auto_pad='{other}' is not a valid value"))),
+            None => return Err(cx.err(format!("auto_pad='{auto}' is not a valid value"))),
         }
         // TensorRT crops pre/post from the full output; output_padding adds at the end.
         let mut trt_post = Vec::with_capacity(sp);

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::sparsity::{check_2of4_by, reduction_axis, GroupLayout, WeightedKind};
+
 use super::network::{LayerId, LayerKind, MatrixOperation, Network, Weights};
 
 /// Result of a 2:4 check.
@@ -39,26 +41,12 @@ pub fn check_2to4(w: &Weights, shape: &[i64], axis: usize) -> Sparse24 {
     if total as usize != w.count() {
         return Sparse24::NotApplicable("shape mismatch".into());
     }
-    let len = shape[axis] as usize;
-    if len % 4 != 0 {
-        return Sparse24::NotApplicable(format!("axis length {len} not a multiple of 4"));
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    match GroupLayout::try_new(&dims, axis) {
+        Err(why) => Sparse24::NotApplicable(why.to_string()),
+        Ok(layout) if check_2of4_by(&layout, |i| w.is_zero(i)).ok => Sparse24::Yes,
+        Ok(_) => Sparse24::No,
     }
-    let outer: i64 = shape[..axis].iter().product();
-    let inner: i64 = shape[axis + 1..].iter().product();
-    let (outer, inner) = (outer as usize, inner as usize);
-    for o in 0..outer {
-        for i in 0..inner {
-            for g in 0..len / 4 {
-                let zeros = (0..4)
-                    .filter(|j| w.is_zero((o * len + g * 4 + j) * inner + i))
-                    .count();
-                if zeros < 2 {
-                    return Sparse24::No;
-                }
-            }
-        }
-    }
-    Sparse24::Yes
 }
 
 /// Where a weighted layer's kernel comes from.
@@ -128,7 +116,10 @@ pub fn kernel_info(net: &Network, id: LayerId) -> Option<KernelInfo<'_>> {
             } else {
                 match (weights, &shape) {
                     (Some(w), Some(s)) if s.len() == 2 + p.kernel_size.len() => {
-                        let r = check_2to4(w, s, 1);
+                        // the axis of an ungrouped conv; a grouped one is checked the same way
+                        // and then reported as not applicable
+                        let axis = reduction_axis(WeightedKind::Conv { group: 1 }, s.len()).unwrap_or(1);
+                        let r = check_2to4(w, s, axis);
                         if p.nb_groups > 1 && r == Sparse24::Yes {
                             Sparse24::NotApplicable(
                                 "grouped conv: TensorRT uses no sparse kernels".into(),
@@ -152,8 +143,13 @@ pub fn kernel_info(net: &Network, id: LayerId) -> Option<KernelInfo<'_>> {
             let (source, weights, shape) = const_of(1);
             let sparse = match (weights, &shape) {
                 (Some(w), Some(s)) if s.len() >= 2 => match op1 {
-                    MatrixOperation::None => check_2to4(w, s, s.len() - 2),
-                    MatrixOperation::Transpose => check_2to4(w, s, s.len() - 1),
+                    MatrixOperation::None | MatrixOperation::Transpose => {
+                        let transposed = *op1 == MatrixOperation::Transpose;
+                        match reduction_axis(WeightedKind::MatMulB { transposed }, s.len()) {
+                            Some(axis) => check_2to4(w, s, axis),
+                            None => Sparse24::NotApplicable("operand rank < 2".into()),
+                        }
+                    }
                     MatrixOperation::Vector => Sparse24::NotApplicable("vector operand".into()),
                 },
                 (Some(_), _) => Sparse24::NotApplicable("operand rank < 2".into()),

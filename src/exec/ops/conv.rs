@@ -15,23 +15,11 @@ use super::super::gemm::{gemm_rows, sgemm, Mat, PackedA};
 use super::super::tensor::{numel, pool, Tensor};
 use super::{input, opt_input, Attrs, Kernel, NodeCtx};
 
-/// ONNX `auto_pad`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum AutoPad {
-    NotSet,
-    SameUpper,
-    SameLower,
-    Valid,
-}
+pub(crate) use crate::util::AutoPad;
 
 pub(crate) fn parse_auto_pad(a: &Attrs) -> Result<AutoPad> {
-    Ok(match a.string("auto_pad", "NOTSET")?.as_str() {
-        "NOTSET" | "" => AutoPad::NotSet,
-        "SAME_UPPER" => AutoPad::SameUpper,
-        "SAME_LOWER" => AutoPad::SameLower,
-        "VALID" => AutoPad::Valid,
-        other => return Err(Error::user(format!("unknown auto_pad '{other}'"))),
-    })
+    let s = a.string("auto_pad", "NOTSET")?;
+    AutoPad::parse(&s).ok_or_else(|| Error::user(format!("unknown auto_pad '{s}'")))
 }
 
 /// Spatial attributes shared by Conv, ConvTranspose and the pools.
@@ -130,10 +118,8 @@ impl SpatialAttrs {
                     (0, 0, out)
                 }
                 AutoPad::SameUpper | AutoPad::SameLower => {
-                    let out = inp[i].div_ceil(s[i]);
-                    let total = ((out.max(1) - 1) * s[i] + ek).saturating_sub(inp[i]);
-                    let pb = if self.auto_pad == AutoPad::SameUpper { total / 2 } else { total - total / 2 };
-                    (pb, total - pb, out)
+                    let (pb, pe, out) = self.auto_pad.same_pads(inp[i] as i64, ek as i64, s[i] as i64);
+                    (pb as usize, pe as usize, out as usize)
                 }
             };
             g.inp[o + i] = inp[i];
@@ -870,13 +856,7 @@ impl Kernel for ConvTransposeKernel {
         for i in 0..sp {
             let ek = (k[i] - 1) * d[i] + 1;
             let full = (s[i] * (xs[2 + i] - 1) + op[i] + ek) as isize; // output size with no padding
-            let split = |total: isize| -> isize {
-                if self.attrs.auto_pad == AutoPad::SameLower {
-                    total - total / 2
-                } else {
-                    total / 2
-                }
-            };
+            let split = |total: isize| -> isize { self.attrs.auto_pad.split(total as i64).0 as isize };
             let (pb, out) = if let Some(os) = &self.output_shape {
                 if os.len() < sp {
                     return Err(Error::user(format!("output_shape {os:?} has fewer than {sp} entries")));

@@ -256,6 +256,9 @@ enum BinOp {
     GreaterOrEqual,
     And,
     Or,
+    /// fmod = 1: the remainder has the dividend's sign (C fmod); 0: the divisor's (Python).
+    Mod(bool),
+    PRelu,
 }
 
 struct BinaryKernel {
@@ -283,6 +286,14 @@ pub(crate) fn build_binary(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
         "Min" => (BinOp::Min, true, false),
         "Sum" => (BinOp::Add, true, false),
         "Mean" => (BinOp::Add, true, true),
+        "Mod" => {
+            let f = cx.attrs().int("fmod", 0)?;
+            if !matches!(f, 0 | 1) {
+                return Err(Error::user(format!("Mod attribute 'fmod' must be 0 or 1, got {f}")));
+            }
+            (BinOp::Mod(f == 1), false, false)
+        }
+        "PRelu" => (BinOp::PRelu, false, false),
         _ => return Err(Error::internal(format!("build_binary called for {op_type}"))),
     };
     if variadic {
@@ -305,6 +316,12 @@ fn apply_binary(op: BinOp, a: Tensor, b: Tensor) -> Result<Tensor> {
     use BinOp::*;
     let dt = a.dtype();
     if op == Pow {
+        let float = |d: DType| matches!(d, DType::F32 | DType::F64);
+        if !float(dt) && float(b.dtype()) {
+            // integer base, float exponent: computed in f64, truncated to the base's type
+            let y = apply_binary(Pow, cast(&a, DType::F64)?, cast(&b, DType::F64)?)?;
+            return cast(&y, dt);
+        }
         // exponent may be of another numeric type
         let bf = if b.dtype() == dt { b } else { cast(&b, dt)? };
         return match dt {
@@ -319,7 +336,7 @@ fn apply_binary(op: BinOp, a: Tensor, b: Tensor) -> Result<Tensor> {
         return Err(Error::user(format!("input types differ: {} and {}", dt, b.dtype())));
     }
     macro_rules! num {
-        ($t:ty, $div:expr) => {
+        ($t:ty, $div:expr, $mod:expr) => {
             match op {
                 Add => arith::<$t>(a, b, |x, y| x + y),
                 Sub => arith::<$t>(a, b, |x, y| x - y),
@@ -333,6 +350,8 @@ fn apply_binary(op: BinOp, a: Tensor, b: Tensor) -> Result<Tensor> {
                 LessOrEqual => broadcast_map::<$t, $t, bool>(&a, &b, |x, y| x <= y),
                 GreaterOrEqual => broadcast_map::<$t, $t, bool>(&a, &b, |x, y| x >= y),
                 And | Or => Err(Error::user(format!("{op:?} needs bool inputs, got {dt}"))),
+                Mod(fmod) => $mod(fmod),
+                PRelu => arith::<$t>(a, b, |x, y| if x < <$t>::default() { x * y } else { x }),
                 Pow => unreachable!("handled above"),
             }
         };
@@ -345,13 +364,49 @@ fn apply_binary(op: BinOp, a: Tensor, b: Tensor) -> Result<Tensor> {
             arith::<$t>(a, b, |x, y| x.wrapping_div(y))
         }};
     }
+    macro_rules! float_mod {
+        ($t:ty) => {
+            |fmod: bool| {
+                if !fmod {
+                    return Err(Error::user("Mod attribute 'fmod' must be 1 for float inputs"));
+                }
+                arith::<$t>(a, b, |x, y| x % y)
+            }
+        };
+    }
+    macro_rules! int_mod {
+        ($t:ty) => {
+            |fmod: bool| {
+                if b.as_slice::<$t>()?.iter().any(|&y| y == 0) {
+                    return Err(Error::user("integer modulo by zero"));
+                }
+                if fmod {
+                    arith::<$t>(a, b, |x, y| x.wrapping_rem(y))
+                } else {
+                    let z = <$t>::default();
+                    arith::<$t>(a, b, move |x, y| {
+                        let r = x.wrapping_rem(y);
+                        if r != z && ((r < z) != (y < z)) {
+                            r.wrapping_add(y)
+                        } else {
+                            r
+                        }
+                    })
+                }
+            }
+        };
+    }
     match dt {
-        DType::F32 => num!(f32, arith::<f32>(a, b, |x, y| x / y)),
-        DType::F64 => num!(f64, arith::<f64>(a, b, |x, y| x / y)),
-        DType::I64 => num!(i64, int_div!(i64)),
-        DType::I32 => num!(i32, int_div!(i32)),
-        DType::I8 => num!(i8, int_div!(i8)),
-        DType::U8 => num!(u8, int_div!(u8)),
+        DType::F32 => num!(f32, arith::<f32>(a, b, |x, y| x / y), float_mod!(f32)),
+        DType::F64 => num!(f64, arith::<f64>(a, b, |x, y| x / y), float_mod!(f64)),
+        DType::I64 => num!(i64, int_div!(i64), int_mod!(i64)),
+        DType::I32 => num!(i32, int_div!(i32), int_mod!(i32)),
+        DType::I8 => num!(i8, int_div!(i8), int_mod!(i8)),
+        DType::U8 => num!(u8, int_div!(u8), int_mod!(u8)),
+        DType::I16 => num!(i16, int_div!(i16), int_mod!(i16)),
+        DType::U16 => num!(u16, int_div!(u16), int_mod!(u16)),
+        DType::U32 => num!(u32, int_div!(u32), int_mod!(u32)),
+        DType::U64 => num!(u64, int_div!(u64), int_mod!(u64)),
         DType::Bool => match op {
             And => broadcast_map::<bool, bool, bool>(&a, &b, |x, y| x && y),
             Or => broadcast_map::<bool, bool, bool>(&a, &b, |x, y| x || y),
@@ -403,6 +458,18 @@ enum UnOp {
     Erf,
     Elu(f32),
     Softplus,
+    Sin,
+    Cos,
+    Tan,
+    Sign,
+    Round,
+    Softsign,
+    /// approximate = "tanh"
+    Gelu(bool),
+    /// alpha, gamma
+    Selu(f32, f32),
+    /// lambd, bias
+    Shrink(f32, f32),
 }
 
 struct UnaryKernel {
@@ -431,6 +498,21 @@ pub(crate) fn build_unary(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
         "Erf" => UnOp::Erf,
         "Elu" => UnOp::Elu(a.float("alpha", 1.0)?),
         "Softplus" => UnOp::Softplus,
+        "Sin" => UnOp::Sin,
+        "Cos" => UnOp::Cos,
+        "Tan" => UnOp::Tan,
+        "Sign" => UnOp::Sign,
+        "Round" => UnOp::Round,
+        "Softsign" => UnOp::Softsign,
+        "Gelu" => match a.string("approximate", "none")?.as_str() {
+            "none" => UnOp::Gelu(false),
+            "tanh" => UnOp::Gelu(true),
+            other => {
+                return Err(Error::user(format!("Gelu attribute 'approximate' = '{other}' is not supported (none, tanh are)")))
+            }
+        },
+        "Selu" => UnOp::Selu(a.float("alpha", 1.673_263_2)?, a.float("gamma", 1.050_701)?),
+        "Shrink" => UnOp::Shrink(a.float("lambd", 0.5)?, a.float("bias", 0.0)?),
         other => return Err(Error::internal(format!("build_unary called for {other}"))),
     };
     Ok(Box::new(UnaryKernel { op }))
@@ -526,6 +608,29 @@ macro_rules! float_unary {
                 map_inplace::<$t>($x, move |v| if v >= 0.0 { v } else { alpha * (v.exp() - 1.0) })
             }
             UnOp::Softplus => map_inplace::<$t>($x, |v| if v > 20.0 { v } else { v.exp().ln_1p() }),
+            UnOp::Sin => map_inplace::<$t>($x, |v| v.sin()),
+            UnOp::Cos => map_inplace::<$t>($x, |v| v.cos()),
+            UnOp::Tan => map_inplace::<$t>($x, |v| v.tan()),
+            UnOp::Sign => map_inplace::<$t>($x, |v| if v > 0.0 { 1.0 } else if v < 0.0 { -1.0 } else { v }),
+            UnOp::Round => map_inplace::<$t>($x, |v| v.round_ties_even()),
+            UnOp::Softsign => map_inplace::<$t>($x, |v| v / (1.0 + v.abs())),
+            UnOp::Gelu(false) => map_inplace::<$t>($x, |v| {
+                let w = v as f64;
+                (0.5 * w * (1.0 + erf64(w * std::f64::consts::FRAC_1_SQRT_2))) as $t
+            }),
+            UnOp::Gelu(true) => map_inplace::<$t>($x, |v| {
+                let w = v as f64;
+                let k = (2.0 / std::f64::consts::PI).sqrt();
+                (0.5 * w * (1.0 + (k * (w + 0.044715 * w * w * w)).tanh())) as $t
+            }),
+            UnOp::Selu(alpha, gamma) => {
+                let (alpha, gamma) = (alpha as $t, gamma as $t);
+                map_inplace::<$t>($x, move |v| if v > 0.0 { gamma * v } else { gamma * (alpha * v.exp() - alpha) })
+            }
+            UnOp::Shrink(lambd, bias) => {
+                let (lambd, bias) = (lambd as $t, bias as $t);
+                map_inplace::<$t>($x, move |v| if v < -lambd { v + bias } else if v > lambd { v - bias } else { 0.0 })
+            }
             UnOp::Not => Err(Error::user("Not needs a bool input")),
         }
     };
@@ -647,6 +752,10 @@ pub(crate) fn cast(t: &Tensor, to: DType) -> Result<Tensor> {
                 DType::I32 => Tensor::from_vec(shape, s.iter().map(|&x| x as i32).collect::<Vec<i32>>()),
                 DType::I8 => Tensor::from_vec(shape, s.iter().map(|&x| x as i8).collect::<Vec<i8>>()),
                 DType::U8 => Tensor::from_vec(shape, s.iter().map(|&x| x as u8).collect::<Vec<u8>>()),
+                DType::I16 => Tensor::from_vec(shape, s.iter().map(|&x| x as i16).collect::<Vec<i16>>()),
+                DType::U16 => Tensor::from_vec(shape, s.iter().map(|&x| x as u16).collect::<Vec<u16>>()),
+                DType::U32 => Tensor::from_vec(shape, s.iter().map(|&x| x as u32).collect::<Vec<u32>>()),
+                DType::U64 => Tensor::from_vec(shape, s.iter().map(|&x| x as u64).collect::<Vec<u64>>()),
                 DType::Bool => Tensor::from_vec(shape, s.iter().map(|&x| (x as f64) != 0.0).collect::<Vec<bool>>()),
             }
         }};
@@ -658,6 +767,10 @@ pub(crate) fn cast(t: &Tensor, to: DType) -> Result<Tensor> {
         Data::I32(v) => conv_from!(v.as_slice()),
         Data::I8(v) => conv_from!(v.as_slice()),
         Data::U8(v) => conv_from!(v.as_slice()),
+        Data::I16(v) => conv_from!(v.as_slice()),
+        Data::U16(v) => conv_from!(v.as_slice()),
+        Data::U32(v) => conv_from!(v.as_slice()),
+        Data::U64(v) => conv_from!(v.as_slice()),
         Data::Bool(v) => {
             let u: Vec<u8> = v.iter().map(|&b| b as u8).collect();
             conv_from!(u.as_slice())
@@ -716,15 +829,7 @@ impl Kernel for WhereKernel {
         if x.dtype() != y.dtype() {
             return Err(Error::user(format!("Where branches differ in type: {} and {}", x.dtype(), y.dtype())));
         }
-        let out = match x.dtype() {
-            DType::F32 => where_typed::<f32>(c, x, y)?,
-            DType::F64 => where_typed::<f64>(c, x, y)?,
-            DType::I64 => where_typed::<i64>(c, x, y)?,
-            DType::I32 => where_typed::<i32>(c, x, y)?,
-            DType::I8 => where_typed::<i8>(c, x, y)?,
-            DType::U8 => where_typed::<u8>(c, x, y)?,
-            DType::Bool => where_typed::<bool>(c, x, y)?,
-        };
+        let out = with_dtype!(x.dtype(), T, where_typed::<T>(c, x, y))?;
         Ok(vec![out])
     }
 }
@@ -784,6 +889,27 @@ mod tests {
         assert_eq!(cast(&x, DType::Bool).unwrap().as_slice::<bool>().unwrap(), &[true, true, false, true]);
         let b = Tensor::new(vec![2], vec![true, false]).unwrap();
         assert_eq!(cast(&b, DType::F32).unwrap().as_f32().unwrap(), &[1.0, 0.0]);
+    }
+
+    #[test]
+    fn int_and_bool_casts_and_mod() {
+        // token ids -> attention mask -> additive float mask, and back
+        let ids = Tensor::new(vec![4], vec![101i64, 0, 7, -3]).unwrap();
+        let mask = cast(&ids, DType::Bool).unwrap();
+        assert_eq!(mask.as_slice::<bool>().unwrap(), &[true, false, true, true]);
+        assert_eq!(cast(&mask, DType::I64).unwrap().as_i64().unwrap(), &[1, 0, 1, 1]);
+        assert_eq!(cast(&mask, DType::F32).unwrap().as_f32().unwrap(), &[1., 0., 1., 1.]);
+        assert_eq!(cast(&ids, DType::I32).unwrap().as_slice::<i32>().unwrap(), &[101, 0, 7, -3]);
+        // Mod: fmod 0 takes the divisor's sign, fmod 1 the dividend's
+        let a = Tensor::new(vec![4], vec![-7i64, 7, -7, 7]).unwrap();
+        let b = Tensor::new(vec![4], vec![3i64, -3, -3, 3]).unwrap();
+        assert_eq!(apply_binary(BinOp::Mod(false), a.clone(), b.clone()).unwrap().as_i64().unwrap(), &[2, -2, -1, 1]);
+        assert_eq!(apply_binary(BinOp::Mod(true), a.clone(), b).unwrap().as_i64().unwrap(), &[-1, 1, -1, 1]);
+        assert!(apply_binary(BinOp::Mod(false), a, Tensor::scalar(0i64)).is_err());
+        assert!(apply_binary(BinOp::Mod(false), t(&[1], &[1.]), t(&[1], &[2.])).is_err());
+        // PRelu with a per-channel slope
+        let y = apply_binary(BinOp::PRelu, t(&[2, 2], &[-1., 1., -2., 2.]), t(&[2], &[0.5, 3.])).unwrap();
+        assert_eq!(y.as_f32().unwrap(), &[-0.5, 1., -1., 2.]);
     }
 
     #[test]

@@ -5,14 +5,207 @@ use crate::error::{Error, Result};
 use crate::proto::AttributeProto;
 
 use super::program::ExecNode;
-use super::tensor::Tensor;
+use super::tensor::{Elem, Tensor};
+
+/// Runs `$body` with `$T` bound to the Rust type of `$dt`.
+macro_rules! with_dtype {
+    ($dt:expr, $T:ident, $body:expr) => {
+        match $dt {
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            DType::U64 => {
+                type $T = u64;
+                $body
+            }
+            DType::Bool => {
+                type $T = bool;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$T` bound to the Rust type of a float `$dt` (float32 or float64);
+/// any other type is an error naming `$what` (the op).
+macro_rules! with_float {
+    ($dt:expr, $what:expr, $T:ident, $body:expr) => {
+        match $dt {
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            dt => Err(Error::user(format!("{} needs a float32 or float64 input, got {dt}", $what))),
+        }
+    };
+}
+
+/// Runs `$body` with `$T` bound to the Rust type of a numeric (non-bool) `$dt`; bool is an
+/// error naming `$what` (the op).
+macro_rules! with_num {
+    ($dt:expr, $what:expr, $T:ident, $body:expr) => {
+        match $dt {
+            DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            DType::U64 => {
+                type $T = u64;
+                $body
+            }
+            dt => Err(Error::user(format!("{} does not support {dt}", $what))),
+        }
+    };
+}
 
 pub(crate) mod conv;
+pub(crate) mod einsum;
 pub(crate) mod elementwise;
+pub(crate) mod index;
 pub(crate) mod linalg;
 pub(crate) mod nn;
+pub(crate) mod norm;
 pub(crate) mod pool;
+pub(crate) mod resize;
 pub(crate) mod shape;
+
+/// A float element type (float32, float64) for kernels that compute in f64 and store in
+/// the input's precision.
+pub(crate) trait Float: Elem + Default + PartialOrd {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Float for f32 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+/// A numeric element type: integer arithmetic wraps (two's complement, as numpy and
+/// onnxruntime do), float arithmetic is IEEE.
+pub(crate) trait Num: Elem + Default + PartialOrd {
+    const ZERO: Self;
+    fn add(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    /// From f64, saturating for integers (NaN to 0).
+    fn of_f64(v: f64) -> Self;
+}
+
+macro_rules! impl_num_int {
+    ($($t:ty),*) => {$(
+        impl Num for $t {
+            const ZERO: Self = 0;
+            #[inline(always)]
+            fn add(self, o: Self) -> Self { self.wrapping_add(o) }
+            #[inline(always)]
+            fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
+            #[inline(always)]
+            fn of_f64(v: f64) -> Self { v as $t }
+        }
+    )*};
+}
+impl_num_int!(i64, i32, i16, i8, u64, u32, u16, u8);
+
+macro_rules! impl_num_float {
+    ($($t:ty),*) => {$(
+        impl Num for $t {
+            const ZERO: Self = 0.0;
+            #[inline(always)]
+            fn add(self, o: Self) -> Self { self + o }
+            #[inline(always)]
+            fn mul(self, o: Self) -> Self { self * o }
+            #[inline(always)]
+            fn of_f64(v: f64) -> Self { v as $t }
+        }
+    )*};
+}
+impl_num_float!(f32, f64);
+
+impl Float for f64 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
 
 /// A prepared operator. `inputs` has one slot per node input (`None` for an omitted
 /// optional one); a slot whose tensor holds the only reference to its buffer may be reused
@@ -165,14 +358,23 @@ pub(crate) fn build(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
         "MaxPool" | "AveragePool" => pool::build_pool(cx),
         "GlobalAveragePool" | "GlobalMaxPool" => pool::build_global_pool(cx),
         "BatchNormalization" => nn::build_batchnorm(cx),
+        "LayerNormalization" => norm::build_layer_norm(cx),
+        "GroupNormalization" => norm::build_group_norm(cx),
+        "InstanceNormalization" => norm::build_instance_norm(cx),
+        "LRN" => norm::build_lrn(cx),
+        "Resize" | "Upsample" => resize::build_resize(cx),
         "Softmax" | "LogSoftmax" => nn::build_softmax(cx),
         "QuantizeLinear" => nn::build_quantize(cx),
         "DequantizeLinear" => nn::build_dequantize(cx),
-        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" => nn::build_reduce(cx),
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1" | "ReduceL2"
+        | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceSumSquare" => nn::build_reduce(cx),
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater" | "LessOrEqual"
-        | "GreaterOrEqual" | "And" | "Or" | "Max" | "Min" | "Sum" | "Mean" => elementwise::build_binary(cx),
+        | "GreaterOrEqual" | "And" | "Or" | "Max" | "Min" | "Sum" | "Mean" | "Mod" | "PRelu" => {
+            elementwise::build_binary(cx)
+        }
         "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Sqrt" | "Neg" | "Abs" | "Reciprocal" | "Floor"
-        | "Ceil" | "LeakyRelu" | "HardSigmoid" | "HardSwish" | "Not" | "Erf" | "Elu" | "Softplus" => {
+        | "Ceil" | "LeakyRelu" | "HardSigmoid" | "HardSwish" | "Not" | "Erf" | "Elu" | "Softplus" | "Sin" | "Cos"
+        | "Tan" | "Sign" | "Round" | "Softsign" | "Gelu" | "Selu" | "Shrink" => {
             elementwise::build_unary(cx)
         }
         "Clip" => elementwise::build_clip(cx),
@@ -194,6 +396,31 @@ pub(crate) fn build(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
         "ConstantOfShape" => shape::build_constant_of_shape(cx),
         "Expand" => shape::build_expand(cx),
         "Range" => shape::build_range(cx),
+        "Einsum" => einsum::build_einsum(cx),
+        "TopK" => index::build_topk(cx),
+        "ArgMax" | "ArgMin" => index::build_arg(cx),
+        "CumSum" => index::build_cumsum(cx),
+        "Trilu" => index::build_trilu(cx),
+        "Tile" => index::build_tile(cx),
+        "GatherElements" => index::build_gather_elements(cx),
+        "GatherND" => index::build_gather_nd(cx),
+        "ScatterND" => index::build_scatter_nd(cx),
+        "OneHot" => index::build_one_hot(cx),
+        "NonZero" => index::build_nonzero(cx),
+        "DepthToSpace" | "SpaceToDepth" => index::build_depth_space(cx),
         _ => Err(Error::user(format!("op {op} is not supported by the reference interpreter"))),
+    }
+}
+
+/// Whether the interpreter has a kernel for `op` of `domain` at default-domain `opset`.
+/// Asks [`build`] itself with an attribute-less, input-less node, so it cannot drift from
+/// the dispatch: an op the dispatch knows fails on its missing inputs or attributes (or
+/// builds), an op it does not know gets the "not supported" error.
+pub(crate) fn is_supported(op: &str, domain: &str, opset: i64) -> bool {
+    let node = ExecNode { name: String::new(), op_type: op.into(), domain: domain.into(), inputs: vec![], outputs: vec![], attrs: vec![] };
+    let cx = NodeCtx { node: &node, opset, consts: vec![] };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(&cx).map(|_| ()))) {
+        Ok(Ok(())) | Err(_) => true,
+        Ok(Err(e)) => !e.to_string().contains("not supported by the reference interpreter"),
     }
 }

@@ -393,6 +393,12 @@ enum Reduce {
     Sum,
     Max,
     Min,
+    Prod,
+    L1,
+    L2,
+    LogSum,
+    LogSumExp,
+    SumSquare,
 }
 
 struct ReduceKernel {
@@ -409,7 +415,14 @@ pub(crate) fn build_reduce(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
         "ReduceMean" => Reduce::Mean,
         "ReduceSum" => Reduce::Sum,
         "ReduceMax" => Reduce::Max,
-        _ => Reduce::Min,
+        "ReduceMin" => Reduce::Min,
+        "ReduceProd" => Reduce::Prod,
+        "ReduceL1" => Reduce::L1,
+        "ReduceL2" => Reduce::L2,
+        "ReduceLogSum" => Reduce::LogSum,
+        "ReduceLogSumExp" => Reduce::LogSumExp,
+        "ReduceSumSquare" => Reduce::SumSquare,
+        other => return Err(Error::internal(format!("build_reduce called for {other}"))),
     };
     Ok(Box::new(ReduceKernel {
         kind,
@@ -417,6 +430,111 @@ pub(crate) fn build_reduce(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
         keepdims: a.int("keepdims", 1)? != 0,
         noop_with_empty_axes: a.int("noop_with_empty_axes", 0)? != 0,
     }))
+}
+
+/// For each input element (row-major), the offset of the output element it reduces into.
+fn reduce_targets(xs: &[usize], red: &[bool]) -> Vec<usize> {
+    let r = xs.len();
+    let kept: Vec<usize> = (0..r).map(|d| if red[d] { 1 } else { xs[d] }).collect();
+    let ost = strides(&kept);
+    let mut out = Vec::with_capacity(numel(xs));
+    let mut idx = vec![0usize; r];
+    for _ in 0..numel(xs) {
+        out.push((0..r).filter(|&d| !red[d]).map(|d| idx[d] * ost[d]).sum());
+        for d in (0..r).rev() {
+            idx[d] += 1;
+            if idx[d] < xs[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
+}
+
+/// Float reduction in f64: `vals` are the inputs, `tgt` their output slots.
+fn reduce_float(kind: Reduce, vals: impl Iterator<Item = f64> + Clone, tgt: &[usize], n_out: usize, cnt: usize) -> Vec<f64> {
+    let init = match kind {
+        Reduce::Max | Reduce::LogSumExp => f64::NEG_INFINITY,
+        Reduce::Min => f64::INFINITY,
+        Reduce::Prod => 1.0,
+        _ => 0.0,
+    };
+    let mut acc = vec![init; n_out];
+    for (v, &o) in vals.clone().zip(tgt) {
+        acc[o] = match kind {
+            Reduce::Mean | Reduce::Sum | Reduce::LogSum => acc[o] + v,
+            Reduce::Max | Reduce::LogSumExp => {
+                if v > acc[o] || v.is_nan() {
+                    v
+                } else {
+                    acc[o]
+                }
+            }
+            Reduce::Min => {
+                if v < acc[o] || v.is_nan() {
+                    v
+                } else {
+                    acc[o]
+                }
+            }
+            Reduce::Prod => acc[o] * v,
+            Reduce::L1 => acc[o] + v.abs(),
+            Reduce::L2 | Reduce::SumSquare => acc[o] + v * v,
+        };
+    }
+    match kind {
+        Reduce::Mean => acc.iter_mut().for_each(|v| *v /= cnt as f64),
+        Reduce::L2 => acc.iter_mut().for_each(|v| *v = v.sqrt()),
+        Reduce::LogSum => acc.iter_mut().for_each(|v| *v = v.ln()),
+        Reduce::LogSumExp => {
+            // second pass: sum of exp(v - max), stable for large inputs
+            let mx = acc.clone();
+            let mut sum = vec![0f64; n_out];
+            for (v, &o) in vals.zip(tgt) {
+                if mx[o].is_finite() {
+                    sum[o] += (v - mx[o]).exp();
+                }
+            }
+            for o in 0..n_out {
+                acc[o] = if mx[o].is_finite() { mx[o] + sum[o].ln() } else { mx[o] };
+            }
+        }
+        _ => {}
+    }
+    acc
+}
+
+/// Integer reduction with wrapping i64 arithmetic (Mean divides, truncating); L2, LogSum
+/// and LogSumExp go through f64.
+fn reduce_int(kind: Reduce, vals: &[i64], tgt: &[usize], n_out: usize, cnt: usize) -> Vec<i64> {
+    match kind {
+        Reduce::L2 | Reduce::LogSum | Reduce::LogSumExp => {
+            return reduce_float(kind, vals.iter().map(|&v| v as f64), tgt, n_out, cnt).into_iter().map(|v| v as i64).collect()
+        }
+        _ => {}
+    }
+    let init = match kind {
+        Reduce::Max => i64::MIN,
+        Reduce::Min => i64::MAX,
+        Reduce::Prod => 1,
+        _ => 0,
+    };
+    let mut acc = vec![init; n_out];
+    for (&v, &o) in vals.iter().zip(tgt) {
+        acc[o] = match kind {
+            Reduce::Max => acc[o].max(v),
+            Reduce::Min => acc[o].min(v),
+            Reduce::Prod => acc[o].wrapping_mul(v),
+            Reduce::L1 => acc[o].wrapping_add(v.wrapping_abs()),
+            Reduce::SumSquare => acc[o].wrapping_add(v.wrapping_mul(v)),
+            _ => acc[o].wrapping_add(v),
+        };
+    }
+    if kind == Reduce::Mean && cnt > 0 {
+        acc.iter_mut().for_each(|v| *v /= cnt as i64);
+    }
+    acc
 }
 
 impl Kernel for ReduceKernel {
@@ -437,45 +555,45 @@ impl Kernel for ReduceKernel {
             red[norm_axis(a, r)?] = true;
         }
         let kept: Vec<usize> = (0..r).map(|d| if red[d] { 1 } else { xs[d] }).collect();
-        let ost = strides(&kept);
         let n_out = numel(&kept);
-        let cnt = (numel(&xs) / n_out.max(1)).max(1);
-        let xv = x.as_f32()?;
-        let init = match self.kind {
-            Reduce::Mean | Reduce::Sum => 0.0,
-            Reduce::Max => f64::NEG_INFINITY,
-            Reduce::Min => f64::INFINITY,
-        };
-        let mut acc = vec![init; n_out];
-        let mut idx = vec![0usize; r];
-        for &v in xv {
-            let mut o = 0;
-            for d in 0..r {
-                if !red[d] {
-                    o += idx[d] * ost[d];
-                }
-            }
-            let v = v as f64;
-            acc[o] = match self.kind {
-                Reduce::Mean | Reduce::Sum => acc[o] + v,
-                Reduce::Max => acc[o].max(v),
-                Reduce::Min => acc[o].min(v),
-            };
-            for d in (0..r).rev() {
-                idx[d] += 1;
-                if idx[d] < xs[d] {
-                    break;
-                }
-                idx[d] = 0;
-            }
-        }
-        let y: Vec<f32> = acc
-            .into_iter()
-            .map(|v| if self.kind == Reduce::Mean { (v / cnt as f64) as f32 } else { v as f32 })
-            .collect();
+        let cnt: usize = (0..r).filter(|&d| red[d]).map(|d| xs[d]).product();
         let out_shape: Vec<usize> =
             if self.keepdims { kept } else { (0..r).filter(|&d| !red[d]).map(|d| xs[d]).collect() };
-        Ok(vec![Tensor::from_vec(out_shape, y)])
+        let tgt = reduce_targets(&xs, &red);
+        let kind = self.kind;
+        macro_rules! ints {
+            ($t:ty) => {{
+                let v: Vec<i64> = x.as_slice::<$t>()?.iter().map(|&v| v as i64).collect();
+                let y: Vec<$t> = reduce_int(kind, &v, &tgt, n_out, cnt).into_iter().map(|v| v as $t).collect();
+                Tensor::from_vec(out_shape, y)
+            }};
+        }
+        let y = match x.dtype() {
+            DType::F32 => {
+                let y = reduce_float(kind, x.as_f32()?.iter().map(|&v| v as f64), &tgt, n_out, cnt);
+                Tensor::from_vec(out_shape, y.into_iter().map(|v| v as f32).collect::<Vec<f32>>())
+            }
+            DType::F64 => Tensor::from_vec(out_shape, reduce_float(kind, x.as_slice::<f64>()?.iter().copied(), &tgt, n_out, cnt)),
+            DType::I64 => ints!(i64),
+            DType::I32 => ints!(i32),
+            DType::I8 => ints!(i8),
+            DType::U8 => ints!(u8),
+            DType::I16 => ints!(i16),
+            DType::U16 => ints!(u16),
+            DType::U32 => ints!(u32),
+            DType::U64 => ints!(u64),
+            DType::Bool if matches!(kind, Reduce::Max | Reduce::Min) => {
+                // max: any, min: all (opset 20)
+                let init = kind == Reduce::Min;
+                let mut acc = vec![init; n_out];
+                for (&v, &o) in x.as_slice::<bool>()?.iter().zip(&tgt) {
+                    acc[o] = if kind == Reduce::Max { acc[o] || v } else { acc[o] && v };
+                }
+                Tensor::from_vec(out_shape, acc)
+            }
+            dt => return Err(Error::user(format!("{kind:?} reduction does not support {dt}"))),
+        };
+        Ok(vec![y])
     }
 }
 

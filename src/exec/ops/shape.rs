@@ -7,43 +7,7 @@ use crate::error::{Error, Result};
 use super::super::program::constant_attr_value;
 use super::super::tensor::{numel, DType, Elem, Tensor};
 use super::elementwise::{broadcast_shapes, broadcast_strides};
-use super::{input, norm_axis, opt_input, take, Kernel, NodeCtx};
-
-/// Runs `$body` with `$T` bound to the Rust type of `$dt`.
-macro_rules! with_dtype {
-    ($dt:expr, $T:ident, $body:expr) => {
-        match $dt {
-            DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            DType::F64 => {
-                type $T = f64;
-                $body
-            }
-            DType::I64 => {
-                type $T = i64;
-                $body
-            }
-            DType::I32 => {
-                type $T = i32;
-                $body
-            }
-            DType::I8 => {
-                type $T = i8;
-                $body
-            }
-            DType::U8 => {
-                type $T = u8;
-                $body
-            }
-            DType::Bool => {
-                type $T = bool;
-                $body
-            }
-        }
-    };
-}
+use super::{input, norm_axis, opt_input, take, Kernel, NodeCtx, Num};
 
 /// Contiguous row-major strides.
 pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
@@ -827,13 +791,8 @@ impl Kernel for PadKernel {
         }
         let v = value.unwrap_or(0.0);
         let out = match x.dtype() {
-            DType::F32 => pad_typed::<f32>(x, &pads, v as f32, self.mode)?,
-            DType::F64 => pad_typed::<f64>(x, &pads, v, self.mode)?,
-            DType::I64 => pad_typed::<i64>(x, &pads, v as i64, self.mode)?,
-            DType::I32 => pad_typed::<i32>(x, &pads, v as i32, self.mode)?,
-            DType::I8 => pad_typed::<i8>(x, &pads, v as i8, self.mode)?,
-            DType::U8 => pad_typed::<u8>(x, &pads, v as u8, self.mode)?,
             DType::Bool => pad_typed::<bool>(x, &pads, v != 0.0, self.mode)?,
+            dt => with_num!(dt, "Pad", T, pad_typed::<T>(x, &pads, <T as Num>::of_f64(v), self.mode))?,
         };
         Ok(vec![out])
     }
