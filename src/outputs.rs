@@ -134,6 +134,9 @@ impl OutputPlan {
         if let Some(w) = &a.write_calib_cache {
             p.output("--write-calib-cache", w);
         }
+        if let Some(l) = &a.log_file {
+            p.output("--log-file", l);
+        }
         p.input("the model", model);
         if let Some(c) = &a.calib {
             p.input("the calibration data (--calib)", c);
@@ -145,6 +148,15 @@ impl OutputPlan {
             p.input("a plugin (--plugin)", l);
         }
         p
+    }
+
+    /// [`OutputPlan::of_compile`] for the flags as given, checked: run before `--log-file`
+    /// starts writing, which happens before the compile command.
+    pub fn check_compile_args(a: &crate::cli::CompileArgs) -> Result<()> {
+        let (Some(model), Some(out)) = (&a.model, &a.output) else { return Ok(()) };
+        let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let plan = matches!(ext.as_str(), "plan" | "engine" | "trt");
+        OutputPlan::of_compile(a, model, out, plan).check()
     }
 
     pub fn output(&mut self, flag: &str, path: &Path) {

@@ -279,6 +279,8 @@ static LOG: std::sync::Mutex<Option<LogTee>> = std::sync::Mutex::new(None);
 pub fn prepare(a: &mut CompileArgs) -> Result<()> {
     a.quiet = a.quiet_level > 0;
     if let Some(f) = &a.log_file {
+        // the log starts before the compile command: check every output path first
+        crate::outputs::OutputPlan::check_compile_args(a)?;
         let tee = LogTee::start(f)?;
         if let Ok(mut l) = LOG.lock() {
             *l = Some(tee);
