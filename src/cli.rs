@@ -632,6 +632,8 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         None
     };
     let guard = crate::guard::Guard { reg: &reg, run: run_opts, budget, held_out };
+    // `--passes none` stays the byte-identical round trip: no stamp on it
+    let stamp_output = !entries.is_empty();
     let outcome = crate::guard::compile(&guard, &model, entries, &ctx)?;
     model = outcome.model;
     let reports = outcome.reports;
@@ -647,8 +649,7 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         trt_summary = Some(s.to_json());
     } else {
         let mut proto = if a.keep_annotations { crate::ir::export::export_with_annotations(&model)? } else { crate::ir::export::export(&model)? };
-        if !entries.is_empty() {
-            // `--passes none` stays the byte-identical round trip
+        if stamp_output {
             crate::vocab::stamp(&mut proto, &crate::vocab::command_line());
         }
         let opts = crate::onnx::SaveOptions {
