@@ -63,6 +63,53 @@ fn constant_node_tensor(n: &crate::ir::Node) -> Option<Tensor> {
     }
 }
 
+/// For ops whose output can hold many more elements than their inputs together, an upper
+/// bound of its element count computed from the constant inputs alone (None: it cannot be
+/// bounded); other ops: `Some(0)`, their output is no larger than what is already in memory.
+fn grown_size(m: &Model, n: &crate::ir::Node) -> Option<u128> {
+    let input = |i: usize| n.inputs.get(i).copied().flatten().and_then(|v| m.graph.constant(v));
+    let ints = |i: usize| input(i).and_then(|t| t.to_i64().ok());
+    let floats = |i: usize| input(i).and_then(|t| t.to_f32().ok());
+    let numel = |i: usize| input(i).and_then(|t| t.numel().ok()).map(|e| e as u128);
+    let prod = |v: &[i64]| v.iter().try_fold(1u128, |a, &d| a.checked_mul(u128::try_from(d.max(0)).ok()?));
+    match n.op_type.as_str() {
+        "ConstantOfShape" => prod(&ints(0)?),
+        "Expand" => {
+            let (x, s) = (input(0)?.dims().to_vec(), ints(1)?);
+            let r = x.len().max(s.len());
+            let at = |v: &[i64], i: usize| if i + v.len() >= r { v[i + v.len() - r] } else { 1 };
+            prod(&(0..r).map(|i| at(&x, i).max(at(&s, i))).collect::<Vec<_>>())
+        }
+        "Tile" => numel(0)?.checked_mul(prod(&ints(1)?)?),
+        "Range" => {
+            let (a, b, d) = (floats(0)?.first().copied()?, floats(1)?.first().copied()?, floats(2)?.first().copied()?);
+            let k = ((b - a) / d).ceil();
+            (k.is_finite()).then(|| k.max(0.0) as u128)
+        }
+        "Resize" | "Upsample" => {
+            let x = numel(0)?;
+            // sizes (Resize input 3), else scales (Upsample input 1, Resize input 2)
+            if let Some(sizes) = ints(3).filter(|v| !v.is_empty()) {
+                return prod(&sizes);
+            }
+            let scales = floats(if n.op_type == "Upsample" { 1 } else { 2 })?;
+            let f: f64 = scales.iter().map(|&s| s.abs().max(1.0) as f64).product();
+            (f.is_finite() && f < 1e30).then(|| (x as f64 * f).ceil() as u128)
+        }
+        "OneHot" => numel(0)?.checked_mul(u128::try_from(floats(1)?.first().copied()?.max(0.0) as i64).ok()?),
+        "Pad" => {
+            let x = input(0)?.dims().to_vec();
+            let pads = ints(1).or_else(|| n.attr_ints("pads").map(|v| v.to_vec()))?;
+            let r = x.len();
+            if pads.len() != 2 * r {
+                return None;
+            }
+            prod(&(0..r).map(|i| x[i] + pads[i].max(0) + pads[r + i].max(0)).collect::<Vec<_>>())
+        }
+        _ => Some(0),
+    }
+}
+
 fn is_const(m: &Model, v: ValueId) -> bool {
     m.graph.constant(v).is_some()
 }
@@ -101,6 +148,23 @@ impl Cleanup {
         use crate::exec::{ExecNode, Program, Session};
         let g = &m.graph;
         let n = g.n(id)?;
+        // Decide by the inferred size before running: a ConstantOfShape of 2^40 elements must
+        // not be materialised to find out it is too large. Ops whose output can be much larger
+        // than their inputs are only folded when their constant inputs bound its size.
+        for o in n.outputs.iter().flatten() {
+            match static_shape(m, *o) {
+                Some(dims) => {
+                    let elems = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?));
+                    if elems.is_none_or(|e| e > self.max_elems) {
+                        return Ok(None);
+                    }
+                }
+                None => {}
+            }
+        }
+        if grown_size(m, n).is_none_or(|e| e > self.max_elems as u128) {
+            return Ok(None);
+        }
         let mut p = Program::new(m.opset());
         let mut ins = Vec::new();
         for i in &n.inputs {

@@ -565,17 +565,6 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     }
 
     let (mut model, loaded) = load_model(&model_path, &a.load)?;
-    // what can be known to fail, before any pass that costs time, all at once
-    let preflight = crate::preflight::Plan {
-        upgrades_opset: entries.iter().any(|e| e.name == crate::passes::upgrade_opset::NAME),
-        calib: a.calib.as_deref(),
-        preprocess: a.preprocess.as_deref(),
-        limit: a.calib_limit,
-    };
-    crate::preflight::check(&model, &preflight).map_err(|e| e.context(model_path.display().to_string()))?;
-    if plan || a.emit.len() == 2 {
-        crate::backend::check_input_shapes(&model, a)?;
-    }
     let mut protected = vec![model_path.clone()];
     let mut was_external = std::collections::HashSet::new();
     if let Some(l) = &loaded {
@@ -587,6 +576,18 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
         if !l.dropped_fields.is_empty() && !a.quiet {
             eprintln!("warning: dropped {} unknown field(s) (--allow-unknown-fields)", l.dropped_fields.len());
         }
+    }
+    // an output aimed at the external data is refused above, before the calibration data is read;
+    // what can be known to fail, before any pass that costs time, all at once
+    let preflight = crate::preflight::Plan {
+        upgrades_opset: entries.iter().any(|e| e.name == crate::passes::upgrade_opset::NAME),
+        calib: a.calib.as_deref(),
+        preprocess: a.preprocess.as_deref(),
+        limit: a.calib_limit,
+    };
+    crate::preflight::check(&model, &preflight).map_err(|e| e.context(model_path.display().to_string()))?;
+    if plan || a.emit.len() == 2 {
+        crate::backend::check_input_shapes(&model, a)?;
     }
 
     let mut ctx = PassContext {

@@ -314,7 +314,7 @@ fn onnx_tensors_declaring_2_pow_40_elements_are_refused() {
     // an initializer of 2^40 floats holding 16 bytes
     let mut m = tiny_model();
     m.graph.as_mut().unwrap().initializer[0].dims = vec![1 << 20, 1 << 20];
-    check_fails(dir, "init_2p40", &m.encode_to_vec(), "absurd dims");
+    check_fails(dir, "init_2p40", &m.encode_to_vec(), "dims [1048576, 1048576]");
     // an initializer of 2^40 floats stored as external data of 16 bytes
     std::fs::write(dir.join("w.bin"), [0u8; 16]).unwrap();
     let mut m = tiny_model();
@@ -326,7 +326,7 @@ fn onnx_tensors_declaring_2_pow_40_elements_are_refused() {
         t.data_location = Some(1);
         t.external_data = vec![StringStringEntryProto { key: Some("location".into()), value: Some("w.bin".into()) }];
     }
-    check_fails(dir, "external_2p40", &m.encode_to_vec(), "absurd dims");
+    check_fails(dir, "external_2p40", &m.encode_to_vec(), "dims [1048576, 1048576]");
     // a ConstantOfShape of 2^40 elements is not folded by cleanup (it would allocate 4 TiB):
     // the run succeeds quickly and the node stays
     let text = r#"<

@@ -1193,6 +1193,10 @@ fn emit_network_and_print_network() {
         "--emit",
         "network",
         netf.to_str().unwrap(),
+        // a cache alone prunes nothing by default; this asks for the pipeline of
+        // resnet20_int8() (DEFAULT_PIPELINE_CACHE), so the network carries 2:4 weights
+        "--sparsity",
+        "magnitude",
         "-q",
     ];
     // without --shapes the dynamic batch is refused before any pass runs

@@ -23,6 +23,21 @@ g (float[1,1024] x) => (float[1,1024] y)
 }
 "#;
 
+/// A version 1.0 .npy file of little-endian float32 values.
+fn npy_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}", dims.join(", "));
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    b.extend_from_slice(header.as_bytes());
+    b.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    b
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -45,7 +60,7 @@ impl Setup {
         let data = root.join("m.onnx.data");
         assert!(data.exists());
         let calib_file = root.join("calib.npy");
-        std::fs::write(&calib_file, b"\x93NUMPY calibration bytes").unwrap();
+        std::fs::write(&calib_file, npy_f32(&[2, 1024], &vec![0.5; 2048])).unwrap();
         let calib_dir = root.join("images");
         std::fs::create_dir(&calib_dir).unwrap();
         std::fs::write(calib_dir.join("a.png"), b"an image").unwrap();

@@ -277,7 +277,9 @@ fn r20(extra: &[&str]) -> (Option<Model>, serde_json::Value, std::process::Outpu
     let cache = common::testdata("calib/resnet20_bn.calib-mini.max.json");
     let mut args = vec![model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--report", rep.to_str().unwrap()];
     if !extra.contains(&"--calib") {
-        args.extend(["--calib-cache", cache.to_str().unwrap()]);
+        // a cache alone prunes nothing unless asked: these tests want the pruned pipeline
+        // (upgrade-opset, fold-bn, cleanup, prune-2of4, calibrate, insert-qdq)
+        args.extend(["--calib-cache", cache.to_str().unwrap(), "--sparsity", "magnitude"]);
     }
     args.extend_from_slice(extra);
     let o = common::sparseqc(&args);

@@ -296,7 +296,7 @@ pub enum Layout {
 /// multiplier, a number or a fraction like `1/255`; default 1/255), `mean` and `std` (one value
 /// or three separated by `:`, in the tensor's channel order; defaults 0 and 1), `order`
 /// (`RGB` default, or `BGR`), `layout` (`NCHW` default, or `NHWC`). The empty string gives the
-/// defaults. The spec may start with a preset name ([`PRESETS`]: `imagenet`, `imagenet-norm`);
+/// defaults. The spec may start with a preset name ([`PRESETS`]: `imagenet`, `imagenet-norm`, `none`);
 /// key=value pairs after it override the preset's values, e.g. `imagenet,crop=256`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocess {
@@ -330,6 +330,7 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
         "mean=0.485:0.456:0.406,std=0.229:0.224:0.225",
         "ImageNet mean/std only, images used at their own size",
     ),
+    ("none", "scale=1/255", "pixels as x/255 only: no resize, crop or normalization"),
 ];
 
 /// Whether `path` is calibration data read as images (a folder without .npy files), the
@@ -1286,6 +1287,7 @@ mod tests {
         assert_eq!(cropped, Preprocess { crop: Some((256, 256)), ..full.clone() });
         let norm: Preprocess = "imagenet-norm".parse().unwrap();
         assert_eq!((norm.resize, norm.crop, norm.mean, norm.std), (None, None, full.mean, full.std));
+        assert_eq!("none".parse::<Preprocess>().unwrap(), Preprocess::default());
         // Every preset's spec parses, and the name must come first.
         for (name, spec, _) in PRESETS {
             assert_eq!(name.parse::<Preprocess>().unwrap(), spec.parse::<Preprocess>().unwrap());
@@ -1293,7 +1295,7 @@ mod tests {
         let e = "crop=200,imagenet".parse::<Preprocess>().unwrap_err().to_string();
         assert!(e.contains("must come first"), "{e}");
         let e = "imagenett".parse::<Preprocess>().unwrap_err().to_string();
-        assert!(e.contains("nor a preset (imagenet, imagenet-norm)") && e.contains(VALID_KEYS), "{e}");
+        assert!(e.contains("nor a preset (imagenet, imagenet-norm, none)") && e.contains(VALID_KEYS), "{e}");
     }
 
     #[test]

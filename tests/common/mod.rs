@@ -43,8 +43,10 @@ pub fn run_python(code: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// A fresh temporary folder named `sparseqc-test-*`: not `.tmp*`, the prefix of the
+/// compiler's own temporary files, so tests can check that no message names one of those.
 pub fn tmpdir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temp dir")
+    tempfile::Builder::new().prefix("sparseqc-test-").tempdir().expect("temp dir")
 }
 
 pub fn path_str(p: &Path) -> &str {
