@@ -21,8 +21,9 @@ pub const DEFAULT_PIPELINE_CACHE: &str = "upgrade-opset,fold-bn,cleanup,prune-2o
 /// `--sparsity magnitude` with calibration data.
 pub const MAGNITUDE_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,prune-2of4,calibrate,insert-qdq,bias-correct";
 /// The default accuracy budget with `--calib`: the final model's top-1 agreement with the
-/// input model, proved by the one-sided 95 % lower bound on held-out samples, whenever the
-/// pipeline made a layer sparse (else the model is dense INT8 and nothing is backed off).
+/// input model, proved by the one-sided 95 % lower bound on held-out samples. Missed, the
+/// default backs off: fewer sparse layers, then dense INT8, then mixed precision (up to a
+/// quarter of the quantized layers float); it writes the last of these when none proves it.
 pub const DEFAULT_BUDGET: &str = "0.95";
 /// The default pipeline with `--dense` (and calibration data).
 pub const DENSE_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,calibrate,insert-qdq,bias-correct";
@@ -213,7 +214,9 @@ pub struct CompileArgs {
     /// Layers are ranked by expected speed-up per output noise, each measured alone
     /// (prune-2of4{budget=X}); the final INT8 model is then judged on held-out samples, an
     /// agreement by its 95 % lower confidence bound, and the pipeline backs off (half the
-    /// sparse layers, none, finally no INT8) until the budget is proved.
+    /// sparse layers, none, then the layers whose INT8 input costs the output most kept
+    /// float: 1/16 of them, twice as many, up to a quarter; finally no INT8) until the
+    /// budget is proved.
     #[arg(long, value_name = "X")]
     pub accuracy_budget: Option<String>,
     /// Which layers become 2:4: auto (those expected to run faster on --gpu, kept within an
@@ -424,7 +427,7 @@ fn cmd_passes(a: &PassesArgs) -> Result<i32> {
         }
     }
     out(&format!(
-        "\ndefault pipeline (--calib): {DEFAULT_PIPELINE}\n  (gpu= from --gpu; --sparsity all: {ALL_PIPELINE}; the final model is judged on held-out samples against --accuracy-budget, else {DEFAULT_BUDGET} when layers were made sparse)\n\
+        "\ndefault pipeline (--calib): {DEFAULT_PIPELINE}\n  (gpu= from --gpu; --sparsity all: {ALL_PIPELINE}; the final model is judged on held-out samples against --accuracy-budget, else {DEFAULT_BUDGET}, backing off to fewer sparse layers, dense INT8, then sensitive layers float)\n\
          --dense: {DENSE_PIPELINE}\n--calib-cache only: {DENSE_PIPELINE_CACHE} (no pruning; --sparsity magnitude: {DEFAULT_PIPELINE_CACHE})\n"
     ));
     Ok(0)

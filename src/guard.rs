@@ -1,7 +1,10 @@
 //! The guarded compile: runs the pipeline, judges the final model (after INT8 and
 //! bias-correct) against the input model on held-out calibration samples that no pass saw,
 //! and, when a budget is not proved there, backs off: half the sparse layers, then none
-//! (dense INT8), and for an explicit `--accuracy-budget` finally no INT8 either.
+//! (dense INT8), then mixed precision (the layers whose INT8 input costs the output most, as
+//! measured on calibration samples that are not held out, kept float: 1/16 of the quantized
+//! layers, then twice as many, up to a quarter), and for an explicit `--accuracy-budget`
+//! finally no INT8 either.
 //!
 //! An agreement budget is met by the one-sided 95 % Wilson lower bound of the held-out
 //! agreement, not by the point estimate; an SQNR budget by the held-out SQNR.
@@ -9,7 +12,7 @@
 use crate::error::Result;
 use crate::ir::Model;
 use crate::measure::split::{wilson, Z95, Z95_ONE_SIDED};
-use crate::measure::{outputs_of, fidelity, load_sample_window, Budget};
+use crate::measure::{fidelity, load_sample_window, load_samples, outputs_of, sqnr_against, Budget, Sample};
 use crate::pass::{PassContext, PassManager, PassReport, PipelineEntry, Registry, RunOptions};
 
 /// The final model against the input model on held-out samples.
@@ -106,6 +109,56 @@ pub fn judge(original: &Model, compiled: &Model, ctx: &PassContext, window: (usi
     Ok(HeldOut { samples: n, agree: single.then(|| (f.agreement * n as f64).round() as usize), sqnr_db: f.sqnr_db })
 }
 
+/// Samples (not held out) that rank the layers for mixed precision.
+pub const SENSITIVITY_SAMPLES: usize = 8;
+
+/// The quantized layers of the Q/DQ model `q`, most sensitive first: for each, the output SQNR
+/// (against `reference`, the input model's outputs on `samples`) gained when that layer alone
+/// reads its input activation in float. Layers whose name cannot be written in a pattern (it
+/// holds `|`) are left out.
+pub fn sensitivity_order(q: &Model, samples: &[Sample], reference: &[Vec<f32>]) -> Result<Vec<(String, f64)>> {
+    let base = sqnr_against(reference, q, samples)?;
+    let g = &q.graph;
+    let mut out = Vec::new();
+    for id in g.topo_order()? {
+        let n = g.n(id)?;
+        if !crate::qdq::is_weighted(&n.op_type) || !crate::qdq::is_quantized_layer(g, id) {
+            continue;
+        }
+        // the float tensor behind the layer's input Q -> DQ
+        let float_in = n
+            .inputs
+            .first()
+            .copied()
+            .flatten()
+            .and_then(|x| g.producer_node(x))
+            .filter(|(_, dq)| dq.op_type == "DequantizeLinear")
+            .and_then(|(_, dq)| dq.inputs.first().copied().flatten())
+            .and_then(|y| g.producer_node(y))
+            .filter(|(_, qn)| qn.op_type == "QuantizeLinear")
+            .and_then(|(_, qn)| qn.inputs.first().copied().flatten());
+        let label = crate::ir::edit::node_label(g, id);
+        let Some(f) = float_in else { continue };
+        if label.contains('|') {
+            continue;
+        }
+        let mut v = q.clone();
+        v.graph.set_input(id, 0, Some(f))?;
+        let db = sqnr_against(reference, &v, samples)?;
+        out.push((label, if db.is_finite() { db - base } else { f64::MAX }));
+    }
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok(out)
+}
+
+/// How many of `n` quantized layers the mixed-precision back-off keeps float after keeping
+/// `prev` (0: the first step): 1/16 of them (at least 1), then twice as many, up to a quarter.
+pub fn next_float_count(n: usize, prev: usize) -> Option<usize> {
+    let cap = n / 4;
+    let k = if prev == 0 { n.div_ceil(16).max(1) } else { (prev * 2).min(cap) };
+    (k > prev && k <= cap.max(1) && k <= n).then_some(k)
+}
+
 /// How the pipeline is guarded.
 pub struct Guard<'a> {
     pub reg: &'a Registry,
@@ -139,6 +192,12 @@ pub fn pruned_layers(reports: &[PassReport]) -> Vec<String> {
 pub fn compile(g: &Guard, original: &Model, mut entries: Vec<PipelineEntry>, ctx: &PassContext) -> Result<Outcome> {
     let (mut lines, mut steps) = (Vec::new(), Vec::new());
     let mut first_pruned: Option<Vec<String>> = None;
+    // mixed precision: the layers ranked by sensitivity (once, on the first dense INT8 model
+    // that misses the budget), how many of them are kept float now, and insert-qdq's own
+    // exclude pattern before that
+    let mut float_rank: Option<Vec<(String, f64)>> = None;
+    let mut float_k = 0usize;
+    let mut base_exclude: Option<String> = None;
     loop {
         let mut model = original.clone();
         let mut c = ctx.clone();
@@ -154,19 +213,21 @@ pub fn compile(g: &Guard, original: &Model, mut entries: Vec<PipelineEntry>, ctx
         let int8 = entries.iter().any(|e| e.name == "insert-qdq");
         let what = if !int8 {
             "float (no INT8)".to_string()
+        } else if pruned.is_empty() && float_k > 0 {
+            format!("dense INT8 with {float_k} layers float")
         } else if pruned.is_empty() {
             "dense INT8".to_string()
         } else {
             format!("{} layers 2:4 + INT8", pruned.len())
         };
         let (budget, explicit) = match (&g.budget, &held) {
-            // the default budget guards pruning: a dense model has nothing to back off from
-            (Some((b, e)), Some(_)) if *e || !pruned.is_empty() || !first.is_empty() => (*b, *e),
+            (Some((b, e)), Some(_)) => (*b, *e),
             _ => return Ok(Outcome { model, reports, held_out: held, lines, steps, first_pruned: first }),
         };
         let h = held.as_ref().expect("matched above");
         let verdict = h.verdict(&budget);
-        steps.push(serde_json::json!({"model": what, "budget": budget.describe(), "proved": h.proves(&budget), "verdict": verdict, "held_out": h.to_json()}));
+        let floats: Vec<&str> = float_rank.iter().flatten().take(if int8 { float_k } else { 0 }).map(|(n, _)| n.as_str()).collect();
+        steps.push(serde_json::json!({"model": what, "budget": budget.describe(), "proved": h.proves(&budget), "verdict": verdict, "held_out": h.to_json(), "float_layers": floats}));
         if h.proves(&budget) {
             lines.push(format!("budget ({}): {what}: {verdict}", if explicit { "--accuracy-budget" } else { "default" }));
             return Ok(Outcome { model, reports, held_out: held, lines, steps, first_pruned: first });
@@ -185,6 +246,12 @@ pub fn compile(g: &Guard, original: &Model, mut entries: Vec<PipelineEntry>, ctx
                 }
                 Some((n, format!("{keep} of those layers 2:4")))
             }
+        } else if let Some((n, desc)) = if int8 && pruned.is_empty() {
+            mixed_precision_step(original, &model, ctx, &entries, &mut float_rank, &mut float_k, &mut base_exclude)?
+        } else {
+            None
+        } {
+            Some((n, desc))
         } else if explicit && int8 {
             let n: Vec<PipelineEntry> = entries.iter().filter(|e| matches!(e.name.as_str(), "upgrade-opset" | "fold-bn" | "cleanup")).cloned().collect();
             Some((n, "no INT8 (upgrade-opset, fold-bn, cleanup only)".into()))
@@ -204,5 +271,67 @@ pub fn compile(g: &Guard, original: &Model, mut entries: Vec<PipelineEntry>, ctx
                 return Ok(Outcome { model, reports, held_out: held, lines, steps, first_pruned: first });
             }
         }
+    }
+}
+
+/// The next mixed-precision step after dense INT8 `model` missed the budget: the pipeline with
+/// insert-qdq's `exclude` extended by the next most sensitive layers, and its description;
+/// None when the quarter of the layers is reached (or no layer can be kept float).
+fn mixed_precision_step(
+    original: &Model,
+    model: &Model,
+    ctx: &PassContext,
+    entries: &[PipelineEntry],
+    rank: &mut Option<Vec<(String, f64)>>,
+    k: &mut usize,
+    base_exclude: &mut Option<String>,
+) -> Result<Option<(Vec<PipelineEntry>, String)>> {
+    if !entries.iter().any(|e| e.name == "insert-qdq") {
+        return Ok(None);
+    }
+    if rank.is_none() {
+        // samples that calibration may have seen, never the held-out ones that judge
+        let samples = load_samples(original, ctx, SENSITIVITY_SAMPLES)?;
+        let reference = outputs_of(original, &samples)?;
+        *rank = Some(sensitivity_order(model, &samples, &reference)?);
+    }
+    let r = rank.as_ref().expect("set above");
+    let Some(next) = next_float_count(r.len(), *k) else { return Ok(None) };
+    *k = next;
+    let names: Vec<&str> = r[..next].iter().map(|(n, _)| n.as_str()).collect();
+    let mut n = entries.to_vec();
+    for e in n.iter_mut().filter(|e| e.name == "insert-qdq") {
+        let base = base_exclude.get_or_insert_with(|| e.options.values.get("exclude").cloned().unwrap_or_default()).clone();
+        let mut pat = names.join("|");
+        if !base.is_empty() {
+            pat = format!("{base}|{pat}");
+        }
+        e.options.values.insert("exclude".into(), pat);
+    }
+    let shown = if names.len() > 3 { format!("{}, ... (see the report)", names[..3].join(", ")) } else { names.join(", ") };
+    Ok(Some((n, format!("mixed precision: the {next} of {} quantized layers whose INT8 input costs the output most kept float ({shown})", r.len()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_float_count;
+
+    #[test]
+    fn mixed_precision_steps_double_up_to_a_quarter() {
+        let steps = |n: usize| {
+            let mut v = vec![];
+            let mut k = 0;
+            while let Some(x) = next_float_count(n, k) {
+                v.push(x);
+                k = x;
+            }
+            v
+        };
+        assert_eq!(steps(53), vec![4, 8, 13]);
+        assert_eq!(steps(20), vec![2, 4, 5]);
+        assert_eq!(steps(4), vec![1]);
+        assert_eq!(steps(2), vec![1]);
+        assert_eq!(steps(1), vec![1]);
+        assert_eq!(steps(0), Vec::<usize>::new());
     }
 }

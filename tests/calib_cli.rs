@@ -203,6 +203,41 @@ fn accuracy_budget_flag() {
 }
 
 #[test]
+fn a_missed_budget_backs_off_through_mixed_precision() {
+    // 60 dB cannot be met in INT8 (about 26 dB): dense INT8, then the most sensitive 2, 4 and 5
+    // of the 20 quantized layers kept float (1/16, twice as many, a quarter), then no INT8
+    let d = tmpdir();
+    let m = testdata("models/resnet20_bn.onnx");
+    let npy = testdata("cifar10-mini.input.npy");
+    let out = d.path().join("b.onnx");
+    let rep = d.path().join("r.json");
+    let o = sparseqc(&[path_str(&m), "-o", path_str(&out), "--calib", path_str(&npy), "--accuracy-budget", "60dB", "--report", path_str(&rep)]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains("backing off to mixed precision: the 2 of 20 quantized layers whose INT8 input costs the output most kept float"), "{e}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let steps = r["budget"].as_array().unwrap();
+    let floats: Vec<Vec<String>> = steps
+        .iter()
+        .map(|s| s["float_layers"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect())
+        .collect();
+    let models: Vec<&str> = steps.iter().map(|s| s["model"].as_str().unwrap()).collect();
+    assert_eq!(
+        models,
+        ["dense INT8", "dense INT8 with 2 layers float", "dense INT8 with 4 layers float", "dense INT8 with 5 layers float", "float (no INT8)"],
+        "{steps:?}"
+    );
+    assert_eq!(floats.iter().map(Vec::len).collect::<Vec<_>>(), [0, 2, 4, 5, 0]);
+    // one ranking: each step keeps the previous step's layers float and adds the next ones
+    assert!(floats[2].starts_with(&floats[1]) && floats[3].starts_with(&floats[2]), "{floats:?}");
+    // only the float model (exact to about 120 dB) meets 60 dB
+    let proved: Vec<bool> = steps.iter().map(|s| s["proved"].as_bool().unwrap()).collect();
+    assert_eq!(proved, [false, false, false, false, true], "{steps:?}");
+    let text = String::from_utf8_lossy(&sparseqc(&["print", path_str(&out)]).stdout).to_string();
+    assert!(!text.contains("QuantizeLinear"), "the last resort is the float model");
+}
+
+#[test]
 fn preprocess_typos_fail_before_any_work_and_presets_name_the_same_spec() {
     let img = testdata("cifar10-mini");
     // a typo: usage error (exit 2) naming the item, before pruning, and no output written
