@@ -44,6 +44,31 @@ impl HeldOut {
             Budget::SqnrDb(d) => self.sqnr_db >= d,
         }
     }
+    /// Whether these samples are too few to prove the agreement budget `b` even if all agree.
+    pub fn unprovable(&self, b: &Budget) -> bool {
+        matches!(*b, Budget::Agreement(x) if self.agree.is_some() && self.samples < crate::measure::split::samples_to_prove(x))
+    }
+    /// Whether the point estimate of the agreement reaches `b` (an SQNR budget: as `proves`).
+    pub fn meets_by_point(&self, b: &Budget) -> bool {
+        match *b {
+            Budget::Agreement(x) => self.agreement().is_some_and(|a| a + 1e-12 >= x),
+            Budget::SqnrDb(_) => self.proves(b),
+        }
+    }
+    /// The verdict when the point estimate decides.
+    pub fn point_verdict(&self, b: &Budget) -> String {
+        let x = match *b {
+            Budget::Agreement(x) => x,
+            Budget::SqnrDb(_) => return self.verdict(b),
+        };
+        format!(
+            "agreement >= {x} {} by the point estimate ({} of {} held-out samples agree; {} are needed to prove it, give more calibration samples)",
+            if self.meets_by_point(b) { "met" } else { "missed" },
+            self.agree.unwrap_or(0),
+            self.samples,
+            crate::measure::split::samples_to_prove(x)
+        )
+    }
     /// What these samples show about `b`, in words.
     pub fn verdict(&self, b: &Budget) -> String {
         match (*b, self.agree, self.lower_bound()) {
@@ -225,10 +250,14 @@ pub fn compile(g: &Guard, original: &Model, mut entries: Vec<PipelineEntry>, ctx
             _ => return Ok(Outcome { model, reports, held_out: held, lines, steps, first_pruned: first }),
         };
         let h = held.as_ref().expect("matched above");
-        let verdict = h.verdict(&budget);
+        // the default budget on too few held-out samples to prove it even if all agree: the
+        // point estimate decides (an explicit budget is always proved or backed off from)
+        let by_point = !explicit && h.unprovable(&budget);
+        let met = if by_point { h.meets_by_point(&budget) } else { h.proves(&budget) };
+        let verdict = if by_point { h.point_verdict(&budget) } else { h.verdict(&budget) };
         let floats: Vec<&str> = float_rank.iter().flatten().take(if int8 { float_k } else { 0 }).map(|(n, _)| n.as_str()).collect();
-        steps.push(serde_json::json!({"model": what, "budget": budget.describe(), "proved": h.proves(&budget), "verdict": verdict, "held_out": h.to_json(), "float_layers": floats}));
-        if h.proves(&budget) {
+        steps.push(serde_json::json!({"model": what, "budget": budget.describe(), "proved": h.proves(&budget), "met": met, "verdict": verdict, "held_out": h.to_json(), "float_layers": floats}));
+        if met {
             lines.push(format!("budget ({}): {what}: {verdict}", if explicit { "--accuracy-budget" } else { "default" }));
             return Ok(Outcome { model, reports, held_out: held, lines, steps, first_pruned: first });
         }
@@ -314,7 +343,22 @@ fn mixed_precision_step(
 
 #[cfg(test)]
 mod tests {
-    use super::next_float_count;
+    use super::{next_float_count, HeldOut};
+    use crate::measure::Budget;
+
+    #[test]
+    fn a_default_budget_too_few_samples_can_prove_is_judged_by_the_point_estimate() {
+        let b = Budget::Agreement(0.95);
+        let h = |samples, agree| HeldOut { samples, agree: Some(agree), sqnr_db: 20.0 };
+        // 52 samples can prove 0.95 when all agree; 8 never can
+        assert!(h(8, 8).unprovable(&b) && !h(52, 52).unprovable(&b) && h(51, 51).unprovable(&b));
+        assert!(h(52, 52).proves(&b) && !h(8, 8).proves(&b));
+        assert!(h(8, 8).meets_by_point(&b) && !h(8, 7).meets_by_point(&b));
+        assert!(h(8, 7).point_verdict(&b).contains("missed by the point estimate (7 of 8 held-out samples agree; 52 are needed"));
+        // several outputs: no agreement, nothing to decide by
+        assert!(!HeldOut { samples: 8, agree: None, sqnr_db: 20.0 }.unprovable(&b));
+        assert!(!h(8, 8).unprovable(&Budget::SqnrDb(20.0)));
+    }
 
     #[test]
     fn mixed_precision_steps_double_up_to_a_quarter() {
