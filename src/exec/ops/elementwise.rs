@@ -335,12 +335,19 @@ fn apply_binary(op: BinOp, a: Tensor, b: Tensor) -> Result<Tensor> {
     if b.dtype() != dt {
         return Err(Error::user(format!("input types differ: {} and {}", dt, b.dtype())));
     }
+    // integer Add/Sub/Mul wrap in two's complement, as numpy and onnxruntime do ($wrap)
     macro_rules! num {
         ($t:ty, $div:expr, $mod:expr) => {
+            num!($t, $div, $mod, |x: $t, y: $t| x + y, |x: $t, y: $t| x - y, |x: $t, y: $t| x * y)
+        };
+        ($t:ty, $div:expr, $mod:expr, wrap) => {
+            num!($t, $div, $mod, |x: $t, y: $t| x.wrapping_add(y), |x: $t, y: $t| x.wrapping_sub(y), |x: $t, y: $t| x.wrapping_mul(y))
+        };
+        ($t:ty, $div:expr, $mod:expr, $add:expr, $sub:expr, $mul:expr) => {
             match op {
-                Add => arith::<$t>(a, b, |x, y| x + y),
-                Sub => arith::<$t>(a, b, |x, y| x - y),
-                Mul => arith::<$t>(a, b, |x, y| x * y),
+                Add => arith::<$t>(a, b, $add),
+                Sub => arith::<$t>(a, b, $sub),
+                Mul => arith::<$t>(a, b, $mul),
                 Div => $div,
                 Max => arith::<$t>(a, b, |x, y| if x >= y || x != x { x } else { y }),
                 Min => arith::<$t>(a, b, |x, y| if x <= y || x != x { x } else { y }),
@@ -351,7 +358,7 @@ fn apply_binary(op: BinOp, a: Tensor, b: Tensor) -> Result<Tensor> {
                 GreaterOrEqual => broadcast_map::<$t, $t, bool>(&a, &b, |x, y| x >= y),
                 And | Or => Err(Error::user(format!("{op:?} needs bool inputs, got {dt}"))),
                 Mod(fmod) => $mod(fmod),
-                PRelu => arith::<$t>(a, b, |x, y| if x < <$t>::default() { x * y } else { x }),
+                PRelu => arith::<$t>(a, b, move |x, y| if x < <$t>::default() { ($mul)(x, y) } else { x }),
                 Pow => unreachable!("handled above"),
             }
         };
@@ -399,14 +406,14 @@ fn apply_binary(op: BinOp, a: Tensor, b: Tensor) -> Result<Tensor> {
     match dt {
         DType::F32 => num!(f32, arith::<f32>(a, b, |x, y| x / y), float_mod!(f32)),
         DType::F64 => num!(f64, arith::<f64>(a, b, |x, y| x / y), float_mod!(f64)),
-        DType::I64 => num!(i64, int_div!(i64), int_mod!(i64)),
-        DType::I32 => num!(i32, int_div!(i32), int_mod!(i32)),
-        DType::I8 => num!(i8, int_div!(i8), int_mod!(i8)),
-        DType::U8 => num!(u8, int_div!(u8), int_mod!(u8)),
-        DType::I16 => num!(i16, int_div!(i16), int_mod!(i16)),
-        DType::U16 => num!(u16, int_div!(u16), int_mod!(u16)),
-        DType::U32 => num!(u32, int_div!(u32), int_mod!(u32)),
-        DType::U64 => num!(u64, int_div!(u64), int_mod!(u64)),
+        DType::I64 => num!(i64, int_div!(i64), int_mod!(i64), wrap),
+        DType::I32 => num!(i32, int_div!(i32), int_mod!(i32), wrap),
+        DType::I8 => num!(i8, int_div!(i8), int_mod!(i8), wrap),
+        DType::U8 => num!(u8, int_div!(u8), int_mod!(u8), wrap),
+        DType::I16 => num!(i16, int_div!(i16), int_mod!(i16), wrap),
+        DType::U16 => num!(u16, int_div!(u16), int_mod!(u16), wrap),
+        DType::U32 => num!(u32, int_div!(u32), int_mod!(u32), wrap),
+        DType::U64 => num!(u64, int_div!(u64), int_mod!(u64), wrap),
         DType::Bool => match op {
             And => broadcast_map::<bool, bool, bool>(&a, &b, |x, y| x && y),
             Or => broadcast_map::<bool, bool, bool>(&a, &b, |x, y| x || y),
@@ -910,6 +917,16 @@ mod tests {
         // PRelu with a per-channel slope
         let y = apply_binary(BinOp::PRelu, t(&[2, 2], &[-1., 1., -2., 2.]), t(&[2], &[0.5, 3.])).unwrap();
         assert_eq!(y.as_f32().unwrap(), &[-0.5, 1., -1., 2.]);
+    }
+
+    #[test]
+    fn integer_arithmetic_wraps_like_numpy() {
+        let i = |v: &[i64]| Tensor::from_vec(vec![v.len()], v.to_vec());
+        let run = |op, a: &[i64], b: &[i64]| apply_binary(op, i(a), i(b)).unwrap().as_i64().unwrap().to_vec();
+        assert_eq!(run(BinOp::Add, &[i64::MAX, 1], &[1, 2]), [i64::MIN, 3]);
+        assert_eq!(run(BinOp::Sub, &[i64::MIN, 5], &[1, 2]), [i64::MAX, 3]);
+        assert_eq!(run(BinOp::Mul, &[i64::MAX, -3], &[2, 2]), [-2, -6]);
+        assert_eq!(run(BinOp::PRelu, &[i64::MIN, 4], &[2, 2]), [0, 4]);
     }
 
     #[test]
