@@ -127,8 +127,9 @@ impl Dtype {
     fn first_inexact(self, bytes: &[u8]) -> Option<i64> {
         const EXACT: i64 = 1 << 24;
         match self {
-            Dtype::I64 => bytes.chunks_exact(8).map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])).find(|v| v.abs() > EXACT),
-            Dtype::I32 => bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64).find(|v| v.abs() > EXACT),
+            // unsigned_abs: i64::MIN has no positive counterpart
+            Dtype::I64 => bytes.chunks_exact(8).map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])).find(|v| v.unsigned_abs() > EXACT as u64),
+            Dtype::I32 => bytes.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64).find(|v| v.unsigned_abs() > EXACT as u64),
             _ => None,
         }
     }

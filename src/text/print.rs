@@ -141,6 +141,8 @@ pub(crate) fn type_str(t: Option<&TypeProto>) -> String {
                         }
                         Some(match &d.value {
                             Some(DV::DimValue(v)) => v.to_string(),
+                            // a symbolic dim that reads as a number must be quoted
+                            Some(DV::DimParam(p)) if p.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+') => quote(p),
                             Some(DV::DimParam(p)) => name(p),
                             None => "?".into(),
                         })
