@@ -38,7 +38,7 @@ LOGS = os.path.join(ROOT, "fuzz/logs")
 def parse_log(path):
     """execs, cov, ft, exec/s and whether it crashed, from a libFuzzer log."""
     text = open(path, errors="replace").read()
-    r = {"execs": 0, "cov": None, "ft": None, "crashed": False, "artifacts": []}
+    r = {"execs": 0, "cov": None, "ft": None, "crashed": False, "artifacts": [], "slow": []}
     m = re.findall(r"stat::number_of_executed_units:\s*(\d+)", text)
     if m:
         r["execs"] = int(m[-1])
@@ -48,7 +48,10 @@ def parse_log(path):
             r["execs"] = int(m[-1])
     for cov, ft in re.findall(r"cov: (\d+) ft: (\d+)", text):
         r["cov"], r["ft"] = int(cov), int(ft)
-    r["artifacts"] = re.findall(r"Test unit written to (\S+)", text)
+    units = re.findall(r"Test unit written to (\S+)", text)
+    # a slow unit (libFuzzer's -report_slow_units) is written but the run goes on: not a crash
+    r["slow"] = [u for u in units if os.path.basename(u).startswith("slow-unit-")]
+    r["artifacts"] = [u for u in units if u not in r["slow"]]
     r["crashed"] = bool(r["artifacts"]) or "==ERROR:" in text or "deadly signal" in text
     return r
 
@@ -132,6 +135,8 @@ def main():
         s["execs"] += r["execs"]
         if r["cov"] is not None:
             s["cov"], s["ft"] = r["cov"], r["ft"]
+        if r["slow"]:
+            s.setdefault("slow_units", []).extend(os.path.relpath(u, ROOT) for u in r["slow"])
         if r["crashed"]:
             s["crashes"].append({"log": os.path.relpath(log, ROOT), "artifacts": r["artifacts"]})
             s["paused_mtime"] = os.path.getmtime(binary(t))
