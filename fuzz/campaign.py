@@ -56,15 +56,31 @@ def parse_log(path):
     return r
 
 
+def print_table():
+    state = json.load(open(os.path.join(LOGS, "campaign.json")))
+    print("| Target | CPU-min | runs | executions | exec/CPU-s | coverage (cov / ft) | crashes | slow units |")
+    print("|---|---|---|---|---|---|---|---|")
+    for t, s in state.items():
+        crashes = [c for c in s["crashes"] if not all(os.path.basename(x).startswith("slow-unit-") for x in c["artifacts"]) or not c["artifacts"]]
+        slow = len(s.get("slow_units", [])) + sum(1 for c in s["crashes"] if c not in crashes)
+        print(f"| `{t}` | {s['cpu_s'] / 60:.1f} | {s['runs']} | {s['execs']:,} | {s['execs'] / max(s['cpu_s'], 1):.0f} | "
+              f"{s['cov']} / {s['ft']} | {len(crashes)} | {slow} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cpu-min", type=float, default=30.0)
     ap.add_argument("--parallel", type=int, default=2)
-    ap.add_argument("--deadline", required=True, help="HH:MM UTC: no run goes past it")
+    ap.add_argument("--deadline", help="HH:MM UTC: no run goes past it")
+    ap.add_argument("--table", action="store_true", help="print fuzz/logs/campaign.json as the Markdown table of docs/reliability.md and exit")
     ap.add_argument("--slice-min", type=float, default=8.0)
     ap.add_argument("--nice", type=int, default=10)
     ap.add_argument("--targets", default=",".join(TARGETS))
     a = ap.parse_args()
+    if a.table:
+        return print_table()
+    if not a.deadline:
+        ap.error("--deadline is required")
     os.makedirs(LOGS, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
     hh, mm = map(int, a.deadline.split(":"))
