@@ -122,6 +122,10 @@ fn infer_node(g: &Graph, n: &Node) -> Option<Vec<ValueType>> {
         "Conv" => {
             let xs = dims_of(g, x)?;
             let w = dims_of(g, n.inputs.get(1).copied().flatten())?;
+            // a Conv needs N, C and a spatial dim on both (a malformed model may lack them)
+            if xs.len() < 3 || w.len() < 3 {
+                return None;
+            }
             let kernel: Vec<i64> = match n.attr_ints("kernel_shape") {
                 Some(k) => k.to_vec(),
                 None => w.iter().skip(2).map(known).collect::<Option<Vec<_>>>()?,
@@ -130,6 +134,9 @@ fn infer_node(g: &Graph, n: &Node) -> Option<Vec<ValueType>> {
         }
         "MaxPool" | "AveragePool" | "LpPool" => {
             let xs = dims_of(g, x)?;
+            if xs.len() < 3 {
+                return None;
+            }
             let kernel = n.attr_ints("kernel_shape")?.to_vec();
             one(spatial(n, &xs, &kernel, vec![xs[0].clone(), xs[1].clone()]), elem)
         }
