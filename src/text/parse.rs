@@ -2,7 +2,7 @@
 
 use super::QUANT_KEY_PREFIX;
 use crate::error::{Error, Result};
-use crate::ir::tensor::{dtype_from_name, dtype_size, Tensor, PLACEHOLDER_KEY, PLACEHOLDER_ZEROS_KEY};
+use crate::ir::tensor::{dtype_from_name, dtype_name, dtype_size, Tensor, PLACEHOLDER_KEY, PLACEHOLDER_ZEROS_KEY};
 use crate::ir::Model;
 use crate::proto::attribute_proto::AttributeType;
 use crate::proto::tensor_shape_proto::dimension::Value as DV;
@@ -427,8 +427,28 @@ fn parse_tensor_value(l: &mut Lexer, name: &str, ty: &TypeProto) -> Result<Tenso
                 let v = words.iter().map(|w| parse_f32(l, w)).collect::<Result<Vec<_>>>()?;
                 Ok(mk(Tensor::from_f32(name, &dims, &v)))
             } else {
+                // the printer inlines float and the integer/bool types only; any other element
+                // type (double, float16, complex, ...) is written as hex
+                if !matches!(elem, 2 | 3 | 4 | 5 | 6 | 7 | 9) {
+                    return Err(l.err(format!(
+                        "tensor '{name}': inline values are only for float, integer and bool tensors; write {} as hex",
+                        dtype_name(elem)
+                    )));
+                }
                 let v = words.iter().map(|w| parse_int(l, w)).collect::<Result<Vec<_>>>()?;
                 let es = dtype_size(elem).ok_or_else(|| l.err("unsupported inline element type"))?;
+                let (lo, hi) = match elem {
+                    2 => (0, u8::MAX as i64),
+                    3 => (i8::MIN as i64, i8::MAX as i64),
+                    4 => (0, u16::MAX as i64),
+                    5 => (i16::MIN as i64, i16::MAX as i64),
+                    6 => (i32::MIN as i64, i32::MAX as i64),
+                    9 => (0, 1),
+                    _ => (i64::MIN, i64::MAX),
+                };
+                if let Some(x) = v.iter().find(|x| !(lo..=hi).contains(*x)) {
+                    return Err(l.err(format!("tensor '{name}': value {x} does not fit {}", dtype_name(elem))));
+                }
                 let mut raw = Vec::with_capacity(numel * es);
                 for x in v {
                     raw.extend_from_slice(&x.to_le_bytes()[..es]);
