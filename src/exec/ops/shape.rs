@@ -161,14 +161,21 @@ pub(crate) fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -
         }
     }
     let n = numel(input);
+    // the target's dims come from data: their product may not fit a usize
+    let too_big = || Error::user(format!("Reshape target {target:?} has more elements than fit in memory"));
     if let Some(i) = infer {
-        let rest: usize = out.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &d)| d).product();
+        let rest = out
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .try_fold(1usize, |a, (_, &d)| a.checked_mul(d))
+            .ok_or_else(too_big)?;
         if rest == 0 || n % rest != 0 {
             return Err(Error::user(format!("cannot reshape {input:?} to {target:?}")));
         }
         out[i] = n / rest;
     }
-    if numel(&out) != n {
+    if out.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(too_big)? != n {
         return Err(Error::user(format!("cannot reshape {input:?} ({n} elements) to {target:?}")));
     }
     Ok(out)
