@@ -1,23 +1,27 @@
 #!/usr/bin/env python3
 """Build a BERT-base-shaped ONNX encoder with random weights, and calibration data for it.
 
-  make_bert_base.py OUT_DIR [--layers 12] [--hidden 768] [--ffn 3072] [--heads 12]
+  make_bert_base.py OUT_DIR [--layers 12] [--hidden 768] [--ffn 3072] [--heads 12] [--inputs ids|embeddings]
                     [--seq 128] [--samples 64] [--layernorm op|decomposed] [--seed 0]
 
-Writes OUT_DIR/bert_base.onnx (about 340 MB at the defaults, so not committed) and
+Writes OUT_DIR/bert_base.onnx (436 MB at the defaults, so not committed) and
 OUT_DIR/bert_base.calib.npz (the calibration samples). The model is what PyTorch exports for a
-BERT encoder at opset 17 without its token embedding table:
+BERT encoder at opset 17:
 
-  inputs:  embeddings      float32 [1, seq, hidden]  (word + position + type embeddings, summed)
-           attention_mask  float32 [1, seq]          (1 = token, 0 = padding)
+  inputs:  input_ids       int64 [1, seq]   (token ids)
+           token_type_ids  int64 [1, seq]   (segment A = 0, B = 1)
+           attention_mask  int64 [1, seq]   (1 = token, 0 = padding)
   output:  last_hidden_state float32 [1, seq, hidden]
 
-embedding LayerNorm; per layer: Q/K/V projections (MatMul + bias Add), heads split by
-Reshape/Transpose, Q·Kᵀ / sqrt(d) + (1 - mask)·-10000, Softmax, ·V, output projection
-(MatMul + bias Add), residual Add, LayerNorm, FFN MatMul + Add, exact GELU (Div, Erf, Add, Mul,
-Mul), MatMul + Add, residual Add, LayerNorm. The embedding input is float because sparseqc's
-calibration reader feeds float tensors; with the 30522×768 word-embedding table the model would
-have 110 M parameters, without it it has 85 M (12 × 7.08 M + LayerNorms).
+embeddings: Gather from the 30522×768 word table, + Gather from the 2×768 type table, + the
+first seq rows of the 512×768 position table (Gather with constant position ids), LayerNorm;
+per layer: Q/K/V projections (MatMul + bias Add), heads split by Reshape/Transpose,
+Q·Kᵀ / sqrt(d) + (1 - mask)·-10000, Softmax, ·V, output projection (MatMul + bias Add),
+residual Add, LayerNorm, FFN MatMul + Add, exact GELU (Div, Erf, Add, Mul, Mul), MatMul + Add,
+residual Add, LayerNorm. 108.9 M parameters at the defaults (BERT-base without its pooler).
+
+--inputs embeddings leaves the embedding tables out (85 M parameters): the input is then the
+summed embeddings, float32 [1, seq, hidden], and the mask is float32.
 
 Weights: normal(0, 0.02) like BERT's initialisation, biases normal(0, 0.02), LayerNorm gains
 1 + normal(0, 0.1). Calibration samples: embeddings normal(0, 1); each sample has a random
@@ -48,6 +52,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--layernorm", choices=["op", "decomposed"], default="op")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--inputs", choices=["ids", "embeddings"], default="ids")
+    ap.add_argument("--vocab", type=int, default=30522)
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
     H, F, S, NH = a.hidden, a.ffn, a.seq, a.heads
@@ -95,10 +101,19 @@ def main() -> None:
         return node("Add", [mm, const(f"{p}.bias", w(n_out))], f"{p}/Add")
 
     # additive mask: (1 - mask) * -10000, broadcast over heads and query positions
-    m0 = node("Sub", ["one", "attention_mask"], "mask/sub")
+    if a.inputs == "ids":
+        mf = node("Cast", ["attention_mask"], "mask/cast", to=TensorProto.FLOAT)
+        const("position_ids", np.arange(S, dtype=np.int64)[None, :])
+        we = node("Gather", [const("embeddings.word_embeddings.weight", w(a.vocab, H)), "input_ids"], "embeddings/word")
+        te = node("Gather", [const("embeddings.token_type_embeddings.weight", w(2, H)), "token_type_ids"], "embeddings/type")
+        pe = node("Gather", [const("embeddings.position_embeddings.weight", w(512, H)), "position_ids"], "embeddings/position")
+        e = node("Add", [node("Add", [we, te], "embeddings/add_type"), pe], "embeddings/add_position")
+    else:
+        mf, e = "attention_mask", "embeddings"
+    m0 = node("Sub", ["one", mf], "mask/sub")
     m1 = node("Mul", [m0, "neg_big"], "mask/mul")
     mask = node("Reshape", [m1, "mask_shape"], "mask/reshape")
-    x = layernorm("embeddings", "embeddings.LayerNorm")
+    x = layernorm(e, "embeddings.LayerNorm")
     for i in range(a.layers):
         p = f"encoder.layer.{i}"
         heads = {}
@@ -130,6 +145,12 @@ def main() -> None:
         nodes,
         "bert_base",
         [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, S]),
+            helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, [1, S]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [1, S]),
+        ]
+        if a.inputs == "ids"
+        else [
             helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, [1, S, H]),
             helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT, [1, S]),
         ],
@@ -144,10 +165,24 @@ def main() -> None:
     onnx.checker.check_model(str(path))
     n_params = sum(int(np.prod(t.dims)) for t in inits)
     # the first axis counts samples; each sample is one row kept as a batch of one
-    emb = rng.normal(0.0, 1.0, size=(a.samples, S, H)).astype(np.float32)
     lengths = rng.integers(S // 4, S + 1, size=a.samples)
-    mask = (np.arange(S)[None, :] < lengths[:, None]).astype(np.float32)
-    np.savez(a.out / "bert_base.calib.npz", embeddings=emb, attention_mask=mask)
+    valid = np.arange(S)[None, :] < lengths[:, None]
+    if a.inputs == "ids":
+        # [CLS] ... [SEP] ... [SEP] then padding (id 0); segment B starts at a random point
+        ids = rng.integers(1000, a.vocab, size=(a.samples, S)).astype(np.int64)
+        ids[:, 0] = 101
+        split = (lengths * rng.uniform(0.3, 0.7, size=a.samples)).astype(np.int64)
+        types = (np.arange(S)[None, :] >= split[:, None]) & valid
+        ids[~valid] = 0
+        np.savez(
+            a.out / "bert_base.calib.npz",
+            input_ids=ids,
+            token_type_ids=types.astype(np.int64),
+            attention_mask=valid.astype(np.int64),
+        )
+    else:
+        emb = rng.normal(0.0, 1.0, size=(a.samples, S, H)).astype(np.float32)
+        np.savez(a.out / "bert_base.calib.npz", embeddings=emb, attention_mask=valid.astype(np.float32))
     print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB, {n_params / 1e6:.1f} M params) and {a.out / 'bert_base.calib.npz'}")
 
 

@@ -21,10 +21,14 @@ pub const DEFAULT_PIPELINE_CACHE: &str = "upgrade-opset,fold-bn,cleanup,prune-2o
 /// `--sparsity magnitude` with calibration data.
 pub const MAGNITUDE_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,prune-2of4,calibrate,insert-qdq,bias-correct";
 /// The default accuracy budget with `--calib`: the final model's top-1 agreement with the
-/// input model, proved by the one-sided 95 % lower bound on held-out samples. Missed, the
+/// input model, proved by the one-sided 95 % lower bound on held-out samples, where the output
+/// is class scores; other outputs (hidden states, sequences, maps) must keep an output SQNR of
+/// `measure::fidelity::DEFAULT_SQNR_DB` instead. Missed, the
 /// default backs off: fewer sparse layers, then dense INT8, then mixed precision (up to a
 /// quarter of the quantized layers float); it writes the last of these when none proves it.
 pub const DEFAULT_BUDGET: &str = "0.95";
+/// [`DEFAULT_BUDGET`] as a number.
+pub const DEFAULT_AGREEMENT: f64 = 0.95;
 /// The default pipeline with `--dense` (and calibration data).
 pub const DENSE_PIPELINE: &str = "upgrade-opset,fold-bn,cleanup,calibrate,insert-qdq,bias-correct";
 /// `--dense` with only a calibration cache.
@@ -220,8 +224,8 @@ pub struct CompileArgs {
     #[arg(long, value_name = "X")]
     pub accuracy_budget: Option<String>,
     /// Which layers become 2:4: auto (those expected to run faster on --gpu, kept within an
-    /// accuracy budget of the input model on held-out samples: agreement >= 0.95 unless
-    /// --accuracy-budget), all (every eligible layer), magnitude (every eligible layer by
+    /// accuracy budget of the input model on held-out samples: agreement >= 0.95 for class
+    /// scores, else output SQNR >= 20 dB, unless --accuracy-budget), all (every eligible layer), magnitude (every eligible layer by
     /// magnitude, no data needed), none (= --dense).
     #[arg(long, value_enum, default_value_t = SparsityArg::Auto)]
     pub sparsity: SparsityArg,
@@ -427,7 +431,7 @@ fn cmd_passes(a: &PassesArgs) -> Result<i32> {
         }
     }
     out(&format!(
-        "\ndefault pipeline (--calib): {DEFAULT_PIPELINE}\n  (gpu= from --gpu; --sparsity all: {ALL_PIPELINE}; the final model is judged on held-out samples against --accuracy-budget, else {DEFAULT_BUDGET}, backing off to fewer sparse layers, dense INT8, then sensitive layers float)\n\
+        "\ndefault pipeline (--calib): {DEFAULT_PIPELINE}\n  (gpu= from --gpu; --sparsity all: {ALL_PIPELINE}; the final model is judged on held-out samples against --accuracy-budget, else top-1 agreement {DEFAULT_BUDGET} (class scores) or 20 dB output SQNR (other outputs), backing off to fewer sparse layers, dense INT8, then sensitive layers float)\n\
          --dense: {DENSE_PIPELINE}\n--calib-cache only: {DENSE_PIPELINE_CACHE} (no pruning; --sparsity magnitude: {DEFAULT_PIPELINE_CACHE})\n"
     ));
     Ok(0)
@@ -614,8 +618,19 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     // the budget judged on the final model: the user's, else the default one for the
     // default pipeline's automatic choice of layers
     let budget = match (&a.accuracy_budget, a.passes.is_none() && sparsity == SparsityArg::Auto && a.calib.is_some()) {
-        (Some(b), _) => Some((crate::measure::Budget::parse(b)?, true)),
-        (None, true) => Some((crate::measure::Budget::parse(DEFAULT_BUDGET)?, false)),
+        (Some(b), _) => {
+            let b = crate::measure::Budget::parse(b)?;
+            if matches!(b, crate::measure::Budget::Agreement(_)) && !crate::measure::fidelity::outputs_class_scores(&model) {
+                return Err(Error::usage(format!(
+                    "--accuracy-budget {}: a top-1 agreement needs one output of class scores per sample ([N, C]), and {} has {}; give an output SQNR instead, e.g. --accuracy-budget 25dB",
+                    a.accuracy_budget.as_deref().unwrap_or(""),
+                    a.model.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    describe_outputs(&model)
+                )));
+            }
+            Some((b, true))
+        }
+        (None, true) => Some((crate::measure::Budget::default_for(&model, DEFAULT_AGREEMENT), false)),
         (None, false) => None,
     };
     // held-out samples: the last ones of the data, which no pass sees
@@ -861,4 +876,30 @@ fn speed_summary(final_model: &Model, reports: &[PassReport], first_pruned: &[St
         "expected_speedup_class": class,
     });
     Ok(SpeedSummary { lines, json })
+}
+
+/// The model's outputs with their declared shapes, for messages: `'y' [N, 128, 768]`.
+fn describe_outputs(m: &crate::ir::Model) -> String {
+    let g = &m.graph;
+    let parts: Vec<String> = g
+        .outputs
+        .iter()
+        .map(|&o| {
+            let v = g.value(o);
+            let name = v.map(|v| v.name.as_str()).unwrap_or("?");
+            let shape = v.and_then(|v| v.ty.as_ref()).and_then(|t| t.shape.as_ref()).map(|d| {
+                let ds: Vec<String> = d
+                    .iter()
+                    .map(|x| match x {
+                        crate::ir::Dim::Known(k) => k.to_string(),
+                        crate::ir::Dim::Param(p) => p.clone(),
+                        crate::ir::Dim::Unknown => "?".into(),
+                    })
+                    .collect();
+                format!("[{}]", ds.join(", "))
+            });
+            format!("'{name}' {}", shape.unwrap_or_else(|| "(shape unknown)".into()))
+        })
+        .collect();
+    format!("output{} {}", if parts.len() == 1 { "" } else { "s" }, parts.join(", "))
 }

@@ -80,7 +80,7 @@ impl HeldOut {
                 "agreement >= {x} not proved on {} held-out samples ({k} agree; 95 % lower bound {lb:.3})",
                 self.samples
             ),
-            (Budget::Agreement(x), _, _) => format!("agreement >= {x} cannot be judged: the model has several outputs"),
+            (Budget::Agreement(x), _, _) => format!("agreement >= {x} cannot be judged: the output is not one vector of class scores per sample"),
             (Budget::SqnrDb(d), _, _) => format!(
                 "output SQNR >= {d:.1} dB {} on {} held-out samples ({:.1} dB measured)",
                 if self.proves(b) { "met" } else { "not met" },
@@ -129,7 +129,8 @@ pub fn judge(original: &Model, compiled: &Model, ctx: &PassContext, window: (usi
     let samples = load_sample_window(original, ctx, window)?;
     let r = outputs_of(original, &samples)?;
     let f = fidelity(&r, &outputs_of(compiled, &samples)?);
-    let single = original.graph.outputs.len() == 1 && compiled.graph.outputs.len() == 1;
+    // top-1 agreement only where the output is class scores
+    let single = crate::measure::fidelity::outputs_class_scores(original) && compiled.graph.outputs.len() == 1;
     let n = samples.len();
     Ok(HeldOut { samples: n, agree: single.then(|| (f.agreement * n as f64).round() as usize), sqnr_db: f.sqnr_db })
 }

@@ -63,7 +63,7 @@ pub fn sqnr_against(reference: &[Vec<f32>], q: &Model, samples: &[Sample]) -> Re
 pub struct Check {
     pub samples: usize,
     pub sqnr_db: f64,
-    /// Top-1 agreement (argmax of the single output), when the model has one output.
+    /// Top-1 agreement (argmax of the single output), when that output is class scores.
     pub agreement: Option<f64>,
 }
 
@@ -95,11 +95,35 @@ pub fn check(original: &Model, compiled: &Model, ctx: &crate::pass::PassContext)
     let samples = super::load_samples(original, ctx, 8)?;
     let r = outputs_of(original, &samples)?;
     let f = fidelity(&r, &outputs_of(compiled, &samples)?);
-    // top-1 agreement only means something for a single output
-    let agreement = (original.graph.outputs.len() == 1 && compiled.graph.outputs.len() == 1).then_some(f.agreement);
+    // top-1 agreement only means something for class scores
+    let agreement = (outputs_class_scores(original) && compiled.graph.outputs.len() == 1).then_some(f.agreement);
     Ok(Check { samples: samples.len(), sqnr_db: f.sqnr_db, agreement })
 }
 
+
+/// Whether the model's output is one vector of class scores per sample: a single output whose
+/// declared shape, after the batch axis, has exactly one known dimension above 1 (`[N, C]`,
+/// `[C]`, `[N, C, 1, 1]`). Only there does top-1 agreement mean "the same answer"; the argmax
+/// of a hidden state, a sequence of logits or a probability map is not a prediction.
+pub fn outputs_class_scores(m: &Model) -> bool {
+    let g = &m.graph;
+    let [out] = g.outputs.as_slice() else { return false };
+    let Some(dims) = g.value(*out).and_then(|v| v.ty.as_ref()).and_then(|t| t.shape.as_ref()) else { return false };
+    let rest = if dims.len() >= 2 { &dims[1..] } else { &dims[..] };
+    let mut wide = 0;
+    for d in rest {
+        match d {
+            crate::ir::Dim::Known(1) => {}
+            crate::ir::Dim::Known(c) if *c >= 2 => wide += 1,
+            _ => return false,
+        }
+    }
+    wide == 1
+}
+
+/// The output SQNR the default budget asks of a model whose output is not class scores
+/// (see [`Budget::default_for`]).
+pub const DEFAULT_SQNR_DB: f64 = 20.0;
 
 /// What the budget bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -143,10 +167,62 @@ impl Budget {
         }
     }
 
+    /// The default budget for `m`: top-1 agreement `agreement` where the output is class
+    /// scores ([`outputs_class_scores`]), else an output SQNR of [`DEFAULT_SQNR_DB`] (noise at
+    /// 1 % of the signal's power; INT8 models that keep the float model's answers measure
+    /// 25-36 dB here: ResNet-20, the ViT, BERT-shaped encoders).
+    pub fn default_for(m: &Model, agreement: f64) -> Budget {
+        if outputs_class_scores(m) {
+            Budget::Agreement(agreement)
+        } else {
+            Budget::SqnrDb(DEFAULT_SQNR_DB)
+        }
+    }
+
     pub fn describe(&self) -> String {
         match *self {
             Budget::Agreement(a) => format!("top-1 agreement >= {a:.3}"),
             Budget::SqnrDb(d) => format!("output SQNR >= {d:.1} dB"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-node model (Relu) with the given output declarations (`float[1,10] y`, ...).
+    fn model(outs: &[&str]) -> Model {
+        let decls: Vec<String> = outs.iter().map(|o| o.to_string()).collect();
+        let nodes: Vec<String> = outs
+            .iter()
+            .map(|o| format!("  {} = Relu (x)", o.rsplit(' ').next().unwrap()))
+            .collect();
+        crate::testing::parse_model(&format!(
+            "<\n  ir_version: 8,\n  opset_import: [\"\" : 13]\n>\ng (float[1,4] x) => ({})\n<\n>\n{{\n{}\n}}\n",
+            decls.join(", "),
+            nodes.join("\n")
+        ))
+    }
+
+    #[test]
+    fn class_scores_are_one_vector_per_sample() {
+        for (outs, want) in [
+            (vec!["float[1,10] y"], true),
+            (vec!["float[N,1000] y"], true),
+            (vec!["float[10] y"], true),
+            (vec!["float[1,1000,1,1] y"], true),
+            // a hidden state, a sequence of logits, a probability map
+            (vec!["float[1,128,768] y"], false),
+            (vec!["float[1,1,640,640] y"], false),
+            // one score, an unknown class count, two outputs
+            (vec!["float[1,1] y"], false),
+            (vec!["float[1,C] y"], false),
+            (vec!["float[1,10] y", "float[1,10] z"], false),
+        ] {
+            assert_eq!(outputs_class_scores(&model(&outs)), want, "{outs:?}");
+        }
+        assert_eq!(Budget::default_for(&model(&["float[1,10] y"]), 0.95), Budget::Agreement(0.95));
+        assert_eq!(Budget::default_for(&model(&["float[1,128,768] y"]), 0.95), Budget::SqnrDb(DEFAULT_SQNR_DB));
     }
 }
