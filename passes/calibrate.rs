@@ -24,7 +24,7 @@ use std::str::FromStr;
 pub const NAME: &str = "calibrate";
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::new("method", OptionKind::Str, "auto", "auto | max | percentile | entropy | mse (auto: the one whose Q/DQ model reproduces the float outputs best on the data)"),
-    OptionSpec::new("auto-samples", OptionKind::Int, "16", "auto: calibration samples the candidate methods are scored on"),
+    OptionSpec::new("auto-samples", OptionKind::Int, "16", "auto: calibration samples the candidate methods are scored on (not given: 16, fewer when each sample's outputs hold many values: enough for 65536 values, at least 4)"),
     OptionSpec::new("percentile", OptionKind::Float, "99.99", "the percentile for method=percentile"),
     OptionSpec::new("override", OptionKind::Str, "", "per-tensor methods: 'glob=method;glob=method' (tensor names)"),
     OptionSpec::new("tensors", OptionKind::Str, "qdq", "qdq: tensors Q/DQ placement may need; all: every float activation"),
@@ -36,6 +36,8 @@ pub struct Calibrate {
     /// `None`: auto (chosen per model among [`AUTO_CANDIDATES`]).
     method: Option<Method>,
     auto_samples: usize,
+    /// Whether `auto-samples` was given (else it adapts to the output size).
+    auto_samples_given: bool,
     refine: bool,
     overrides: Vec<(Pattern, Method)>,
     all: bool,
@@ -73,8 +75,9 @@ impl Calibrate {
             p => return Err(Error::usage(format!("calibrate: passes must be 1 or 2, not {p}"))),
         };
         let auto_samples = o.int("auto-samples", 16)?.max(1) as usize;
+        let auto_samples_given = o.str("auto-samples").is_some();
         let refine = o.bool("refine", false)?;
-        Ok(Calibrate { method, overrides, all, passes, auto_samples, refine })
+        Ok(Calibrate { method, overrides, all, passes, auto_samples, auto_samples_given, refine })
     }
     fn method_for(&self, name: &str, default: Method) -> Method {
         self.overrides.iter().find(|(p, _)| p.matches_any(name, "")).map(|(_, m)| *m).unwrap_or(default)
@@ -335,6 +338,11 @@ fn refine_scales(m: &mut Model, ctx: &PassContext, targets: &[ValueId], n_sample
     Ok((before, cur_db))
 }
 
+/// Output values `method=auto` scores each candidate on (when `auto-samples` is not given).
+pub const AUTO_VALUES: usize = 1 << 16;
+/// The fewest samples `method=auto` scores on.
+pub const AUTO_MIN_SAMPLES: usize = 4;
+
 /// The methods `method=auto` chooses among.
 pub const AUTO_CANDIDATES: [Method; 3] = [Method::Entropy, Method::Mse, Method::Percentile(calib::methods::DEFAULT_PERCENTILE)];
 
@@ -342,19 +350,29 @@ impl Calibrate {
     /// For each candidate method: the scales it gives, placed by `insert-qdq` (default options)
     /// on a copy of the model, and the signal-to-quantization-noise ratio (dB) of that copy's
     /// outputs against the float model's on the first `auto_samples` calibration samples.
+    #[allow(clippy::type_complexity)]
     fn score_candidates(
         &self,
         m: &Model,
         ctx: &PassContext,
         targets: &[ValueId],
         stats: &std::collections::BTreeMap<String, calib::TensorStats>,
-    ) -> Result<Vec<(Method, f64, std::collections::BTreeMap<String, calib::Calibration>)>> {
-        let samples = measure::load_samples(m, ctx, self.auto_samples)?;
+    ) -> Result<(usize, Vec<(Method, f64, std::collections::BTreeMap<String, calib::Calibration>)>)> {
+        let mut samples = measure::load_samples(m, ctx, self.auto_samples)?;
         // the float outputs on these samples were recorded during the run over the data
-        let reference = match &ctx.cache.float_obs {
+        let mut reference = match &ctx.cache.float_obs {
             Some(o) if o.key == FloatObs::key_of(ctx) && o.len() >= samples.len() => o.outputs[..samples.len()].to_vec(),
             _ => outputs_of(m, &samples)?,
         };
+        // a sample whose outputs hold many values (a transformer's hidden states, a detection
+        // map) measures the SQNR on its own: 4 of BERT-base's 98,304-value outputs say more than
+        // 16 classifier logits, and each candidate run costs a forward per sample
+        if !self.auto_samples_given {
+            let per = reference.first().map_or(1, |r| r.len().max(1));
+            let n = AUTO_VALUES.div_ceil(per).clamp(AUTO_MIN_SAMPLES, self.auto_samples).min(samples.len());
+            samples.truncate(n);
+            reference.truncate(n);
+        }
         let mut scores = Vec::new();
         for cand in AUTO_CANDIDATES {
             let mut q = m.clone();
@@ -378,7 +396,7 @@ impl Calibrate {
             let db = sqnr_against(&reference, &q, &samples)?;
             scores.push((cand, db, cals));
         }
-        Ok(scores)
+        Ok((samples.len(), scores))
     }
 }
 
@@ -444,7 +462,8 @@ impl Pass for Calibrate {
             Some(mm) => mm,
             None => {
                 let ta = std::time::Instant::now();
-                let mut scores = self.score_candidates(m, ctx, &targets, &stats)?;
+                let (scored_on, mut scores) = self.score_candidates(m, ctx, &targets, &stats)?;
+                rep.stat("auto_samples", scored_on);
                 let mut bi = 0;
                 for (i, s) in scores.iter().enumerate() {
                     if s.1 > scores[bi].1 {

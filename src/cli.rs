@@ -637,7 +637,11 @@ fn cmd_compile(a: &CompileArgs) -> Result<i32> {
     let held_out = if a.calib.is_some() && (!a.no_fidelity_check || budget.is_some()) {
         let judge_ctx = ctx.clone();
         let n = crate::measure::count_samples(&model, &ctx)?;
-        let mut h = crate::measure::split::held_out_count(n);
+        let mut h = crate::measure::split::held_out_count_for(
+            n,
+            crate::measure::fidelity::outputs_class_scores(&model),
+            crate::measure::fidelity::output_values_per_sample(&model),
+        );
         if let Some((crate::measure::Budget::Agreement(x), _)) = budget {
             h = h.max(crate::measure::split::samples_to_prove(x).min(n / 2));
         }

@@ -121,6 +121,26 @@ pub fn outputs_class_scores(m: &Model) -> bool {
     wide == 1
 }
 
+/// How many values one sample's outputs hold, from the declared shapes (the first axis of
+/// each output is the batch); `None` when a shape after it is not known.
+pub fn output_values_per_sample(m: &Model) -> Option<usize> {
+    let g = &m.graph;
+    let mut total = 0usize;
+    for &o in &g.outputs {
+        let dims = g.value(o)?.ty.as_ref()?.shape.as_ref()?;
+        let rest = if dims.len() >= 2 { &dims[1..] } else { &dims[..] };
+        let mut n = 1usize;
+        for d in rest {
+            match d {
+                crate::ir::Dim::Known(k) if *k >= 0 => n = n.checked_mul(*k as usize)?,
+                _ => return None,
+            }
+        }
+        total = total.checked_add(n)?;
+    }
+    Some(total)
+}
+
 /// The output SQNR the default budget asks of a model whose output is not class scores
 /// (see [`Budget::default_for`]).
 pub const DEFAULT_SQNR_DB: f64 = 20.0;

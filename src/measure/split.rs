@@ -14,6 +14,24 @@ pub fn held_out_count(n: usize) -> usize {
     (n / 4).max(64.min(n / 2)).min(256)
 }
 
+/// The fewest held-out samples that judge an output SQNR (see [`held_out_count_for`]).
+pub const HELD_OUT_MIN_SQNR: usize = 8;
+/// Output values the held-out samples of a non-classifier should hold together.
+pub const HELD_OUT_SQNR_VALUES: usize = 1 << 18;
+
+/// [`held_out_count`], or fewer when the output is not class scores and each sample's
+/// outputs hold many values (`values`: per sample, when the declared shapes say): an output
+/// SQNR over 8 samples of a BERT hidden state (786,432 values) is measured as well as over 32,
+/// and every sample not held out calibrates. At least [`HELD_OUT_MIN_SQNR`] samples (never
+/// more than [`held_out_count`] gives), enough for [`HELD_OUT_SQNR_VALUES`] values.
+pub fn held_out_count_for(n: usize, class_scores: bool, values: Option<usize>) -> usize {
+    let h = held_out_count(n);
+    match values {
+        Some(v) if !class_scores && v > 0 => h.min(HELD_OUT_SQNR_VALUES.div_ceil(v).max(HELD_OUT_MIN_SQNR)),
+        _ => h,
+    }
+}
+
 /// Wilson score interval for `k` successes in `n` trials at `z` standard deviations (1.96:
 /// 95 % two-sided): `(low, high)`. It stays inside [0, 1] and is sound at k = n, where the
 /// normal approximation would claim certainty. (0, 1) for n = 0.
@@ -85,5 +103,18 @@ mod tests {
         let n = samples_to_prove(0.97);
         assert_eq!(n, 88);
         assert!(wilson(n, n, Z95_ONE_SIDED).0 >= 0.97 && wilson(n - 1, n - 1, Z95_ONE_SIDED).0 < 0.97);
+    }
+
+    #[test]
+    fn a_large_non_classifier_output_holds_out_fewer_samples() {
+        // BERT-base's hidden state, 64 samples: 8 held out, 56 calibrate
+        assert_eq!(held_out_count_for(64, false, Some(128 * 768)), 8);
+        // classifiers and unknown sizes keep the quarter / 64 rule
+        assert_eq!(held_out_count_for(64, true, Some(10)), held_out_count(64));
+        assert_eq!(held_out_count_for(1000, false, None), held_out_count(1000));
+        // a small non-classifier output needs more samples, never more than the rule gives
+        assert_eq!(held_out_count_for(1000, false, Some(1024)), 250);
+        assert_eq!(held_out_count_for(1000, false, Some(4096)), 64);
+        assert_eq!(held_out_count_for(16, false, Some(1 << 20)), 8);
     }
 }
