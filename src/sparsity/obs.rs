@@ -127,25 +127,86 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + s
 }
 
+/// Diagonal block of the blocked Cholesky factorisation ([`cholesky_lower`]).
+const CHOL_BLOCK: usize = 64;
+/// Rows per parallel task of its trailing update (fixed, so the result does not depend on
+/// the number of threads).
+const CHOL_ROWS: usize = 64;
+
 /// In-place lower Cholesky factor of the symmetric `n×n` matrix `a` (row-major; only the
 /// lower triangle is read; the strict upper triangle is zeroed). Fails on a non-positive
 /// or non-finite pivot (the matrix is not positive definite).
+///
+/// Right-looking and blocked: each diagonal block of [`CHOL_BLOCK`] columns is factored
+/// with dot products, the panel below it solved row by row (rows in parallel), and the
+/// lower triangle of the trailing matrix updated with one GEMM per fixed tile of
+/// [`CHOL_ROWS`] rows (tiles in parallel). Deterministic whatever the number of threads.
 pub(crate) fn cholesky_lower(a: &mut [f64], n: usize) -> Result<()> {
     if a.len() != n * n {
         return Err(Error::internal(format!("cholesky: {} elements for a {n}x{n} matrix", a.len())));
     }
-    for i in 0..n {
-        for j in 0..=i {
-            let s = a[i * n + j] - dot(&a[i * n..i * n + j], &a[j * n..j * n + j]);
-            if i == j {
-                if !(s > 0.0 && s.is_finite()) {
-                    return Err(Error::user(format!("matrix is not positive definite (pivot {i} is {s:e})")));
+    let mut k0 = 0;
+    while k0 < n {
+        let k1 = (k0 + CHOL_BLOCK).min(n);
+        let kb = k1 - k0;
+        // 1. the diagonal block (already updated by the blocks before it)
+        for i in k0..k1 {
+            for j in k0..=i {
+                let s = a[i * n + j] - dot(&a[i * n + k0..i * n + j], &a[j * n + k0..j * n + j]);
+                if i == j {
+                    if !(s > 0.0 && s.is_finite()) {
+                        return Err(Error::user(format!("matrix is not positive definite (pivot {i} is {s:e})")));
+                    }
+                    a[i * n + i] = s.sqrt();
+                } else {
+                    a[i * n + j] = s / a[j * n + j];
                 }
-                a[i * n + i] = s.sqrt();
-            } else {
-                a[i * n + j] = s / a[j * n + j];
             }
         }
+        if k1 == n {
+            break;
+        }
+        let (top, bottom) = a.split_at_mut(k1 * n);
+        let l11 = &top[k0 * n..];
+        // 2. the panel below it: L21 = A21 · L11⁻ᵀ, one row at a time; kept contiguous too
+        let mut panel = vec![0f64; (n - k1) * kb];
+        bottom.par_chunks_mut(n).zip(panel.par_chunks_mut(kb)).for_each(|(row, p)| {
+            for j in 0..kb {
+                let s = row[k0 + j] - dot(&row[k0..k0 + j], &l11[j * n + k0..j * n + k0 + j]);
+                row[k0 + j] = s / l11[j * n + k0 + j];
+            }
+            p.copy_from_slice(&row[k0..k1]);
+        });
+        // 3. trailing update, lower triangle: A22[i][j] -= L21[i]·L21[j] for j <= i
+        bottom.par_chunks_mut(CHOL_ROWS * n).enumerate().for_each(|(t, rows)| {
+            let r0 = t * CHOL_ROWS;
+            let m = rows.len() / n;
+            let cols = r0 + m; // columns k1 .. k1 + cols reach this tile's last row
+            // SAFETY: A = panel rows r0..r0+m (m×kb, row stride kb), B = panelᵀ columns
+            // 0..cols (kb×cols: element (t, j) at j*kb + t, j < cols <= n-k1), C = rows[.., k1..k1+cols]
+            // (row stride n, k1 + cols <= n): all inside their slices; C is this task's own rows.
+            unsafe {
+                matrixmultiply::dgemm(
+                    m,
+                    kb,
+                    cols,
+                    -1.0,
+                    panel.as_ptr().add(r0 * kb),
+                    kb as isize,
+                    1,
+                    panel.as_ptr(),
+                    1,
+                    kb as isize,
+                    1.0,
+                    rows.as_mut_ptr().add(k1),
+                    n as isize,
+                    1,
+                );
+            }
+        });
+        k0 = k1;
+    }
+    for i in 0..n {
         for v in &mut a[i * n + i + 1..(i + 1) * n] {
             *v = 0.0;
         }
@@ -200,6 +261,39 @@ pub(crate) fn upper_factor_of_inverse(a: &[f64], n: usize) -> Result<Vec<f64>> {
         return Err(Error::user("matrix is too ill-conditioned to invert"));
     }
     Ok(u)
+}
+
+/// `X` (`k×n`, row-major) with `X·H = B` for a symmetric positive definite `H` (`n×n`) and
+/// `B` (`k×n`): `X = (B·L⁻ᵀ)·L⁻¹` with `H = L·Lᵀ` ([`cholesky_lower`], [`lower_tri_inverse`]),
+/// both products as GEMMs over fixed tiles of rows of `B`, in parallel (deterministic).
+/// Fails when `H` is not positive definite or the result is not finite.
+pub(crate) fn solve_right_spd(h: &[f64], b: &[f64], n: usize, k: usize) -> Result<Vec<f64>> {
+    if h.len() != n * n || b.len() != k * n {
+        return Err(Error::internal(format!("solve: {} and {} elements for n = {n}, k = {k}", h.len(), b.len())));
+    }
+    let mut l = h.to_vec();
+    cholesky_lower(&mut l, n)?;
+    let li = lower_tri_inverse(&l, n);
+    drop(l);
+    // T = B · L⁻ᵀ, then X = T · L⁻¹; each a GEMM per tile of rows (L⁻ᵀ read as a strided view)
+    let times = |x: &[f64], transposed: bool| -> Vec<f64> {
+        let mut out = vec![0f64; k * n];
+        out.par_chunks_mut(TILE_ROWS * n).zip(x.par_chunks(TILE_ROWS * n)).for_each(|(o, xr)| {
+            let m = xr.len() / n;
+            let (rs, cs) = if transposed { (1, n as isize) } else { (n as isize, 1) };
+            // SAFETY: A = xr (m×n, row stride n), B = li or its transpose (n×n, all indices
+            // < n²), C = o (m×n, row stride n): every access is inside the slices.
+            unsafe {
+                matrixmultiply::dgemm(m, n, n, 1.0, xr.as_ptr(), n as isize, 1, li.as_ptr(), rs, cs, 0.0, o.as_mut_ptr(), n as isize, 1);
+            }
+        });
+        out
+    };
+    let x = times(&times(b, true), false);
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::user("matrix is too ill-conditioned to solve with"));
+    }
+    Ok(x)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -946,6 +1040,56 @@ mod tests {
                 assert!((id[i * n + j] - want).abs() < 1e-8, "{i},{j}: {}", id[i * n + j]);
             }
         }
+    }
+
+    /// Random symmetric positive definite `n×n` matrix MᵀM/n + 0.1·I.
+    fn spd(rng: &mut Rng, n: usize) -> Vec<f64> {
+        let m: Vec<f64> = (0..n * n).map(|_| rng.normal()).collect();
+        let mut a = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..n {
+                a[i * n + j] = (0..n).map(|k| m[k * n + i] * m[k * n + j]).sum::<f64>() / n as f64 + if i == j { 0.1 } else { 0.0 };
+            }
+        }
+        a
+    }
+
+    #[test]
+    fn blocked_cholesky_and_right_solve_across_block_edges() {
+        // sizes below, at and across CHOL_BLOCK, and across the trailing update's row tiles
+        let mut rng = Rng::new(7);
+        for &n in &[1usize, 5, CHOL_BLOCK, CHOL_BLOCK + 1, 2 * CHOL_BLOCK + 37, CHOL_BLOCK + CHOL_ROWS + 3] {
+            let a = spd(&mut rng, n);
+            let mut l = a.clone();
+            cholesky_lower(&mut l, n).unwrap();
+            for i in 0..n {
+                for j in 0..n {
+                    let llt: f64 = (0..n).map(|t| l[i * n + t] * l[j * n + t]).sum();
+                    assert!((llt - a[i * n + j]).abs() < 1e-10, "n={n} LLᵀ[{i}][{j}] = {llt} vs {}", a[i * n + j]);
+                    if j > i {
+                        assert_eq!(l[i * n + j], 0.0, "n={n}: upper triangle not zeroed at {i},{j}");
+                    }
+                }
+            }
+            // X·A = B for k rows, k both below and above the row tiles
+            for &k in &[1usize, TILE_ROWS + 3] {
+                let b: Vec<f64> = (0..k * n).map(|_| rng.normal()).collect();
+                let x = solve_right_spd(&a, &b, n, k).unwrap();
+                for r in 0..k {
+                    for j in 0..n {
+                        let xa: f64 = (0..n).map(|t| x[r * n + t] * a[t * n + j]).sum();
+                        assert!((xa - b[r * n + j]).abs() < 1e-8, "n={n} k={k} (XA)[{r}][{j}] = {xa} vs {}", b[r * n + j]);
+                    }
+                }
+            }
+        }
+        // not positive definite: an error, not a panic, whichever block the bad pivot is in
+        let n = CHOL_BLOCK + 10;
+        let mut a = spd(&mut rng, n);
+        a[(n - 3) * n + (n - 3)] = -1.0;
+        assert!(cholesky_lower(&mut a.clone(), n).is_err());
+        assert!(solve_right_spd(&a, &vec![1.0; n], n, 1).is_err());
+        assert!(solve_right_spd(&a, &[1.0], n, 1).is_err(), "size mismatch is an error");
     }
 
     #[test]
