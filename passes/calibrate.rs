@@ -139,7 +139,8 @@ pub(crate) fn collect_stats_recording(
     let target_ids: Vec<usize> = targets.iter().map(|v| ms.id(*v)).collect::<Result<_>>()?;
     let names: Vec<String> = targets.iter().map(|v| m.graph.name_of(*v).to_string()).collect();
     let known: Vec<usize> = ms.inputs.iter().map(|(_, id)| *id).collect();
-    let plan = ms.session.plan(&known, &target_ids)?;
+    // the calibrated tensors are observed as they are computed (not all held to the end)
+    let plan = ms.session.plan_observing(&known, &[], &target_ids)?;
     let n = src.len();
     let record = record.min(n);
     // recorded samples run a plan with the layer outputs and graph outputs as targets too;
@@ -154,11 +155,11 @@ pub(crate) fn collect_stats_recording(
     if held_bytes.is_none_or(|b| b > measure::RECORD_LAYER_BYTES) {
         layers.clear();
     }
-    let mut rec_ids = target_ids.clone();
+    let mut rec_ids = Vec::new();
     for v in layers.iter().map(|l| l.2).chain(m.graph.outputs.iter().copied()) {
         rec_ids.push(ms.id(v)?);
     }
-    let rec_plan = if record > 0 { Some(ms.session.plan(&known, &rec_ids)?) } else { None };
+    let rec_plan = if record > 0 { Some(ms.session.plan_observing(&known, &rec_ids, &target_ids)?) } else { None };
     let recorded: std::sync::Mutex<Vec<Option<(Vec<Vec<f64>>, Vec<f32>)>>> = std::sync::Mutex::new(vec![None; record]);
     let decoded: std::sync::Mutex<Vec<Option<measure::Sample>>> = std::sync::Mutex::new(vec![None; record]);
     let decoded_bytes = std::sync::atomic::AtomicUsize::new(0);
@@ -189,9 +190,21 @@ pub(crate) fn collect_stats_recording(
                         feed.push((id, f32_tensor(&t.shape, t.data)?));
                     }
                     let rec = rec_plan.as_ref().filter(|_| pass == 0 && i < record);
-                    let mut outs = ms.session.run_plan(rec.unwrap_or(&plan), feed).map_err(|e| e.context(format!("calibration sample {i}")))?;
+                    let mut seen = 0usize;
+                    let extra = ms
+                        .session
+                        .run_plan_observed(rec.unwrap_or(&plan), feed, &mut |k, t| {
+                            if let Ok(values) = t.as_f32() {
+                                acc.observe(&names[k], values)?;
+                            }
+                            seen += 1;
+                            Ok(())
+                        })
+                        .map_err(|e| e.context(format!("calibration sample {i}")))?;
+                    if seen != names.len() {
+                        return Err(Error::internal(format!("calibration sample {i}: {seen} of {} tensors observed", names.len())));
+                    }
                     if rec.is_some() {
-                        let extra = outs.split_off(names.len());
                         let mut means = Vec::with_capacity(layers.len());
                         for (l, t) in layers.iter().zip(&extra) {
                             let mut a = vec![0f64; l.3];
@@ -205,11 +218,6 @@ pub(crate) fn collect_stats_recording(
                             }
                         }
                         recorded.lock().map_err(|_| Error::internal("recording lock poisoned"))?[i] = Some((means, out));
-                    }
-                    for (name, t) in names.iter().zip(outs) {
-                        if let Ok(values) = t.as_f32() {
-                            acc.observe(name, values)?;
-                        }
                     }
                     pb.inc(1);
                     Ok(acc)

@@ -19,6 +19,9 @@ pub struct ModelSession {
     /// all constant, such as weights behind QuantizeLinear → DequantizeLinear): constants of
     /// the program, so they cannot be fed.
     pub folded: HashSet<ValueId>,
+    /// Last field: after the session's weights and buffers are freed, their heap pages go
+    /// back to the kernel (the raised trim threshold would otherwise keep them).
+    _trim: crate::util::HeapTrim,
 }
 
 /// Element types of graph inputs that are fed as f32 and cast to their type in the
@@ -36,41 +39,141 @@ impl ModelSession {
     /// once here and their outputs become constants: a Q/DQ model's weights then reach the
     /// Conv/Gemm kernels as constants, which pack them once instead of per run
     /// (MobileNetV2 Q/DQ forward about 2× faster), with identical results.
+    ///
+    /// Folding runs one node at a time, each on its own inputs only, and keeps a folded
+    /// value only while a later fold or the session reads it; initializers that only folded
+    /// nodes read are not loaded into the session. A Q/DQ model then holds its weights
+    /// once (the dequantized ones), not three times (float, quantized and dequantized, as
+    /// when one session with every initializer folded them: BERT-base's 415 MiB of weights
+    /// took 1.2 GiB).
     pub fn new(m: &Model) -> Result<ModelSession> {
         let g = &m.graph;
         let order = g.topo_order()?;
-        let mut constant: HashSet<ValueId> = g.value_ids().into_iter().filter(|v| g.v(*v).map(|x| x.producer == Producer::Initializer).unwrap_or(false)).collect();
-        let mut fold_nodes = HashSet::new();
+        let (fold_nodes, _) = fold_plan(m, &order)?;
+        if fold_nodes.is_empty() {
+            return Self::build(m, &order, &HashSet::new(), Vec::new(), None);
+        }
+        // how often each value is read by a folded node, and whether the session reads it
+        let mut fold_reads: HashMap<ValueId, usize> = HashMap::new();
+        let mut session_reads: HashSet<ValueId> = g.outputs.iter().copied().collect();
         for &id in &order {
             let n = g.n(id)?;
-            if n.domain.is_empty()
-                && FOLDABLE.contains(&n.op_type.as_str())
-                && n.inputs.iter().flatten().all(|v| constant.contains(v))
-                && n.outputs.iter().all(|o| o.is_some())
-                && !n.outputs.iter().flatten().any(|o| g.outputs.contains(o))
-            {
-                fold_nodes.insert(id);
-                constant.extend(n.outputs.iter().flatten().copied());
+            for v in n.inputs.iter().flatten() {
+                if fold_nodes.contains(&id) {
+                    *fold_reads.entry(*v).or_default() += 1;
+                } else {
+                    session_reads.insert(*v);
+                }
             }
         }
-        if fold_nodes.is_empty() {
-            return Self::build(m, &order, &HashSet::new(), Vec::new());
+        let mut live: HashMap<ValueId, crate::exec::Tensor> = HashMap::new();
+        let mut kept: Vec<ValueId> = Vec::new();
+        for &id in order.iter().filter(|id| fold_nodes.contains(id)) {
+            let n = g.n(id)?;
+            let mut p = Program::new(m.opset());
+            let mut inputs = Vec::with_capacity(n.inputs.len());
+            for v in &n.inputs {
+                inputs.push(match v {
+                    None => None,
+                    Some(v) => {
+                        let pv = p.add_value(g.name_of(*v));
+                        let t = match live.get(v) {
+                            Some(t) => t.clone(),
+                            None => {
+                                let c = g.v(*v)?.constant.as_ref().ok_or_else(|| Error::internal("folded input without data"))?;
+                                crate::exec::Tensor::from_proto(&c.proto)?
+                            }
+                        };
+                        p.add_constant(pv, t);
+                        Some(pv)
+                    }
+                });
+            }
+            let outs: Vec<ValueId> = n.outputs.iter().flatten().copied().collect();
+            let out_ids: Vec<usize> = outs.iter().map(|v| p.add_value(g.name_of(*v))).collect();
+            let node_outs: Vec<Option<usize>> = n.outputs.iter().map(|o| o.map(|v| p.add_value(g.name_of(v)))).collect();
+            p.add_node(ExecNode {
+                name: n.name.clone(),
+                op_type: n.op_type.clone(),
+                domain: n.domain.clone(),
+                inputs,
+                outputs: node_outs,
+                attrs: n.attrs.clone(),
+            });
+            let values = Session::new(p)?.run_from(Vec::new(), &out_ids).map_err(|e| e.context(format!("folding node '{}'", n.name)))?;
+            for v in n.inputs.iter().flatten() {
+                let left = fold_reads.get_mut(v).expect("counted");
+                *left -= 1;
+                if *left == 0 && !session_reads.contains(v) {
+                    live.remove(v);
+                }
+            }
+            for (v, t) in outs.into_iter().zip(values) {
+                if fold_reads.contains_key(&v) || session_reads.contains(&v) {
+                    live.insert(v, t);
+                    kept.push(v);
+                }
+            }
         }
-        let full = Self::build(m, &order, &HashSet::new(), Vec::new())?;
-        let folded: Vec<ValueId> = order.iter().filter(|id| fold_nodes.contains(id)).flat_map(|id| g.n(*id).map(|n| n.outputs.iter().flatten().copied().collect::<Vec<_>>()).unwrap_or_default()).collect();
-        let targets: Vec<usize> = folded.iter().map(|v| full.id(*v)).collect::<Result<_>>()?;
-        let values = full.session.run_from(Vec::new(), &targets)?;
-        drop(full);
-        Self::build(m, &order, &fold_nodes, folded.into_iter().zip(values).collect())
+        let extra: Vec<(ValueId, crate::exec::Tensor)> =
+            kept.into_iter().filter(|v| session_reads.contains(v)).filter_map(|v| live.remove(&v).map(|t| (v, t))).collect();
+        let mut ms = Self::build(m, &order, &fold_nodes, extra, None)?;
+        // every folded value counts as computed once (none can be fed), kept or not
+        for &id in &fold_nodes {
+            ms.folded.extend(g.n(id)?.outputs.iter().flatten().copied());
+        }
+        Ok(ms)
+    }
+
+    /// The values [`ModelSession::new`] computes once at build (outputs of foldable nodes
+    /// on constants), without building a session.
+    pub fn folded_values(m: &Model) -> Result<HashSet<ValueId>> {
+        Ok(fold_plan(m, &m.graph.topo_order()?)?.1)
+    }
+
+    /// A session that computes only `targets` from the fed values `known` (and the graph
+    /// inputs): only the nodes on the way and the constants they read are loaded, nothing is
+    /// folded (foldable nodes on the way run in every call). For runs over one stretch of
+    /// the graph (`measure::Resume`): each such run then holds that stretch's weights, not the
+    /// whole model's (forced 2:4 BERT-base built two whole-model sessions per layer, 72 times).
+    pub fn for_values(m: &Model, known: &[ValueId], targets: &[ValueId]) -> Result<ModelSession> {
+        let g = &m.graph;
+        let order = g.topo_order()?;
+        let known: HashSet<ValueId> = known.iter().copied().collect();
+        let mut needed = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut stack = targets.to_vec();
+        while let Some(v) = stack.pop() {
+            if !seen.insert(v) || known.contains(&v) {
+                continue;
+            }
+            if let Producer::Node(n, _) = g.v(v)?.producer {
+                if needed.insert(n) {
+                    stack.extend(g.n(n)?.inputs.iter().flatten().copied());
+                }
+            }
+        }
+        let skip: HashSet<crate::ir::NodeId> = order.iter().copied().filter(|n| !needed.contains(n)).collect();
+        let fed: Vec<ValueId> = known.iter().copied().filter(|v| !g.inputs.contains(v)).collect();
+        Self::build(m, &order, &skip, Vec::new(), Some((&fed, targets)))
     }
 
     /// A session without constant folding (every node runs on every call), to check that
     /// folding changes nothing.
     pub fn new_unfolded(m: &Model) -> Result<ModelSession> {
-        Self::build(m, &m.graph.topo_order()?, &HashSet::new(), Vec::new())
+        Self::build(m, &m.graph.topo_order()?, &HashSet::new(), Vec::new(), None)
     }
 
-    fn build(m: &Model, order: &[crate::ir::NodeId], skip: &HashSet<crate::ir::NodeId>, extra: Vec<(ValueId, crate::exec::Tensor)>) -> Result<ModelSession> {
+    /// The session of `m`'s nodes in `order` except `skip`, with `extra` constants (folded
+    /// values); its inputs and outputs are the graph's, or with `restrict = (fed, targets)`,
+    /// the graph's inputs plus the intermediate values `fed`, and `targets`.
+    fn build(
+        m: &Model,
+        order: &[crate::ir::NodeId],
+        skip: &HashSet<crate::ir::NodeId>,
+        extra: Vec<(ValueId, crate::exec::Tensor)>,
+        restrict: Option<(&[ValueId], &[ValueId])>,
+    ) -> Result<ModelSession> {
         let g = &m.graph;
         let mut p = Program::new(m.opset());
         let mut ids = HashMap::new();
@@ -79,9 +182,13 @@ impl ModelSession {
             ids.insert(v, pv);
         }
         let mut inputs = Vec::new();
+        // initializers that only skipped (folded) nodes read are not needed by the session
+        let skipped_only = |v: ValueId, uses: &[crate::ir::Use]| -> bool {
+            !skip.is_empty() && !uses.is_empty() && uses.iter().all(|u| skip.contains(&u.node)) && !g.outputs.contains(&v)
+        };
         for v in g.value_ids() {
             let val = g.v(v)?;
-            if val.producer == Producer::Initializer {
+            if val.producer == Producer::Initializer && !skipped_only(v, &val.uses) {
                 let t = val.constant.as_ref().ok_or_else(|| Error::internal("initializer without data"))?;
                 p.add_constant(ids[&v], crate::exec::Tensor::from_proto(&t.proto)?);
             }
@@ -114,7 +221,12 @@ impl ModelSession {
                 inputs.push((val.name.clone(), ids[v]));
             }
         }
-        for v in &g.outputs {
+        if let Some((fed, _)) = restrict {
+            for v in fed {
+                p.add_input(ids[v]);
+            }
+        }
+        for v in restrict.map_or(&g.outputs[..], |r| r.1) {
             p.add_output(ids[v]);
         }
         for &id in order {
@@ -132,7 +244,9 @@ impl ModelSession {
             });
         }
         let session = Session::new(p)?;
-        Ok(ModelSession { session, ids, inputs, folded })
+        // the session holds its own copies of the weights now
+        crate::onnx::load::release_mapped_pages();
+        Ok(ModelSession { session, ids, inputs, folded, _trim: crate::util::HeapTrim })
     }
 
     pub fn id(&self, v: ValueId) -> Result<usize> {
@@ -173,4 +287,28 @@ pub fn tensor_to_ir(t: &crate::exec::Tensor) -> Result<Tensor> {
 /// Converts a calibration sample input into an interpreter tensor.
 pub fn f32_tensor(shape: &[usize], data: Vec<f32>) -> Result<crate::exec::Tensor> {
     crate::exec::Tensor::new(shape.to_vec(), data)
+}
+
+/// The nodes [`ModelSession::new`] folds (in `order`: [`FOLDABLE`] ops of the default domain
+/// whose inputs are all initializers or folded values, and whose outputs are not graph
+/// outputs) and the values they produce.
+fn fold_plan(m: &Model, order: &[crate::ir::NodeId]) -> Result<(HashSet<crate::ir::NodeId>, HashSet<ValueId>)> {
+    let g = &m.graph;
+    let mut constant: HashSet<ValueId> = g.value_ids().into_iter().filter(|v| g.v(*v).map(|x| x.producer == Producer::Initializer).unwrap_or(false)).collect();
+    let mut fold_nodes = HashSet::new();
+    let mut folded = HashSet::new();
+    for &id in order {
+        let n = g.n(id)?;
+        if n.domain.is_empty()
+            && FOLDABLE.contains(&n.op_type.as_str())
+            && n.inputs.iter().flatten().all(|v| constant.contains(v))
+            && n.outputs.iter().all(|o| o.is_some())
+            && !n.outputs.iter().flatten().any(|o| g.outputs.contains(o))
+        {
+            fold_nodes.insert(id);
+            constant.extend(n.outputs.iter().flatten().copied());
+            folded.extend(n.outputs.iter().flatten().copied());
+        }
+    }
+    Ok((fold_nodes, folded))
 }

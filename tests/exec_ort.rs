@@ -109,6 +109,51 @@ fn capture_and_resume_from_cut() {
     assert!(session.run(&[("nope", x)], &[]).is_err());
 }
 
+#[test]
+fn observed_values_are_reported_once_as_they_are_computed() {
+    let dir = case_dir("resnet_block");
+    let session = Session::new(Program::from_model(&load_model(&dir)).unwrap()).unwrap();
+    let x = load_tensors(&dir, "input")[0].1.clone();
+    let want = session.run(&[("x", x.clone())], &["r1", "xp"]).unwrap();
+    let ids = session.value_ids(&["x", "r1", "xp", "w1", "logits"]).unwrap();
+    // observe the fed input, two intermediates and a constant; only logits is a target
+    let observed = [ids[1], ids[0], ids[3], ids[2]];
+    let plan = session.plan_observing(&ids[..1], &ids[4..], &observed).unwrap();
+    let mut seen: Vec<(usize, Tensor)> = Vec::new();
+    let out = session
+        .run_plan_observed(&plan, vec![(ids[0], x.clone())], &mut |i, t| {
+            seen.push((i, t.clone()));
+            Ok(())
+        })
+        .unwrap();
+    assert!(out[0].bit_eq(&want["logits"]));
+    let mut order: Vec<usize> = seen.iter().map(|(i, _)| *i).collect();
+    order.sort_unstable();
+    assert_eq!(order, vec![0, 1, 2, 3], "each observed value exactly once");
+    for (i, t) in &seen {
+        match *i {
+            0 => assert!(t.bit_eq(&want["r1"])),
+            1 => assert!(t.bit_eq(&x)),
+            2 => assert_eq!(t.shape(), session.run(&[("x", x.clone())], &["w1"]).unwrap()["w1"].shape()),
+            3 => assert!(t.bit_eq(&want["xp"])),
+            _ => unreachable!(),
+        }
+    }
+    // the fed input and the constant come before any computed value
+    assert!(seen[..2].iter().all(|(i, _)| *i == 1 || *i == 2), "{:?}", seen.iter().map(|s| s.0).collect::<Vec<_>>());
+    // an observer's error stops the run and comes back
+    let err = session
+        .run_plan_observed(&plan, vec![(ids[0], x)], &mut |i, _| {
+            if i == 0 {
+                Err(sparseqc::Error::user("observer refused r1"))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("observer refused r1"), "{err}");
+}
+
 fn pseudo(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)

@@ -233,3 +233,38 @@ fn vit_block_placement_snapshot() {
         insta::assert_snapshot!(snap, sparseqc::testing::check_pipeline_with_report(&text, pipeline, &reg));
     }
 }
+
+/// A session restricted to one stretch of the graph (what `measure::Resume` builds per
+/// layer) loads only that stretch's nodes and weights, and computes its targets
+/// bit-identically to the whole-model session from the same fed values.
+#[test]
+fn restricted_session_runs_one_stretch_bit_identically() {
+    use sparseqc::engine::ModelSession;
+    use sparseqc::exec::Tensor;
+    let m = sparseqc::testing::parse_model(BERT_BLOCK);
+    let g = &m.graph;
+    let val = |n: &str| g.value_by_name(n).unwrap_or_else(|| panic!("{n}"));
+    let pseudo = |n: usize, seed: u32| -> Vec<f32> {
+        (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0).collect()
+    };
+    let x = Tensor::new(vec![2, 8, 16], pseudo(256, 7)).unwrap();
+    let mask = Tensor::new(vec![2, 1, 1, 8], vec![0.0f32; 16]).unwrap();
+    let full = ModelSession::new(&m).unwrap();
+    let fid = |v| full.id(v).unwrap();
+    let feed = vec![(full.inputs[0].1, x.clone()), (full.inputs[1].1, mask.clone())];
+    let got = full.session.run_batch(vec![feed], &[fid(val("h")), fid(val("f1")), fid(val("y"))]).unwrap().remove(0);
+    // the FFN stretch: from h to y
+    let part = ModelSession::for_values(&m, &[val("h")], &[val("f1"), val("y")]).unwrap();
+    let names: Vec<&str> = part.session.program().nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["fc1", "fc1_bias", "gelu_div", "gelu_erf", "gelu_add", "gelu_mul", "gelu_half", "fc2", "fc2_bias", "res2", "ln2"]);
+    let consts: Vec<&str> =
+        part.session.program().constants.iter().map(|(v, _)| part.session.value_name(*v)).collect();
+    assert!(!consts.contains(&"wq") && consts.contains(&"w1") && consts.contains(&"w2"), "{consts:?}");
+    let pid = |v| part.id(v).unwrap();
+    let out = part.session.run_batch(vec![vec![(pid(val("h")), got[0].clone())]], &[pid(val("f1")), pid(val("y"))]).unwrap().remove(0);
+    assert!(out[0].bit_eq(&got[1]) && out[1].bit_eq(&got[2]));
+    // a target that needs a value neither fed nor computable in the stretch is an error
+    let part = ModelSession::for_values(&m, &[val("h")], &[val("y"), val("q")]).unwrap();
+    let pid = |v| part.id(v).unwrap();
+    assert!(part.session.run_batch(vec![vec![(pid(val("h")), got[0].clone())]], &[pid(val("q"))]).is_err());
+}

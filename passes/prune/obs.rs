@@ -193,42 +193,47 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
             }
             let gm = geom.as_ref();
             // per sample, in parallel: both networks' patches and T (or C) of the sample (each
-            // sample's exactly as one at a time); summed below in sample order
-            let per: Vec<(Vec<f32>, usize, Vec<f32>)> = pairs
-                .par_iter()
-                .map(|(to, tp)| {
-                    let (vo, vp) = (to.as_f32()?, tp.as_f32()?);
-                    let (po, pp, n_rows) = match gm {
-                        Some(gm) => {
-                            let a = im2col(vo, tp.shape(), gm)?;
-                            let b = im2col(vp, tp.shape(), gm)?;
-                            let rows = b.rows;
-                            (a.data, b.data, rows)
-                        }
-                        None => (vo.to_vec(), vp.to_vec(), vp.len() / cols),
+            // sample's exactly as one at a time); summed below in sample order. One sample per
+            // worker at a time: each T of BERT-base's FFN output layer is 9.4 MB, a whole
+            // chunk's 150 MB more at the pass's peak.
+            let workers = rayon::current_num_threads().max(1);
+            for group in pairs.chunks(workers) {
+                let per: Vec<(Vec<f32>, usize, Vec<f32>)> = group
+                    .par_iter()
+                    .map(|(to, tp)| {
+                        let (vo, vp) = (to.as_f32()?, tp.as_f32()?);
+                        let (po, pp, n_rows) = match gm {
+                            Some(gm) => {
+                                let a = im2col(vo, tp.shape(), gm)?;
+                                let b = im2col(vp, tp.shape(), gm)?;
+                                let rows = b.rows;
+                                (a.data, b.data, rows)
+                            }
+                            None => (vo.to_vec(), vp.to_vec(), vp.len() / cols),
+                        };
+                        // Pₚᵀ·(Pₒ·W₀ᵀ), or Pₚᵀ·Pₒ; Pₚᵀ and W₀ᵀ are strided views
+                        let n_out = if direct { cand.k } else { cols };
+                        let rhs = if direct { matmul_strided(n_rows, cols, cand.k, &po, (cols, 1), &rows_w, (1, cols)) } else { po };
+                        let c = matmul_strided(cols, n_rows, n_out, &pp, (1, cols), &rhs, (n_out, 1));
+                        Ok((pp, n_rows, c))
+                    })
+                    .collect::<Result<_>>()?;
+                for (pp, n_rows, c) in per {
+                    let (h, g, rows) = if cv && sample_idx % 5 == 4 {
+                        (&mut acc_val, &mut target_val, &mut rows_val)
+                    } else {
+                        (&mut acc, &mut target, &mut rows_fit)
                     };
-                    // Pₚᵀ·(Pₒ·W₀ᵀ), or Pₚᵀ·Pₒ; Pₚᵀ and W₀ᵀ are strided views
-                    let n_out = if direct { cand.k } else { cols };
-                    let rhs = if direct { matmul_strided(n_rows, cols, cand.k, &po, (cols, 1), &rows_w, (1, cols)) } else { po };
-                    let c = matmul_strided(cols, n_rows, n_out, &pp, (1, cols), &rhs, (n_out, 1));
-                    Ok((pp, n_rows, c))
-                })
-                .collect::<Result<_>>()?;
-            for (pp, n_rows, c) in per {
-                let (h, g, rows) = if cv && sample_idx % 5 == 4 {
-                    (&mut acc_val, &mut target_val, &mut rows_val)
-                } else {
-                    (&mut acc, &mut target, &mut rows_fit)
-                };
-                h.add_rows(&pp, n_rows)?;
-                for (x, y) in g.iter_mut().zip(&c) {
-                    *x += *y as f64;
-                }
-                *rows += n_rows as u64;
-                sample_idx += 1;
-                for r in pp.chunks(cols) {
-                    for (j, x) in r.iter().enumerate() {
-                        mean_patch[j] += *x as f64;
+                    h.add_rows(&pp, n_rows)?;
+                    for (x, y) in g.iter_mut().zip(&c) {
+                        *x += *y as f64;
+                    }
+                    *rows += n_rows as u64;
+                    sample_idx += 1;
+                    for r in pp.chunks(cols) {
+                        for (j, x) in r.iter().enumerate() {
+                            mean_patch[j] += *x as f64;
+                        }
                     }
                 }
             }

@@ -38,6 +38,9 @@ pub struct Plan {
     steps: Vec<Step>,
     /// Fed values that no step reads and no target names (dropped at once).
     unused_known: Vec<usize>,
+    /// Observed values that are fed or constant: (value, index into the observed list),
+    /// reported before the first step.
+    observed_at_start: Vec<(usize, usize)>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +50,9 @@ struct Step {
     take: Vec<bool>,
     /// Outputs nobody reads: dropped right after the step.
     drop_outputs: Vec<usize>,
+    /// Outputs that are observed: (value, index into the observed list), reported right
+    /// after the step, before they are dropped.
+    observe: Vec<(usize, usize)>,
 }
 
 impl Plan {
@@ -150,7 +156,7 @@ impl Session {
             kernels.push(ops::build(&cx).map_err(|e| e.context(node.describe()))?);
         }
         let mut s = Session {
-            full: Plan { known: Vec::new(), targets: Vec::new(), steps: Vec::new(), unused_known: Vec::new() },
+            full: Plan { known: Vec::new(), targets: Vec::new(), steps: Vec::new(), unused_known: Vec::new(), observed_at_start: Vec::new() },
             program,
             kernels,
             order,
@@ -191,6 +197,15 @@ impl Session {
     /// values do not run at all. Errors if a target needs a value that is neither known,
     /// constant, nor computable.
     pub fn plan(&self, known: &[usize], targets: &[usize]) -> Result<Plan> {
+        self.plan_observing(known, targets, &[])
+    }
+
+    /// Like [`Session::plan`], and the values in `observed` are computed too and handed to
+    /// the callback of [`Session::run_plan_observed`] as soon as each exists, but not kept
+    /// to the end of the run: statistics over many intermediate values (calibration) then
+    /// hold a few of them at a time, not all of them (BERT-base: 192 tensors, 120 MB per
+    /// sample).
+    pub fn plan_observing(&self, known: &[usize], targets: &[usize], observed: &[usize]) -> Result<Plan> {
         let nv = self.program.values.len();
         let mut is_known = vec![false; nv];
         for &v in known {
@@ -208,7 +223,7 @@ impl Session {
         let mut needed_node = vec![false; self.program.nodes.len()];
         let mut visited = vec![false; nv];
         let mut stack: Vec<usize> = Vec::new();
-        for &t in targets {
+        for &t in targets.iter().chain(observed) {
             if t >= nv {
                 return Err(Error::user(format!("value id {t} is out of range")));
             }
@@ -272,27 +287,47 @@ impl Session {
                     .collect();
                 let drop_outputs =
                     node.outputs.iter().flatten().copied().filter(|&v| !is_target[v] && last_use[v].is_none()).collect();
-                Step { node: n, take, drop_outputs }
+                let observe = node
+                    .outputs
+                    .iter()
+                    .flatten()
+                    .flat_map(|&v| observed.iter().enumerate().filter(move |(_, o)| **o == v).map(move |(i, _)| (v, i)))
+                    .collect();
+                Step { node: n, take, drop_outputs, observe }
             })
             .collect();
         let mut known_sorted = known.to_vec();
         known_sorted.sort_unstable();
         known_sorted.dedup();
         let unused_known = known_sorted.iter().copied().filter(|&v| !is_target[v] && last_use[v].is_none()).collect();
-        Ok(Plan { known: known_sorted, targets: targets.to_vec(), steps, unused_known })
+        let produced: std::collections::HashSet<usize> = order.iter().flat_map(|&n| self.program.nodes[n].outputs.iter().flatten().copied()).collect();
+        let observed_at_start = observed.iter().enumerate().filter(|(_, v)| !produced.contains(v)).map(|(i, &v)| (v, i)).collect();
+        Ok(Plan { known: known_sorted, targets: targets.to_vec(), steps, unused_known, observed_at_start })
     }
 
     /// Runs a plan on the given fed values (which must be exactly the plan's known set) and
     /// returns the plan's targets in order.
     pub fn run_plan(&self, plan: &Plan, known: Vec<(usize, Tensor)>) -> Result<Vec<Tensor>> {
-        self.run_plan_inner(plan, known, None)
+        self.run_plan_inner(plan, known, None, &mut |_, _| Ok(()))
+    }
+
+    /// Like [`Session::run_plan`] for a plan from [`Session::plan_observing`]: `observe(i,
+    /// tensor)` is called once for each observed value (`i` its index in the observed list)
+    /// as soon as it exists; an error from it stops the run.
+    pub fn run_plan_observed(
+        &self,
+        plan: &Plan,
+        known: Vec<(usize, Tensor)>,
+        observe: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Vec<Tensor>> {
+        self.run_plan_inner(plan, known, None, observe)
     }
 
     /// Like [`Session::run_plan`], and also returns the wall time of each executed node
     /// (node index into `program().nodes`, seconds), in execution order.
     pub fn run_plan_profiled(&self, plan: &Plan, known: Vec<(usize, Tensor)>) -> Result<(Vec<Tensor>, NodeTimes)> {
         let mut times = Vec::with_capacity(plan.steps.len());
-        let out = self.run_plan_inner(plan, known, Some(&mut times))?;
+        let out = self.run_plan_inner(plan, known, Some(&mut times), &mut |_, _| Ok(()))?;
         Ok((out, times))
     }
 
@@ -301,6 +336,7 @@ impl Session {
         plan: &Plan,
         known: Vec<(usize, Tensor)>,
         mut times: Option<&mut Vec<(usize, f64)>>,
+        observe: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<Vec<Tensor>> {
         let nv = self.program.values.len();
         let mut slots: Vec<Option<Tensor>> = vec![None; nv];
@@ -316,6 +352,12 @@ impl Session {
         for &v in &plan.known {
             if slots[v].is_none() {
                 return Err(Error::user(format!("tensor '{}' was not given", self.value_name(v))));
+            }
+        }
+        for &(v, i) in &plan.observed_at_start {
+            match self.consts[v].as_ref().or(slots[v].as_ref()) {
+                Some(t) => observe(i, t)?,
+                None => return Err(Error::internal(format!("observed tensor '{}' was not given", self.value_name(v)))),
             }
         }
         for &v in &plan.unused_known {
@@ -375,6 +417,11 @@ impl Session {
                             )))
                         }
                     }
+                }
+            }
+            for &(v, i) in &step.observe {
+                if let Some(t) = &slots[v] {
+                    observe(i, t)?;
                 }
             }
             for &v in &step.drop_outputs {

@@ -105,7 +105,7 @@ impl ExternalFiles {
             // file not being truncated by another process while the compiler runs.
             let map = unsafe { memmap2::Mmap::map(&f) }
                 .map_err(|e| Error::user(format!("cannot map external data file {}: {e}", path.display())))?;
-            Bytes::from_owner(map)
+            super::load::shared_map(map)
         };
         self.maps.insert(path.to_path_buf(), bytes.clone());
         Ok(bytes)

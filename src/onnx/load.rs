@@ -46,7 +46,52 @@ pub fn map_file(path: &Path) -> Result<Bytes> {
     // SAFETY: read-only map; as with any mmap reader, the file must not be truncated
     // concurrently. The compiler never writes to its input (see save.rs).
     let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::user(format!("cannot map: {e}")))?;
-    Ok(Bytes::from_owner(map))
+    Ok(shared_map(map))
+}
+
+/// Every mapping of an input file at least [`RELEASE_MIN_BYTES`] long, for
+/// [`release_mapped_pages`].
+static MAPPED: std::sync::Mutex<Vec<std::sync::Weak<memmap2::Mmap>>> = std::sync::Mutex::new(Vec::new());
+
+/// Mappings shorter than this keep their pages (their memory does not matter).
+const RELEASE_MIN_BYTES: usize = 64 << 20;
+
+/// The owner of a mapping behind [`Bytes`], shared with [`MAPPED`].
+struct SharedMap(std::sync::Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The bytes of a read-only mapping, registered so that its pages can be released.
+pub(crate) fn shared_map(map: memmap2::Mmap) -> Bytes {
+    let map = std::sync::Arc::new(map);
+    if map.len() >= RELEASE_MIN_BYTES {
+        if let Ok(mut v) = MAPPED.lock() {
+            v.retain(|w| w.strong_count() > 0);
+            v.push(std::sync::Arc::downgrade(&map));
+        }
+    }
+    Bytes::from_owner(SharedMap(map))
+}
+
+/// Drops the resident pages of the large input mappings still alive. Their contents stay
+/// readable: the next read faults the pages in again from the file (the page cache). Called
+/// when an interpreter session has copied the weights it needs, so that the model's weights
+/// are not resident twice (mapped and copied): BERT-base's 415 MiB file otherwise stays
+/// resident for the whole run on top of every copy.
+pub fn release_mapped_pages() {
+    let Ok(v) = MAPPED.lock() else { return };
+    for map in v.iter().filter_map(|w| w.upgrade()) {
+        // SAFETY: the mapping is read-only and private and never written, so dropping its
+        // pages loses nothing: later reads see the file's contents again, as before.
+        #[cfg(unix)]
+        let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        #[cfg(not(unix))]
+        let _ = map;
+    }
 }
 
 /// Decodes a model from bytes (already in memory); `what` names it in errors.
