@@ -257,33 +257,38 @@ pub fn run_obs(p: &Prune, m: &mut Model, ctx: &mut PassContext) -> Result<PassRe
         // held-out rows; then reconstruct from all rows with it.
         let mut damp = p.obs_damp;
         let mut damp_scores = Vec::new();
-        if cv && !underdetermined && rows_val > 0 && rows_fit >= 2 * cols as u64 {
-            use rayon::prelude::*;
-            let h_fit = acc.hessian()?;
-            let h_val = acc_val.hessian()?;
-            let scored: Vec<(f64, f64)> = DAMP_GRID
-                .par_iter()
-                .map(|&d| {
-                    let (w, ..) = reconstruct(p, d, cand, &layout, &w_orig, &h_fit, &target, rows_fit as f64, false)?;
-                    Ok((d, held_out_error(&weight_rows(&w, cand)?, &h_val, &target_val, rows_val as f64, cand.k, cols)))
-                })
-                .collect::<Result<_>>()?;
-            if let Some(best) = scored.iter().filter(|x| x.1.is_finite()).min_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal)) {
-                damp = best.0;
+        // each accumulator becomes its Hessian in place (neither is held twice)
+        let h_fit = if rows_fit > 0 || rows_val == 0 { Some(acc.into_hessian()?) } else { None };
+        let h_val = if rows_val > 0 { Some(acc_val.into_hessian()?) } else { None };
+        if let (Some(h_fit), Some(h_val)) = (&h_fit, &h_val) {
+            if cv && !underdetermined && rows_fit >= 2 * cols as u64 {
+                use rayon::prelude::*;
+                let scored: Vec<(f64, f64)> = DAMP_GRID
+                    .par_iter()
+                    .map(|&d| {
+                        let (w, ..) = reconstruct(p, d, cand, &layout, &w_orig, h_fit, &target, rows_fit as f64, false)?;
+                        Ok((d, held_out_error(&weight_rows(&w, cand)?, h_val, &target_val, rows_val as f64, cand.k, cols)))
+                    })
+                    .collect::<Result<_>>()?;
+                if let Some(best) = scored.iter().filter(|x| x.1.is_finite()).min_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal)) {
+                    damp = best.0;
+                }
+                damp_scores = scored;
             }
-            damp_scores = scored;
         }
-        let h = if rows_val > 0 {
-            let mut hv = acc_val.hessian()?;
-            let hf = acc.hessian()?;
-            let (a, b) = (rows_fit as f64 / rows_seen as f64, rows_val as f64 / rows_seen as f64);
-            hv.iter_mut().zip(&hf).for_each(|(v, f)| *v = *v * b + *f * a);
-            for (c, v) in target.iter_mut().zip(&target_val) {
-                *c += *v;
+        let h = match (h_fit, h_val) {
+            (Some(hf), Some(mut hv)) => {
+                let (a, b) = (rows_fit as f64 / rows_seen as f64, rows_val as f64 / rows_seen as f64);
+                hv.iter_mut().zip(&hf).for_each(|(v, f)| *v = *v * b + *f * a);
+                for (c, v) in target.iter_mut().zip(&target_val) {
+                    *c += *v;
+                }
+                hv
             }
-            hv
-        } else {
-            acc.hessian()?
+            (Some(hf), None) => hf,
+            // held-out rows only (no fitting rows): as before, forming the fitting Hessian fails
+            (None, Some(_)) => return Err(Error::user("no calibration rows reached this layer: cannot form its Hessian")),
+            (None, None) => unreachable!("one of the two is always formed"),
         };
         let (w, e_mag, e_obs, fallback) = reconstruct(p, damp, cand, &layout, &w_orig, &h, &target, rows_seen as f64, underdetermined)?;
         m.graph.set_constant(cand.weight, Tensor::from_f32("", wt.dims(), &w))?;

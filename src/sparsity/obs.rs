@@ -415,9 +415,21 @@ impl HessianAccumulator {
         if self.rows == 0 {
             return Err(Error::user("no calibration rows reached this layer: cannot form its Hessian"));
         }
-        let mut h = self.sum.clone();
-        add_chunked_gram(&self.pending, self.pending_rows, self.cols, &mut h);
-        let inv = 1.0 / self.rows as f64;
+        Self::finish(self.sum.clone(), &self.pending, self.pending_rows, self.cols, self.rows)
+    }
+
+    /// [`hessian`](Self::hessian), bit for bit, in the accumulator's own buffer: the sum
+    /// is not held twice (BERT-base's FFN output layer: 75 MB per accumulator).
+    pub fn into_hessian(self) -> Result<Vec<f64>> {
+        if self.rows == 0 {
+            return Err(Error::user("no calibration rows reached this layer: cannot form its Hessian"));
+        }
+        Self::finish(self.sum, &self.pending, self.pending_rows, self.cols, self.rows)
+    }
+
+    fn finish(mut h: Vec<f64>, pending: &[f32], pending_rows: usize, cols: usize, rows: u64) -> Result<Vec<f64>> {
+        add_chunked_gram(pending, pending_rows, cols, &mut h);
+        let inv = 1.0 / rows as f64;
         for v in &mut h {
             *v *= inv;
         }
@@ -1134,8 +1146,11 @@ mod tests {
             d.hessian().unwrap()
         });
         assert_eq!(h1, ha);
+        // Consumed in place: the same bits (b holds rows still pending)
+        assert_eq!(b.into_hessian().unwrap(), ha);
         // Errors.
         assert!(HessianAccumulator::new(cols).hessian().is_err());
+        assert!(HessianAccumulator::new(cols).into_hessian().is_err());
         assert!(a.add_rows(&x[1..], rows - 1).is_err());
         assert!(a.add_rows(&[f32::NAN; 12], 1).is_err());
         assert!(a.merge(&HessianAccumulator::new(4)).is_err());
