@@ -53,70 +53,48 @@ impl ModelSession {
         if fold_nodes.is_empty() {
             return Self::build(m, &order, &HashSet::new(), Vec::new(), None);
         }
-        // how often each value is read by a folded node, and whether the session reads it
-        let mut fold_reads: HashMap<ValueId, usize> = HashMap::new();
+        // whether the session (a node that is not folded, or a graph output) reads a value
         let mut session_reads: HashSet<ValueId> = g.outputs.iter().copied().collect();
-        for &id in &order {
-            let n = g.n(id)?;
-            for v in n.inputs.iter().flatten() {
-                if fold_nodes.contains(&id) {
-                    *fold_reads.entry(*v).or_default() += 1;
-                } else {
-                    session_reads.insert(*v);
-                }
-            }
+        for &id in order.iter().filter(|id| !fold_nodes.contains(id)) {
+            session_reads.extend(g.n(id)?.inputs.iter().flatten().copied());
         }
-        let mut live: HashMap<ValueId, crate::exec::Tensor> = HashMap::new();
-        let mut kept: Vec<ValueId> = Vec::new();
-        for &id in order.iter().filter(|id| fold_nodes.contains(id)) {
-            let n = g.n(id)?;
-            let mut p = Program::new(m.opset());
-            let mut inputs = Vec::with_capacity(n.inputs.len());
-            for v in &n.inputs {
-                inputs.push(match v {
-                    None => None,
-                    Some(v) => {
-                        let pv = p.add_value(g.name_of(*v));
-                        let t = match live.get(v) {
-                            Some(t) => t.clone(),
-                            None => {
-                                let c = g.v(*v)?.constant.as_ref().ok_or_else(|| Error::internal("folded input without data"))?;
-                                crate::exec::Tensor::from_proto(&c.proto)?
-                            }
-                        };
-                        p.add_constant(pv, t);
-                        Some(pv)
+        // folded nodes linked by the values they pass on form chains (a weight's Q -> DQ):
+        // chains are independent, so they fold in parallel, each one node at a time
+        let fold_order: Vec<crate::ir::NodeId> = order.iter().copied().filter(|id| fold_nodes.contains(id)).collect();
+        let pos: HashMap<crate::ir::NodeId, usize> = fold_order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let mut parent: Vec<usize> = (0..fold_order.len()).collect();
+        fn root(parent: &mut [usize], mut i: usize) -> usize {
+            while parent[i] != i {
+                parent[i] = parent[parent[i]];
+                i = parent[i];
+            }
+            i
+        }
+        for (i, &id) in fold_order.iter().enumerate() {
+            for v in g.n(id)?.inputs.iter().flatten() {
+                if let Producer::Node(p, _) = g.v(*v)?.producer {
+                    if let Some(&j) = pos.get(&p) {
+                        let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                        parent[a.max(b)] = a.min(b);
                     }
-                });
-            }
-            let outs: Vec<ValueId> = n.outputs.iter().flatten().copied().collect();
-            let out_ids: Vec<usize> = outs.iter().map(|v| p.add_value(g.name_of(*v))).collect();
-            let node_outs: Vec<Option<usize>> = n.outputs.iter().map(|o| o.map(|v| p.add_value(g.name_of(v)))).collect();
-            p.add_node(ExecNode {
-                name: n.name.clone(),
-                op_type: n.op_type.clone(),
-                domain: n.domain.clone(),
-                inputs,
-                outputs: node_outs,
-                attrs: n.attrs.clone(),
-            });
-            let values = Session::new(p)?.run_from(Vec::new(), &out_ids).map_err(|e| e.context(format!("folding node '{}'", n.name)))?;
-            for v in n.inputs.iter().flatten() {
-                let left = fold_reads.get_mut(v).expect("counted");
-                *left -= 1;
-                if *left == 0 && !session_reads.contains(v) {
-                    live.remove(v);
-                }
-            }
-            for (v, t) in outs.into_iter().zip(values) {
-                if fold_reads.contains_key(&v) || session_reads.contains(&v) {
-                    live.insert(v, t);
-                    kept.push(v);
                 }
             }
         }
-        let extra: Vec<(ValueId, crate::exec::Tensor)> =
-            kept.into_iter().filter(|v| session_reads.contains(v)).filter_map(|v| live.remove(&v).map(|t| (v, t))).collect();
+        let mut chains: Vec<Vec<crate::ir::NodeId>> = Vec::new();
+        let mut chain_of: HashMap<usize, usize> = HashMap::new();
+        for (i, &id) in fold_order.iter().enumerate() {
+            let r = root(&mut parent, i);
+            let c = *chain_of.entry(r).or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
+            });
+            chains[c].push(id);
+        }
+        let folded_chains: Vec<Vec<(ValueId, crate::exec::Tensor)>> = {
+            use rayon::prelude::*;
+            chains.par_iter().map(|chain| fold_chain(m, chain, &session_reads)).collect::<Result<_>>()?
+        };
+        let extra: Vec<(ValueId, crate::exec::Tensor)> = folded_chains.into_iter().flatten().collect();
         let mut ms = Self::build(m, &order, &fold_nodes, extra, None)?;
         // every folded value counts as computed once (none can be fed), kept or not
         for &id in &fold_nodes {
@@ -252,6 +230,71 @@ impl ModelSession {
     pub fn id(&self, v: ValueId) -> Result<usize> {
         self.ids.get(&v).copied().ok_or_else(|| Error::internal("value not in the session"))
     }
+}
+
+/// Folds one chain of [`FOLDABLE`] nodes (in topological order; every folded node that reads
+/// a value another one folds is in the same chain), one node at a time, each on its own
+/// inputs only; a folded value is kept only while a later node of the chain reads it.
+/// Returns the folded values that the session reads.
+fn fold_chain(m: &Model, chain: &[crate::ir::NodeId], session_reads: &HashSet<ValueId>) -> Result<Vec<(ValueId, crate::exec::Tensor)>> {
+    let g = &m.graph;
+    // how often each value is still to be read by a node of the chain
+    let mut fold_reads: HashMap<ValueId, usize> = HashMap::new();
+    for &id in chain {
+        for v in g.n(id)?.inputs.iter().flatten() {
+            *fold_reads.entry(*v).or_default() += 1;
+        }
+    }
+    let mut live: HashMap<ValueId, crate::exec::Tensor> = HashMap::new();
+    let mut kept: Vec<ValueId> = Vec::new();
+    for &id in chain {
+        let n = g.n(id)?;
+        let mut p = Program::new(m.opset());
+        let mut inputs = Vec::with_capacity(n.inputs.len());
+        for v in &n.inputs {
+            inputs.push(match v {
+                None => None,
+                Some(v) => {
+                    let pv = p.add_value(g.name_of(*v));
+                    let t = match live.get(v) {
+                        Some(t) => t.clone(),
+                        None => {
+                            let c = g.v(*v)?.constant.as_ref().ok_or_else(|| Error::internal("folded input without data"))?;
+                            crate::exec::Tensor::from_proto(&c.proto)?
+                        }
+                    };
+                    p.add_constant(pv, t);
+                    Some(pv)
+                }
+            });
+        }
+        let outs: Vec<ValueId> = n.outputs.iter().flatten().copied().collect();
+        let out_ids: Vec<usize> = outs.iter().map(|v| p.add_value(g.name_of(*v))).collect();
+        let node_outs: Vec<Option<usize>> = n.outputs.iter().map(|o| o.map(|v| p.add_value(g.name_of(v)))).collect();
+        p.add_node(ExecNode {
+            name: n.name.clone(),
+            op_type: n.op_type.clone(),
+            domain: n.domain.clone(),
+            inputs,
+            outputs: node_outs,
+            attrs: n.attrs.clone(),
+        });
+        let values = Session::new(p)?.run_from(Vec::new(), &out_ids).map_err(|e| e.context(format!("folding node '{}'", n.name)))?;
+        for v in n.inputs.iter().flatten() {
+            let left = fold_reads.get_mut(v).expect("counted");
+            *left -= 1;
+            if *left == 0 && !session_reads.contains(v) {
+                live.remove(v);
+            }
+        }
+        for (v, t) in outs.into_iter().zip(values) {
+            if fold_reads.contains_key(&v) || session_reads.contains(&v) {
+                live.insert(v, t);
+                kept.push(v);
+            }
+        }
+    }
+    Ok(kept.into_iter().filter(|v| session_reads.contains(v)).filter_map(|v| live.remove(&v).map(|t| (v, t))).collect())
 }
 
 /// Converts an interpreter tensor into an IR constant.

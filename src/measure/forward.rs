@@ -35,20 +35,21 @@ pub fn forward(
 ) -> Result<()> {
     let ms = ModelSession::new(m)?;
     let tids: Vec<usize> = targets.iter().map(|v| ms.id(*v)).collect::<Result<_>>()?;
-    // a chunk's targets are all held until the chunk ends: the first sample runs alone and
-    // its targets' size sets the chunk (BERT-base's 72 layer outputs: 37 MiB per sample,
-    // 600 MiB for 16 samples)
-    let mut chunk = 1;
+    // a chunk's targets are all held until the chunk ends: the first chunk has one sample
+    // per worker (the least any chunk has) and its largest sample's targets set the
+    // chunks after it (BERT-base's 72 layer outputs: 37 MiB per sample, 600 MiB for 16 samples)
+    let mut chunk = chunk_for(usize::MAX);
     let mut next = 0;
     while next < samples.len() {
         let end = (next + chunk).min(samples.len());
         let batch = samples[next..end].iter().map(|s| feed(&ms, s)).collect::<Result<Vec<_>>>()?;
+        let mut largest = 0;
         for outs in ms.session.run_batch(batch, &tids)? {
-            if next == 0 {
-                let bytes: usize = outs.iter().map(|t| t.len() * t.dtype().size()).sum();
-                chunk = chunk_for(bytes);
-            }
+            largest = largest.max(outs.iter().map(|t| t.len() * t.dtype().size()).sum::<usize>());
             f(outs)?;
+        }
+        if next == 0 {
+            chunk = chunk_for(largest);
         }
         next = end;
     }
