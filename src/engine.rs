@@ -52,7 +52,7 @@ impl ModelSession {
     pub fn new(m: &Model) -> Result<ModelSession> {
         let g = &m.graph;
         let order = g.topo_order()?;
-        let (fold_nodes, _) = fold_plan(m, &order)?;
+        let (fold_nodes, folded) = fold_plan(m, &order)?;
         if fold_nodes.is_empty() {
             return Self::build(m, &order, &HashSet::new(), Vec::new(), None);
         }
@@ -100,9 +100,7 @@ impl ModelSession {
         let extra: Vec<(ValueId, crate::exec::Tensor)> = folded_chains.into_iter().flatten().collect();
         let mut ms = Self::build(m, &order, &fold_nodes, extra, None)?;
         // every folded value counts as computed once (none can be fed), kept or not
-        for &id in &fold_nodes {
-            ms.folded.extend(g.n(id)?.outputs.iter().flatten().copied());
-        }
+        ms.folded.extend(folded);
         Ok(ms)
     }
 
@@ -282,8 +280,8 @@ fn fold_chain(m: &Model, chain: &[crate::ir::NodeId], session_reads: &HashSet<Va
             });
         }
         let outs: Vec<ValueId> = n.outputs.iter().flatten().copied().collect();
-        let out_ids: Vec<usize> = outs.iter().map(|v| p.add_value(g.name_of(*v))).collect();
         let node_outs: Vec<Option<usize>> = n.outputs.iter().map(|o| o.map(|v| p.add_value(g.name_of(v)))).collect();
+        let out_ids: Vec<usize> = node_outs.iter().flatten().copied().collect();
         p.add_node(ExecNode {
             name: n.name.clone(),
             op_type: n.op_type.clone(),

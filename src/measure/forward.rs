@@ -7,7 +7,8 @@ use crate::engine::{f32_tensor, ModelSession};
 use crate::error::{Error, Result};
 use crate::ir::{Model, ValueId};
 
-/// Samples processed per batch (bounds memory on large activations).
+/// Samples per batch of a [`Resume`] run, and the most that [`forward`] runs at once (see
+/// [`chunk_for`]).
 const CHUNK: usize = 16;
 
 /// One calibration sample as the session's fed values (its graph inputs by name).
@@ -23,9 +24,7 @@ pub fn feed(ms: &ModelSession, sample: &[crate::calib::InputTensor]) -> Result<V
         .collect()
 }
 
-
-
-/// Runs the model on all samples, returning `targets` per sample (in chunks of CHUNK,
+/// Runs the model on all samples, returning `targets` per sample (in batches sized by [`chunk_for`],
 /// handed to `f` in sample order).
 pub fn forward(
     m: &Model,
@@ -244,7 +243,6 @@ impl Resume {
         Ok(())
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -412,10 +412,7 @@ impl HessianAccumulator {
     /// The Hessian `XᵀX / n` (row-major `cols×cols`, symmetric) over all rows added.
     /// Fails when no row was added.
     pub fn hessian(&self) -> Result<Vec<f64>> {
-        if self.rows == 0 {
-            return Err(Error::user("no calibration rows reached this layer: cannot form its Hessian"));
-        }
-        Self::finish(self.sum.clone(), &self.pending, self.pending_rows, self.cols, self.rows)
+        self.clone().into_hessian()
     }
 
     /// [`hessian`](Self::hessian), bit for bit, in the accumulator's own buffer: the sum
@@ -424,12 +421,9 @@ impl HessianAccumulator {
         if self.rows == 0 {
             return Err(Error::user("no calibration rows reached this layer: cannot form its Hessian"));
         }
-        Self::finish(self.sum, &self.pending, self.pending_rows, self.cols, self.rows)
-    }
-
-    fn finish(mut h: Vec<f64>, pending: &[f32], pending_rows: usize, cols: usize, rows: u64) -> Result<Vec<f64>> {
-        add_chunked_gram(pending, pending_rows, cols, &mut h);
-        let inv = 1.0 / rows as f64;
+        let mut h = self.sum;
+        add_chunked_gram(&self.pending, self.pending_rows, self.cols, &mut h);
+        let inv = 1.0 / self.rows as f64;
         for v in &mut h {
             *v *= inv;
         }
