@@ -152,14 +152,11 @@ impl Cleanup {
         // not be materialised to find out it is too large. Ops whose output can be much larger
         // than their inputs are only folded when their constant inputs bound its size.
         for o in n.outputs.iter().flatten() {
-            match static_shape(m, *o) {
-                Some(dims) => {
-                    let elems = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?));
-                    if elems.is_none_or(|e| e > self.max_elems) {
-                        return Ok(None);
-                    }
+            if let Some(dims) = static_shape(m, *o) {
+                let elems = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?));
+                if elems.is_none_or(|e| e > self.max_elems) {
+                    return Ok(None);
                 }
-                None => {}
             }
         }
         if grown_size(m, n).is_none_or(|e| e > self.max_elems as u128) {

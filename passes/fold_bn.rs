@@ -227,7 +227,7 @@ fn to_mul_add(m: &mut Model, id: NodeId, bn: &BnParams) -> Result<std::result::R
     let Some(rank) = rank.filter(|r| *r >= 2) else { return Ok(Err("the input rank is unknown".into())) };
     let c = bn.a.len() as i64;
     let mut dims = vec![c];
-    dims.extend(std::iter::repeat(1).take(rank - 2));
+    dims.extend(std::iter::repeat_n(1, rank - 2));
     let label = if n.name.is_empty() { "bn".to_string() } else { n.name.clone() };
     let a = g.add_fresh_initializer(&format!("{label}.mul"), Tensor::from_f32("", &dims, &to_f32(&bn.a)));
     let b = g.add_fresh_initializer(&format!("{label}.add"), Tensor::from_f32("", &dims, &to_f32(&bn.b)));

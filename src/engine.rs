@@ -194,7 +194,7 @@ impl ModelSession {
             } else if let Some(to) = val.ty.as_ref().map(|t| t.elem).filter(|e| FED_AS_F32.contains(e)) {
                 // calibration samples carry f32 values (integers exactly, see calib::npy);
                 // the model reads its declared type
-                let raw = p.add_value(&format!("{}#fed", val.name));
+                let raw = p.add_value(format!("{}#fed", val.name));
                 p.add_input(raw);
                 p.add_node(ExecNode {
                     name: format!("{}#to_{}", val.name, crate::ir::tensor::dtype_name(to)),
@@ -233,8 +233,11 @@ impl ModelSession {
             });
         }
         let session = Session::new(p)?;
-        // the session holds its own copies of the weights now
+        // the session holds its own copies of the weights now; the copies that its MatMul
+        // kernels packed were freed into the heap, whose raised trim threshold would keep them
+        // resident beside the packed ones (ViT --dense peaked 13 MiB higher)
         crate::onnx::load::release_mapped_pages();
+        crate::util::trim_heap();
         Ok(ModelSession { session, ids, inputs, folded, _trim: crate::util::HeapTrim })
     }
 
@@ -348,7 +351,7 @@ pub fn f32_tensor(shape: &[usize], data: Vec<f32>) -> Result<crate::exec::Tensor
 /// outputs) and the values they produce.
 fn fold_plan(m: &Model, order: &[crate::ir::NodeId]) -> Result<(HashSet<crate::ir::NodeId>, HashSet<ValueId>)> {
     let g = &m.graph;
-    let mut constant: HashSet<ValueId> = g.value_ids().into_iter().filter(|v| g.v(*v).map(|x| x.producer == Producer::Initializer).unwrap_or(false)).collect();
+    let mut constant: HashSet<ValueId> = g.value_ids().filter(|v| g.v(*v).map(|x| x.producer == Producer::Initializer).unwrap_or(false)).collect();
     let mut fold_nodes = HashSet::new();
     let mut folded = HashSet::new();
     for &id in order {

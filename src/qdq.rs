@@ -99,13 +99,12 @@ pub fn tensors_to_calibrate(g: &Graph) -> Result<Vec<ValueId>> {
             if let Some(o) = output_tensor(g, id) {
                 push(o, &mut out);
             }
-        } else if n.op_type == "Add" {
-            if residual_skip_input(g, id).is_some() {
+        } else if n.op_type == "Add"
+            && residual_skip_input(g, id).is_some() {
                 for v in n.inputs.iter().flatten() {
                     push(*v, &mut out);
                 }
             }
-        }
     }
     Ok(out)
 }
@@ -272,9 +271,11 @@ pub fn insert_weight_qdq(g: &mut Graph, id: NodeId, w_in: ValueId, wt: &Tensor, 
             let c = dims[ax] as usize;
             let inner: usize = dims[ax + 1..].iter().map(|&d| d as usize).product();
             let mut mx = vec![0f32; c];
-            for (i, v) in data.iter().enumerate() {
-                let ch = (i / inner) % c;
-                mx[ch] = mx[ch].max(v.abs());
+            // block by block (no division per element): [outer][c][inner]
+            for outer in data.chunks((c * inner).max(1)) {
+                for (m, chunk) in mx.iter_mut().zip(outer.chunks(inner.max(1))) {
+                    *m = chunk.iter().fold(*m, |a, v| a.max(v.abs()));
+                }
             }
             (mx.iter().map(|m| if *m > 0.0 { m / 127.0 } else { 1.0 }).collect::<Vec<f32>>(), Some((ax, c, inner)))
         }
@@ -296,17 +297,14 @@ pub fn insert_weight_qdq(g: &mut Graph, id: NodeId, w_in: ValueId, wt: &Tensor, 
         None => spec,
     };
     let dq_src = if int8_weights {
-        let q: Vec<i8> = data
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let sc = match ch {
-                    Some((_, c, inner)) => scales[(i / inner) % c],
-                    None => scales[0],
-                };
-                (v / sc).round_ties_even().clamp(-127.0, 127.0) as i8
-            })
-            .collect();
+        let quant = |v: f32, sc: f32| (v / sc).round_ties_even().clamp(-127.0, 127.0) as i8;
+        let q: Vec<i8> = match ch {
+            Some((_, c, inner)) => data
+                .chunks((c * inner).max(1))
+                .flat_map(|outer| outer.chunks(inner.max(1)).zip(&scales).flat_map(move |(chunk, &sc)| chunk.iter().map(move |&v| quant(v, sc))))
+                .collect(),
+            None => data.iter().map(|&v| quant(v, scales[0])).collect(),
+        };
         g.add_fresh_initializer(&format!("{wname}_int8"), Tensor::from_i8("", &dims, &q))
     } else {
         let q = g.add_fresh_value(&format!("{wname}_quantized"));

@@ -199,7 +199,7 @@ fn png_header(w: u32, h: u32) -> Vec<u8> {
 /// A real JPEG of the test data with its frame header patched to declare `w` x `h`.
 fn jpeg_declaring(w: u16, h: u16) -> Vec<u8> {
     let mut j = std::fs::read(testdata("calib-mini/img/a.jpg")).unwrap();
-    let sof = (0..j.len() - 1).find(|&i| j[i] == 0xFF && matches!(j[i + 1], 0xC0 | 0xC1 | 0xC2)).expect("a frame header");
+    let sof = (0..j.len() - 1).find(|&i| j[i] == 0xFF && matches!(j[i + 1], 0xC0..=0xC2)).expect("a frame header");
     j[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
     j[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
     j

@@ -257,8 +257,7 @@ fn restricted_session_runs_one_stretch_bit_identically() {
     let part = ModelSession::for_values(&m, &[val("h")], &[val("f1"), val("y")]).unwrap();
     let names: Vec<&str> = part.session.program().nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["fc1", "fc1_bias", "gelu_div", "gelu_erf", "gelu_add", "gelu_mul", "gelu_half", "fc2", "fc2_bias", "res2", "ln2"]);
-    let consts: Vec<&str> =
-        part.session.program().constants.iter().map(|(v, _)| part.session.value_name(*v)).collect();
+    let consts: Vec<&str> = part.session.constants().into_iter().map(|v| part.session.value_name(v)).collect();
     assert!(!consts.contains(&"wq") && consts.contains(&"w1") && consts.contains(&"w2"), "{consts:?}");
     let pid = |v| part.id(v).unwrap();
     let out = part.session.run_batch(vec![vec![(pid(val("h")), got[0].clone())]], &[pid(val("f1")), pid(val("y"))]).unwrap().remove(0);

@@ -240,7 +240,7 @@ pub fn candidates(g: &Graph, p: &Prune) -> Result<Vec<std::result::Result<Candid
             "Conv" => (shape[0], shape[2..].iter().product()),
             _ => (numel / c.max(1), 1),
         };
-        if c % 4 != 0 {
+        if !c.is_multiple_of(4) {
             out.push(skip(format!("{c} input channels is not a multiple of 4")));
             continue;
         }

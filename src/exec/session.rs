@@ -20,8 +20,12 @@ pub struct Session {
     order: Vec<usize>,
     /// The node producing each value, if any.
     producer: Vec<Option<usize>>,
-    /// The constant tensor of each value, if it is a constant.
+    /// The constant tensor of each value, if it is a constant the session holds.
     consts: Vec<Option<Tensor>>,
+    /// Constants that live only inside their consumers' kernels, in a layout of their own
+    /// (`Kernel::packed_inputs`: a MatMul's prepacked weight): the session holds no copy
+    /// and hands those slots `None`.
+    packed: Vec<bool>,
     /// The plan computing the graph outputs from the graph inputs.
     full: Plan,
 }
@@ -73,7 +77,12 @@ impl Plan {
 impl Session {
     /// Validates every node (op support, attributes, arity) and orders the graph.
     /// Errors name the node, its op type and what is unsupported or wrong.
-    pub fn new(program: Program) -> Result<Session> {
+    ///
+    /// The program's constants move into the session (`program().constants` is then
+    /// empty; [`Session::constants`] lists them). A constant that every consumer's kernel
+    /// copied into a layout of its own is dropped as soon as its last consumer is built, so
+    /// the weights are held once.
+    pub fn new(mut program: Program) -> Result<Session> {
         let nv = program.values.len();
         let check_id = |v: usize, what: &str| -> Result<()> {
             if v >= nv {
@@ -82,9 +91,9 @@ impl Session {
             Ok(())
         };
         let mut consts: Vec<Option<Tensor>> = vec![None; nv];
-        for (v, t) in &program.constants {
-            check_id(*v, "a constant")?;
-            consts[*v] = Some(t.clone());
+        for (v, t) in std::mem::take(&mut program.constants) {
+            check_id(v, "a constant")?;
+            consts[v] = Some(t);
         }
         for &v in program.inputs.iter().chain(&program.outputs) {
             check_id(v, "a graph input or output")?;
@@ -146,6 +155,19 @@ impl Session {
                 program.nodes.get(stuck).map(|n| n.describe()).unwrap_or_default()
             )));
         }
+        // per constant: consumer slots whose kernel is not built yet, and whether every
+        // built one packed it
+        let mut pending_uses = vec![0usize; nv];
+        for node in &program.nodes {
+            for &v in node.inputs.iter().flatten() {
+                pending_uses[v] += usize::from(consts[v].is_some());
+            }
+        }
+        let mut all_packed = vec![true; nv];
+        for &v in &program.outputs {
+            all_packed[v] = false;
+        }
+        let mut packed = vec![false; nv];
         let mut kernels = Vec::with_capacity(program.nodes.len());
         for node in &program.nodes {
             let cx = NodeCtx {
@@ -153,7 +175,20 @@ impl Session {
                 opset: program.opset,
                 consts: node.inputs.iter().map(|i| i.and_then(|v| consts[v].as_ref())).collect(),
             };
-            kernels.push(ops::build(&cx).map_err(|e| e.context(node.describe()))?);
+            let kernel = ops::build(&cx).map_err(|e| e.context(node.describe()))?;
+            for (j, inp) in node.inputs.iter().enumerate() {
+                let Some(v) = *inp else { continue };
+                if consts[v].is_none() {
+                    continue;
+                }
+                all_packed[v] &= kernel.packed_inputs().contains(&j);
+                pending_uses[v] -= 1;
+                if pending_uses[v] == 0 && all_packed[v] {
+                    consts[v] = None;
+                    packed[v] = true;
+                }
+            }
+            kernels.push(kernel);
         }
         let mut s = Session {
             full: Plan { known: Vec::new(), targets: Vec::new(), steps: Vec::new(), unused_known: Vec::new(), observed_at_start: Vec::new() },
@@ -162,6 +197,7 @@ impl Session {
             order,
             producer,
             consts,
+            packed,
         };
         let inputs = s.program.inputs.clone();
         let outputs = s.program.outputs.clone();
@@ -169,9 +205,16 @@ impl Session {
         Ok(s)
     }
 
-    /// The program this session runs.
+    /// The program this session runs (its constants moved into the session: see
+    /// [`Session::constants`]).
     pub fn program(&self) -> &Program {
         &self.program
+    }
+
+    /// The constant values, held by the session or packed into their consumers' kernels,
+    /// by id.
+    pub fn constants(&self) -> Vec<usize> {
+        (0..self.consts.len()).filter(|&v| self.consts[v].is_some() || self.packed[v]).collect()
     }
 
     /// The id of the value named `name`.
@@ -212,7 +255,7 @@ impl Session {
             if v >= nv {
                 return Err(Error::user(format!("value id {v} is out of range")));
             }
-            if self.consts[v].is_some() {
+            if self.consts[v].is_some() || self.packed[v] {
                 return Err(Error::user(format!(
                     "value '{}' is a constant of the program and cannot be fed",
                     self.value_name(v)
@@ -227,10 +270,16 @@ impl Session {
             if t >= nv {
                 return Err(Error::user(format!("value id {t} is out of range")));
             }
+            if self.packed[t] {
+                return Err(Error::user(format!(
+                    "'{}' is a constant that only its consumers' kernels hold (packed): it cannot be a target",
+                    self.value_name(t)
+                )));
+            }
             stack.push(t);
         }
         while let Some(v) = stack.pop() {
-            if std::mem::replace(&mut visited[v], true) || is_known[v] || self.consts[v].is_some() {
+            if std::mem::replace(&mut visited[v], true) || is_known[v] || self.consts[v].is_some() || self.packed[v] {
                 continue;
             }
             match self.producer[v] {
@@ -278,6 +327,7 @@ impl Session {
                         Some(v) => {
                             let v = *v;
                             self.consts[v].is_none()
+                                && !self.packed[v]
                                 && !is_target[v]
                                 && last_use[v] == Some(si)
                                 && !node.inputs[j + 1..].contains(&Some(v))
@@ -373,6 +423,8 @@ impl Session {
                         let v = *v;
                         if let Some(c) = &self.consts[v] {
                             Some(c.clone())
+                        } else if self.packed[v] {
+                            None
                         } else if step.take[j] {
                             slots[v].take()
                         } else {
@@ -380,7 +432,7 @@ impl Session {
                         }
                     }
                 });
-                if let (Some(v), None) = (inp, ins.last().and_then(|x| x.as_ref())) {
+                if let (Some(v), None) = (inp.as_ref().filter(|v| !self.packed[**v]), ins.last().and_then(|x| x.as_ref())) {
                     return Err(Error::internal(format!(
                         "{}: input '{}' was not computed",
                         node.describe(),

@@ -143,7 +143,7 @@ fn infer_node(g: &Graph, n: &Node) -> Option<Vec<ValueType>> {
         "GlobalAveragePool" | "GlobalMaxPool" => {
             let xs = dims_of(g, x)?;
             let mut s = xs[..2.min(xs.len())].to_vec();
-            s.extend(std::iter::repeat(Dim::Known(1)).take(xs.len().saturating_sub(2)));
+            s.extend(std::iter::repeat_n(Dim::Known(1), xs.len().saturating_sub(2)));
             one(Some(s), elem)
         }
         "Flatten" => {

@@ -127,7 +127,7 @@ pub fn resolve(model: &mut ModelProto, base: &Path) -> Result<HashMap<String, Ex
         let path = safe_location(base, &r.location, &name)?;
         let data = files.file(&path)?;
         let flen = data.len() as u64;
-        let end = if r.length == u64::MAX { flen } else { r.offset.checked_add(r.length).unwrap_or(u64::MAX) };
+        let end = if r.length == u64::MAX { flen } else { r.offset.saturating_add(r.length) };
         if r.offset > flen || end > flen {
             return Err(Error::user(format!(
                 "tensor '{name}': external data range {}..{} is outside '{}' ({} bytes)",

@@ -60,7 +60,7 @@ impl PassManager {
                     Error::internal(format!("the IR is invalid after pass '{name}': {e}"))
                 })?;
             }
-            if self.opts.print_ir_after_all || self.opts.print_ir_after.iter().any(|n| *n == name) {
+            if self.opts.print_ir_after_all || self.opts.print_ir_after.contains(&name) {
                 let text = crate::text::print(model, &Default::default())?;
                 let mut err = std::io::stderr().lock();
                 let _ = writeln!(err, "// ----- IR after {name} -----\n{text}");

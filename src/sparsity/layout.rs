@@ -103,7 +103,7 @@ impl GroupLayout {
         if shape.contains(&0) {
             return Err(Ineligible::Empty);
         }
-        if shape[axis] % 4 != 0 {
+        if !shape[axis].is_multiple_of(4) {
             return Err(Ineligible::NotMultipleOf4 { len: shape[axis] });
         }
         shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or(Ineligible::TooLarge)?;

@@ -812,7 +812,7 @@ fn obs_tile(wt: &mut [f64], rb: usize, n: usize, u: &[f64], block: usize) {
 /// fails even after the retries.
 pub fn obs_prune_2of4(w: &mut [f32], rows: usize, cols: usize, h: &[f64], damp: f64, block: usize) -> Result<ObsStats> {
     check_matrix(w.len(), rows, cols, h)?;
-    if cols % 4 != 0 || cols == 0 {
+    if !cols.is_multiple_of(4) || cols == 0 {
         return Err(Error::user(format!("{cols} columns: not a positive multiple of 4, cannot prune 2:4")));
     }
     if !(damp >= 0.0 && damp.is_finite()) {

@@ -1811,7 +1811,7 @@ impl<'a> Lowerer<'a> {
             ReduceOperation::Max
         };
         let mut dims = x.dims[..2].to_vec();
-        dims.extend(std::iter::repeat(D::K(1)).take(r - 2));
+        dims.extend(std::iter::repeat_n(D::K(1), r - 2));
         let out = self.out_name(cx, 0)?;
         let y = self.add(
             cx,
@@ -2584,7 +2584,7 @@ impl<'a> Lowerer<'a> {
                 (a, false, false) => {
                     dims.len() == 1
                         && a.as_ref()
-                            .map_or(true, |a| a.len() == 1 && norm_axis(a[0], 1) == Some(0))
+                            .is_none_or(|a| a.len() == 1 && norm_axis(a[0], 1) == Some(0))
                 }
                 _ => false,
             };

@@ -379,7 +379,7 @@ impl Weights {
     /// element size or on a type that has no owned representation here (FP8, INT4).
     pub fn from_le_bytes(dtype: DataType, bytes: &[u8]) -> Result<Weights> {
         fn chunks<const N: usize, T>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Result<Vec<T>> {
-            if b.len() % N != 0 {
+            if !b.len().is_multiple_of(N) {
                 return Err(Error::user(format!(
                     "weights of {} bytes are not a whole number of {N}-byte elements",
                     b.len()

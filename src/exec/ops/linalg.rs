@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 
-use super::super::gemm::{gemm_packed, sgemm, Mat, PackedA};
+use super::super::gemm::{gemm_packed, gemm_prepacked, sgemm, Mat, PackedA, PackedB};
 use super::super::tensor::{numel, Tensor};
 use super::elementwise::{broadcast_shapes, broadcast_strides};
 use super::shape::gather_strided;
@@ -162,11 +162,43 @@ fn small_m_gemm_impl(m: usize, k: usize, n: usize, alpha: f32, a: &[f32], ta: bo
     }
 }
 
-struct MatMulKernel;
+struct MatMulKernel {
+    /// A constant 2-D float B, packed once at build (the session then drops its copy).
+    packed_b: Option<PackedB>,
+}
 
 pub(crate) fn build_matmul(cx: &NodeCtx) -> Result<Box<dyn Kernel>> {
     cx.require_inputs(2, 2)?;
-    Ok(Box::new(MatMulKernel))
+    let packed_b = match cx.const_input(1) {
+        Some(b) if b.rank() == 2 && b.dtype() == super::super::tensor::DType::F32 => {
+            let (k, n) = (b.shape()[0], b.shape()[1]);
+            Some(PackedB::new(k, n, Mat::rows(b.as_f32()?, n)))
+        }
+        _ => None,
+    };
+    Ok(Box::new(MatMulKernel { packed_b }))
+}
+
+/// numpy `matmul` of a float32 tensor by a prepacked 2-D B: A's leading dimensions are
+/// batch dimensions that B broadcasts over, so all of A's rows form one `rows x k` matrix.
+/// Bit-identical to [`matmul`] (the same kernel over the same k order per element).
+fn matmul_prepacked(a: &Tensor, pb: &PackedB) -> Result<Tensor> {
+    let sa = a.shape();
+    let Some(&k) = sa.last() else {
+        return Err(Error::user("MatMul inputs must have rank >= 1"));
+    };
+    if k != pb.k {
+        return Err(Error::user(format!("MatMul inner dimensions differ: {:?} and [{}, {}]", sa, pb.k, pb.n)));
+    }
+    let rows = numel(&sa[..sa.len() - 1]);
+    let av = a.as_f32()?;
+    let mut y = vec![0f32; rows * pb.n];
+    if rows > 0 && k > 0 {
+        gemm_prepacked(&PackedA::new(rows, k, Mat::rows(av, k), 1.0), pb, &mut y, pb.n);
+    }
+    let mut shape = sa[..sa.len() - 1].to_vec();
+    shape.push(pb.n);
+    Ok(Tensor::from_vec(shape, y))
 }
 
 /// numpy `matmul` of float32 tensors.
@@ -223,7 +255,17 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 impl Kernel for MatMulKernel {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>> {
-        Ok(vec![matmul(input(inputs, 0)?, input(inputs, 1)?)?])
+        match &self.packed_b {
+            Some(pb) => Ok(vec![matmul_prepacked(input(inputs, 0)?, pb)?]),
+            None => Ok(vec![matmul(input(inputs, 0)?, input(inputs, 1)?)?]),
+        }
+    }
+    fn packed_inputs(&self) -> &[usize] {
+        if self.packed_b.is_some() {
+            &[1]
+        } else {
+            &[]
+        }
     }
 }
 
@@ -244,5 +286,20 @@ mod tests {
         assert_eq!(y.shape(), &[2, 1, 2]);
         assert_eq!(y.as_f32().unwrap(), &[3., 12., 21., 30.]);
         assert!(matmul(&v, &a).is_err());
+    }
+
+    #[test]
+    fn prepacked_matmul_is_bit_identical_and_keeps_numpy_shapes() {
+        let b = Tensor::new(vec![5, 19], (0..95).map(|x| (x as f32 * 0.37).sin()).collect()).unwrap();
+        let pb = PackedB::new(5, 19, Mat::rows(b.as_f32().unwrap(), 19));
+        for shape in [vec![5], vec![3, 5], vec![2, 7, 5], vec![2, 1, 4, 5], vec![0, 5]] {
+            let n: usize = shape.iter().product();
+            let a = Tensor::new(shape.clone(), (0..n).map(|x| (x as f32 * 0.91).cos()).collect()).unwrap();
+            let (want, got) = (matmul(&a, &b).unwrap(), matmul_prepacked(&a, &pb).unwrap());
+            assert_eq!(want.shape(), got.shape(), "{shape:?}");
+            assert!(want.bit_eq(&got), "{shape:?}");
+        }
+        let wrong = Tensor::new(vec![2, 4], vec![0.0; 8]).unwrap();
+        assert!(matmul_prepacked(&wrong, &pb).is_err());
     }
 }

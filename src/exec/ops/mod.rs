@@ -213,6 +213,12 @@ impl Float for f64 {
 /// when trailing optional outputs were not requested).
 pub(crate) trait Kernel: Send + Sync {
     fn run(&self, inputs: &mut [Option<Tensor>]) -> Result<Vec<Tensor>>;
+    /// Input slots whose constant this kernel copied at build into a layout of its own and
+    /// no longer reads: the session may then drop the constant and hand `None` in that slot
+    /// (a MatMul's prepacked weight: the weights are held once, in the packed layout).
+    fn packed_inputs(&self) -> &[usize] {
+        &[]
+    }
 }
 
 /// What a kernel builder sees of the node.

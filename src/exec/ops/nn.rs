@@ -240,6 +240,34 @@ fn zip_map<A: Copy, B: Copy, F: Fn(A) -> B>(xs: &[A], ys: &mut [MaybeUninit<B>],
     zip_map_impl(xs, ys, f)
 }
 
+#[inline(always)]
+fn zip3_map_impl<A: Copy, P: Copy, Q: Copy, B: Copy, F: Fn(A, P, Q) -> B>(xs: &[A], ps: &[P], qs: &[Q], ys: &mut [MaybeUninit<B>], f: &F) {
+    for (((o, &v), &p), &q) in ys.iter_mut().zip(xs).zip(ps).zip(qs) {
+        o.write(f(v, p, q));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn zip3_map_avx2<A: Copy, P: Copy, Q: Copy, B: Copy, F: Fn(A, P, Q) -> B>(xs: &[A], ps: &[P], qs: &[Q], ys: &mut [MaybeUninit<B>], f: &F) {
+    zip3_map_impl(xs, ps, qs, ys, f)
+}
+
+/// `ys[i] = f(xs[i], ps[i], qs[i])` (a row of per-channel parameters along the last axis),
+/// compiled for AVX2 when the CPU has it, like [`zip_map`]. Panics unless `ps` and `qs`
+/// are at least as long as `xs` and `ys`.
+fn zip3_map<A: Copy, P: Copy, Q: Copy, B: Copy, F: Fn(A, P, Q) -> B>(xs: &[A], ps: &[P], qs: &[Q], ys: &mut [MaybeUninit<B>], f: &F) {
+    assert!(ps.len() >= xs.len() && qs.len() >= xs.len() && ys.len() == xs.len(), "zip3_map lengths");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::super::gemm::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA.
+            return unsafe { zip3_map_avx2(xs, ps, qs, ys, f) };
+        }
+    }
+    zip3_map_impl(xs, ps, qs, ys, f)
+}
+
 /// `f(block index, block of xs)` written into a new vector of `xs.len()` elements, block by
 /// block (`block` elements each, the last one possibly shorter).
 fn map_blocks<A: Copy, B: Copy>(xs: &[A], block: usize, f: impl Fn(usize, &[A], &mut [MaybeUninit<B>])) -> Vec<B> {
@@ -288,6 +316,22 @@ pub(crate) fn quantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i6
     };
     let block = if ch == 1 { xv.len().max(1) } else { inner };
     let chan = |b: usize| if ch == 1 { 0 } else { b % ch };
+    if ch > 1 && inner == 1 {
+        // channels along the last axis (a MatMul weight's output columns): row by row, each
+        // element with its own channel's parameters (one block per element is slow)
+        return Ok(match out {
+            DType::I8 => Tensor::from_vec(
+                xs.to_vec(),
+                // SAFETY: q gives an integer in [-128, 127] (or 0).
+                map_blocks(xv, ch, |_, xs_, ys_| zip3_map(xs_, sv, &zpv, ys_, &|v, s_, z_| unsafe { q(v, s_, z_).to_int_unchecked::<i32>() } as i8)),
+            ),
+            _ => Tensor::from_vec(
+                xs.to_vec(),
+                // SAFETY: q gives an integer in [0, 255] (or 0).
+                map_blocks(xv, ch, |_, xs_, ys_| zip3_map(xs_, sv, &zpv, ys_, &|v, s_, z_| unsafe { q(v, s_, z_).to_int_unchecked::<i32>() } as u8)),
+            ),
+        });
+    }
     // zipped slices (not `extend(map)`) so that the loops vectorize
     Ok(match out {
         DType::I8 => {
@@ -352,6 +396,15 @@ pub(crate) fn dequantize(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: 
     };
     let block = if ch == 1 { x.len().max(1) } else { inner };
     let chan = |b: usize| if ch == 1 { 0 } else { b % ch };
+    if ch > 1 && inner == 1 && matches!(x.dtype(), DType::I8 | DType::U8) {
+        // channels along the last axis: row by row (see `quantize`)
+        let zi: Vec<i32> = zpv.iter().map(|&z| z as i32).collect();
+        let y = match x.dtype() {
+            DType::I8 => map_blocks(x.as_slice::<i8>()?, ch, |_, xs_, ys_| zip3_map(xs_, sv, &zi, ys_, &|v, s_, z_| (v as i32 - z_) as f32 * s_)),
+            _ => map_blocks(x.as_slice::<u8>()?, ch, |_, xs_, ys_| zip3_map(xs_, sv, &zi, ys_, &|v, s_, z_| (v as i32 - z_) as f32 * s_)),
+        };
+        return Ok(Tensor::from_vec(xs.to_vec(), y));
+    }
     let mut y: Vec<f32> = Vec::with_capacity(x.len());
     // 8-bit inputs: i32 arithmetic (exact) and zipped slices, so that the loops vectorize
     match x.dtype() {

@@ -175,7 +175,7 @@ fn group_norm<T: Float>(x: &Tensor, scale: &Tensor, bias: &Tensor, groups: usize
         return Err(Error::user(format!("GroupNormalization input must have rank >= 2, got {xs:?}")));
     }
     let c = xs[1];
-    if c % groups != 0 {
+    if !c.is_multiple_of(groups) {
         return Err(Error::user(format!("GroupNormalization: {c} channels are not divisible into {groups} groups")));
     }
     let per_group = opset < 21 && scale.len() == groups && groups != c;

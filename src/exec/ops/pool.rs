@@ -169,7 +169,7 @@ impl Kernel for GlobalPoolKernel {
             })
             .collect();
         let mut out_shape = xs[..2].to_vec();
-        out_shape.extend(std::iter::repeat(1).take(xs.len() - 2));
+        out_shape.extend(std::iter::repeat_n(1, xs.len() - 2));
         Ok(vec![Tensor::from_vec(out_shape, y)])
     }
 }

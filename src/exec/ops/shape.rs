@@ -170,7 +170,7 @@ pub(crate) fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -
             .filter(|&(j, _)| j != i)
             .try_fold(1usize, |a, (_, &d)| a.checked_mul(d))
             .ok_or_else(too_big)?;
-        if rest == 0 || n % rest != 0 {
+        if rest == 0 || !n.is_multiple_of(rest) {
             return Err(Error::user(format!("cannot reshape {input:?} to {target:?}")));
         }
         out[i] = n / rest;
@@ -745,7 +745,7 @@ fn pad_typed<T: Elem>(x: &Tensor, pads: &[i64], value: T, mode: PadMode) -> Resu
             };
         }
         match base {
-            None => out.extend(std::iter::repeat(value).take(inner)),
+            None => out.extend(std::iter::repeat_n(value, inner)),
             Some(b) => out.extend(maps[r - 1].iter().map(|m| match m {
                 Some(i) => src[b + i],
                 None => value,
