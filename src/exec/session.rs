@@ -30,6 +30,9 @@ pub struct Session {
     full: Plan,
 }
 
+/// A dropped packed constant at least this large returns its pages to the kernel at once.
+const TRIM_AFTER_BYTES: usize = 256 << 10;
+
 /// Wall time of each executed node: (node index into `Program::nodes`, seconds).
 pub type NodeTimes = Vec<(usize, f64)>;
 
@@ -184,8 +187,14 @@ impl Session {
                 all_packed[v] &= kernel.packed_inputs().contains(&j);
                 pending_uses[v] -= 1;
                 if pending_uses[v] == 0 && all_packed[v] {
-                    consts[v] = None;
+                    let bytes = consts[v].take().map_or(0, |t| t.len() * t.dtype().size());
                     packed[v] = true;
+                    // a folded weight was allocated by the worker thread that folded it: its
+                    // freed pages go back to the kernel now, or every weight would be resident
+                    // twice until the session is built (the raised trim threshold keeps them)
+                    if bytes >= TRIM_AFTER_BYTES {
+                        crate::util::trim_heap();
+                    }
                 }
             }
             kernels.push(kernel);
