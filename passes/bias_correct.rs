@@ -262,7 +262,9 @@ impl Pass for BiasCorrect {
                 .collect::<Result<_>>()?;
             shifts.push(shift);
         }
+        // the sweep's session goes before the validation below builds two more
         drop(state);
+        drop(ms);
         for (li, (id, _out, k, gemm)) in layers.iter().enumerate() {
             let shift = &shifts[li];
             let n = m.graph.n(*id)?.clone();
