@@ -268,3 +268,46 @@ fn unsupported_op_is_reported_up_front() {
     let err = Session::new(p).err().unwrap().to_string();
     assert!(err.contains("node 'r' (NonMaxSuppression)") && err.contains("not supported"), "{err}");
 }
+
+/// A MatMul's constant weight lives only in its kernel (packed): the session lists it among
+/// its constants, refuses it as a target or a fed value, and computes the same as a weight
+/// that another consumer keeps in the session (which stays a target).
+#[test]
+fn packed_weights_live_in_their_kernels_only() {
+    let build = |shared: bool| {
+        let mut p = Program::new(13);
+        let (x, w, y) = (p.add_value("x"), p.add_value("w"), p.add_value("y"));
+        p.add_input(x);
+        p.add_constant(w, Tensor::new(vec![24, 40], pseudo(24 * 40, 3)).unwrap());
+        let node = |name: &str, op: &str, inputs: Vec<Option<usize>>, out: usize| sparseqc::exec::ExecNode {
+            name: name.into(),
+            op_type: op.into(),
+            inputs,
+            outputs: vec![Some(out)],
+            ..Default::default()
+        };
+        p.add_node(node("mm", "MatMul", vec![Some(x), Some(w)], y));
+        p.add_output(y);
+        if shared {
+            // a second consumer that reads the weight as a tensor
+            let z = p.add_value("z");
+            p.add_node(node("relu", "Relu", vec![Some(w)], z));
+            p.add_output(z);
+        }
+        (Session::new(p).unwrap(), x, w, y)
+    };
+    let input = Tensor::new(vec![2, 7, 24], pseudo(2 * 7 * 24, 11)).unwrap();
+    let (packed, x, w, y) = build(false);
+    let (kept, ..) = build(true);
+    assert_eq!(packed.constants(), vec![w]);
+    assert!(packed.program().constants.is_empty(), "the constants moved into the session");
+    let a = packed.run_from(vec![(x, input.clone())], &[y]).unwrap();
+    let b = kept.run_from(vec![(x, input.clone())], &[y]).unwrap();
+    assert_eq!(a[0].shape(), &[2, 7, 40]);
+    assert!(a[0].bit_eq(&b[0]));
+    let err = packed.run_from(vec![(x, input.clone())], &[w]).unwrap_err().to_string();
+    assert!(err.contains("'w'") && err.contains("packed"), "{err}");
+    assert!(packed.plan(&[w], &[y]).is_err(), "a packed weight cannot be fed");
+    // kept in the session (the Relu reads it): a target like any constant
+    assert_eq!(kept.run_from(vec![(x, input)], &[w]).unwrap()[0].shape(), &[24, 40]);
+}
