@@ -99,12 +99,11 @@ pub fn tensors_to_calibrate(g: &Graph) -> Result<Vec<ValueId>> {
             if let Some(o) = output_tensor(g, id) {
                 push(o, &mut out);
             }
-        } else if n.op_type == "Add"
-            && residual_skip_input(g, id).is_some() {
-                for v in n.inputs.iter().flatten() {
-                    push(*v, &mut out);
-                }
+        } else if n.op_type == "Add" && residual_skip_input(g, id).is_some() {
+            for v in n.inputs.iter().flatten() {
+                push(*v, &mut out);
             }
+        }
     }
     Ok(out)
 }

@@ -137,18 +137,7 @@ impl PackedB {
             assert!((k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "PackedB: view too small");
             for (jp, dst) in data.chunks_exact_mut(k * nr).enumerate() {
                 let j0 = jp * nr;
-                let w = nr.min(n - j0);
-                for p in 0..k {
-                    let row = &mut dst[p * nr..(p + 1) * nr];
-                    if b.cs == 1 {
-                        let s = p * b.rs + j0;
-                        row[..w].copy_from_slice(&b.data[s..s + w]);
-                    } else {
-                        for (j, o) in row[..w].iter_mut().enumerate() {
-                            *o = b.at(p, j0 + j);
-                        }
-                    }
-                }
+                pack_b_panel(b, k, j0, nr.min(n - j0), nr, dst);
             }
         }
         PackedB { k, n, nr, data }
@@ -198,21 +187,19 @@ pub(crate) fn gemm_prepacked(pa: &PackedA, pb: &PackedB, c: &mut [f32], ldc: usi
     }
 }
 
-/// Packs columns `j0 .. j0 + w` (w <= NR) of a `k x n` view into one `[k][NR]` panel.
-pub(crate) fn pack_b_panel(b: Mat, k: usize, j0: usize, w: usize, dst: &mut [f32]) {
-    let dst = &mut dst[..k * NR];
-    if b.cs == 1 && w == NR {
-        for p in 0..k {
+/// Packs columns `j0 .. j0 + w` (w <= nr) of a `k x n` view into one `[k][nr]` panel, the
+/// columns past `w` zero.
+pub(crate) fn pack_b_panel(b: Mat, k: usize, j0: usize, w: usize, nr: usize, dst: &mut [f32]) {
+    for (p, row) in dst[..k * nr].chunks_exact_mut(nr).enumerate() {
+        if b.cs == 1 {
             let s = p * b.rs + j0;
-            dst[p * NR..(p + 1) * NR].copy_from_slice(&b.data[s..s + NR]);
+            row[..w].copy_from_slice(&b.data[s..s + w]);
+        } else {
+            for (j, o) in row[..w].iter_mut().enumerate() {
+                *o = b.at(p, j0 + j);
+            }
         }
-        return;
-    }
-    for p in 0..k {
-        let row = &mut dst[p * NR..(p + 1) * NR];
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = if j < w { b.at(p, j0 + j) } else { 0.0 };
-        }
+        row[w..].fill(0.0);
     }
 }
 
@@ -442,29 +429,22 @@ mod avx512 {
     pub unsafe fn dispatch(k: usize, a: &[f32], mr: usize, b: &[f32], c: *mut f32, ldc: usize, w: usize) {
         debug_assert!(a.len() >= k * mr && b.len() >= k * NR_WIDE && mr <= MR && w <= NR_WIDE);
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        let kern: unsafe fn(usize, *const f32, *const f32, *mut f32, usize) = match mr {
+            6 => kern::<6>,
+            5 => kern::<5>,
+            4 => kern::<4>,
+            3 => kern::<3>,
+            2 => kern::<2>,
+            _ => kern::<1>,
+        };
         // SAFETY: forwarded contract.
         unsafe {
             if w == NR_WIDE {
-                match mr {
-                    6 => kern::<6>(k, ap, bp, c, ldc),
-                    5 => kern::<5>(k, ap, bp, c, ldc),
-                    4 => kern::<4>(k, ap, bp, c, ldc),
-                    3 => kern::<3>(k, ap, bp, c, ldc),
-                    2 => kern::<2>(k, ap, bp, c, ldc),
-                    _ => kern::<1>(k, ap, bp, c, ldc),
-                }
+                kern(k, ap, bp, c, ldc);
             } else {
                 // partial width: a zeroed tile, then its valid part added into C
                 let mut tile = [0f32; MR * NR_WIDE];
-                let t = tile.as_mut_ptr();
-                match mr {
-                    6 => kern::<6>(k, ap, bp, t, NR_WIDE),
-                    5 => kern::<5>(k, ap, bp, t, NR_WIDE),
-                    4 => kern::<4>(k, ap, bp, t, NR_WIDE),
-                    3 => kern::<3>(k, ap, bp, t, NR_WIDE),
-                    2 => kern::<2>(k, ap, bp, t, NR_WIDE),
-                    _ => kern::<1>(k, ap, bp, t, NR_WIDE),
-                }
+                kern(k, ap, bp, tile.as_mut_ptr(), NR_WIDE);
                 for r in 0..mr {
                     for j in 0..w {
                         *c.add(r * ldc + j) += tile[r * NR_WIDE + j];
@@ -564,7 +544,7 @@ pub(crate) fn gemm_packed(pa: &PackedA, b: Mat, n: usize, c: &mut [f32], ldc: us
     let mut panel = vec![0f32; k * NR];
     for j0 in (0..n).step_by(NR) {
         let w = NR.min(n - j0);
-        pack_b_panel(b, k, j0, w, &mut panel);
+        pack_b_panel(b, k, j0, w, NR, &mut panel);
         for i0 in (0..m).step_by(MR) {
             let (ap, mr) = pa.panel(i0);
             // SAFETY: the panel holds k rows of NR; the block lies inside c (asserted).
